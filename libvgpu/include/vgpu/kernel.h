@@ -50,7 +50,14 @@ struct vgpu_kctx {
 	struct vgpu_kdim block_idx;
 	void *shared;       /* this block's shared memory, zeroed, or NULL */
 	size_t shared_size;
+	/* Abort the launch (like CUDA's __trap()): the launch fails with
+	 * VGPU_ERR_LAUNCH and msg, reported at the next synchronization. The
+	 * kernel should return after calling it; remaining blocks are skipped. */
+	void (*trap)(const struct vgpu_kctx *ctx, const char *msg);
+	void *internal_; /* the device's; do not touch */
 };
+
+#define VGPU_TRAP(ctx, msg) ((ctx)->trap((ctx), (msg)))
 
 /* Parameter type codes; equal to enum vgpu_arg_type in vgpu.h. */
 #define VGPU_KPARAM_DPTR 1
