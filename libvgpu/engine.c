@@ -65,6 +65,8 @@ struct event {
 	uint64_t record_seq;   /* records issued */
 	uint64_t done_seq;     /* records completed */
 	struct timespec when;  /* time of the last completed record */
+	vgpu_status err;       /* error pending on its stream when it completed */
+	char errmsg[VGPU_ERRMSG_MAX];
 	struct stream *parked; /* streams waiting for this event */
 };
 
@@ -326,8 +328,13 @@ static void *worker_main(void *arg)
 		st->head = w->next;
 		if (!st->head)
 			st->tail = NULL;
-		if (w->op == W_RECORD)
+		if (w->op == W_RECORD) {
+			/* an event synchronize reports the stream's pending
+			 * error, as cuEventSynchronize does */
+			w->u.rec.ev->err = st->err;
+			snprintf(w->u.rec.ev->errmsg, sizeof(w->u.rec.ev->errmsg), "%s", st->errmsg);
 			complete_event(e, w->u.rec.ev, w->u.rec.seq);
+		}
 		if (w->op == W_NOTIFY) {
 			rc = st->err;
 			snprintf(msg, sizeof(msg), "%s", st->errmsg);
@@ -1260,6 +1267,7 @@ vgpu_status vgpu__s_event_record(struct session *s, uint32_t eid, uint32_t sid)
 		return VGPU_ERR_BAD_HANDLE;
 	if (sid == 0) {
 		pthread_mutex_lock(&s->e->qlock);
+		ev->err = VGPU_OK;
 		complete_event(s->e, ev, ++ev->record_seq);
 		pthread_cond_broadcast(&s->e->done_cv);
 		pthread_mutex_unlock(&s->e->qlock);
@@ -1288,6 +1296,7 @@ vgpu_status vgpu__s_event_sync(struct session *s, uint32_t eid)
 {
 	struct event *ev = event_lookup(s, eid, "event_synchronize");
 	uint64_t target;
+	vgpu_status rc;
 
 	if (!ev)
 		return VGPU_ERR_BAD_HANDLE;
@@ -1295,8 +1304,11 @@ vgpu_status vgpu__s_event_sync(struct session *s, uint32_t eid)
 	target = ev->record_seq;
 	while (ev->done_seq < target)
 		pthread_cond_wait(&s->e->done_cv, &s->e->qlock);
+	rc = ev->err;
+	if (rc)
+		vgpu__error_set_raw(rc, ev->errmsg);
 	pthread_mutex_unlock(&s->e->qlock);
-	return VGPU_OK;
+	return rc;
 }
 
 vgpu_status vgpu__s_event_query(struct session *s, uint32_t eid)

@@ -109,6 +109,21 @@ static int t_async_error(void *d)
 	CHECK_OK(vgpu_launch(v, f_trap, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, t, 1));
 	CHECK_ST(vgpu_synchronize(v), VGPU_ERR_LAUNCH);
 	CHECK_OK(vgpu_synchronize(v));
+	/* an event recorded after failed work reports the error too */
+	{
+		vgpu_event *e;
+
+		CHECK_OK(vgpu_event_create(v, &e, 0));
+		CHECK_OK(vgpu_launch(v, f_trap, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s,
+				     t, 1));
+		CHECK_OK(vgpu_event_record(e, s));
+		CHECK_ST(vgpu_event_synchronize(e), VGPU_ERR_LAUNCH);
+		CHECK_MSG("trap");
+		CHECK_ST(vgpu_stream_synchronize(s), VGPU_ERR_LAUNCH);
+		CHECK_OK(vgpu_event_record(e, s));
+		CHECK_OK(vgpu_event_synchronize(e));
+		CHECK_OK(vgpu_event_destroy(e));
+	}
 	CHECK_OK(vgpu_stream_destroy(s));
 	CHECK_OK(vgpu_mem_free(v, p));
 	return 0;
