@@ -33,6 +33,8 @@
 #include "engine.h"
 #include "error.h"
 #include "idtable.h"
+#include "mem.h"
+#include "pluginhost.h"
 
 #define ENGINE_MAX_DEVICES 64
 #define DEFAULT_WORKERS 4
@@ -54,6 +56,7 @@ struct edev {
 	int index;
 	struct vgpu_backend_dev *bdev;
 	unsigned nsessions;
+	struct vgpu__mem *mem;  /* memory plugins and residency (mem.c) */
 	size_t gran;
 	uint32_t max_threads_per_block;
 	/* stats (engine qlock) */
@@ -142,6 +145,8 @@ struct vgpu_session {
 	struct vgpu_idtable streams, events, modules, funcs;
 	struct vgpu_addrmap allocs;
 	uint64_t mem_used;
+	struct vgpu__mem_session *ms; /* its memory plugins' view (mem.c) */
+	struct vgpu_uri devuri;       /* scratch for opening the device */
 	struct stream *null_stream; /* error record for stream 0 (unused) */
 	struct vgpu_session *next, *prev; /* engine->sessions (qlock) */
 };
@@ -159,6 +164,10 @@ struct vgpu_engine {
 	pthread_mutex_t devlock; /* device open/close */
 	struct vgpu_session sessions; /* list head */
 	uint64_t next_session_id;
+	/* memory plugins run on every device (from $VGPU_PLUGINS for now) */
+	struct vgpu__plugin_set plugins;
+	struct vgpu__mem_plugin mem_plugins[8];
+	unsigned nmem_plugins;
 	unsigned refs;           /* local engines */
 };
 
@@ -199,6 +208,8 @@ static struct stream *ready_pop(struct engine *e)
 	return st;
 }
 
+static void unref(struct session *s, struct alloc *a);
+
 static void unref_allocs(struct session *s, struct work *w)
 {
 	if (!w->nrefs && w->op != W_LAUNCH)
@@ -216,11 +227,72 @@ static void unref_allocs(struct session *s, struct work *w)
 }
 
 /* Run one item on the backend (no engine lock held). */
+/* The allocations of a copy/set (ra: the one addressed by dst, or src for
+ * dtoh; rb: dtod's source) or a launch, as memory plugins see them. */
+static unsigned mem_refs_of(enum work_op op, struct alloc *const *a, unsigned n,
+			    struct vgpu_mem_ref *mr)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uint32_t fl = VGPU_MEM_READ | VGPU_MEM_WRITE;
+
+		if (op == W_DTOH || (op == W_DTOD && i == 1))
+			fl = VGPU_MEM_READ;
+		else if (op != W_LAUNCH)
+			fl = VGPU_MEM_WRITE;
+		mr[i].base = a[i]->base;
+		mr[i].size = a[i]->size;
+		mr[i].flags = fl;
+		mr[i].resident = 0;
+	}
+	return n;
+}
+
+static unsigned work_mem_refs(struct work *w, struct vgpu_mem_ref *mr)
+{
+	return mem_refs_of(w->op, w->arefs ? w->arefs : w->refs, w->nrefs, mr);
+}
+
+/* Tell the memory plugins what queued work will touch (before it can run). */
+static void mem_queued(struct session *s, struct work *w)
+{
+	struct vgpu_mem_ref mr[VGPU_MAX_KERNEL_ARGS];
+
+	if (w->nrefs && vgpu__mem_wants_queue(s->ms))
+		vgpu__mem_queued(s->ms, (uint64_t)(uintptr_t)w, mr, work_mem_refs(w, mr));
+}
+
+/* Work that ran (status rc, message set) no longer uses its buffers. */
+static void mem_complete_keep_error(struct session *s, const struct vgpu_mem_ref *mr,
+				    unsigned nmr, vgpu_status rc)
+{
+	char msg[VGPU_ERRMSG_MAX];
+
+	if (!nmr)
+		return;
+	if (rc)
+		snprintf(msg, sizeof(msg), "%s", vgpu__error_msg());
+	vgpu__mem_complete(s->ms, mr, nmr);
+	if (rc)
+		vgpu__error_set_raw(rc, msg);
+}
+
 static vgpu_status run_item(struct session *s, struct stream *st, struct work *w)
 {
 	const struct vgpu_backend_ops *be = s->e->be;
 	struct vgpu_backend_dev *d = s->dev->bdev;
+	struct vgpu_mem_ref mr[VGPU_MAX_KERNEL_ARGS];
+	unsigned nmr = 0;
 	vgpu_status rc = VGPU_OK;
+
+	if (w->nrefs && w->op <= W_LAUNCH) {
+		/* its buffers resident and kept so until it completes */
+		nmr = work_mem_refs(w, mr);
+		if (vgpu__mem_wants_queue(s->ms))
+			vgpu__mem_dequeued(s->ms, (uint64_t)(uintptr_t)w);
+		rc = vgpu__mem_prepare(s->ms, mr, nmr);
+		if (rc)
+			return rc;
+	}
 
 	switch (w->op) {
 	case W_HTOD:
@@ -246,6 +318,7 @@ static vgpu_status run_item(struct session *s, struct stream *st, struct work *w
 	}
 	if (rc == VGPU_OK && be->stream_sync && w->op <= W_LAUNCH)
 		rc = be->stream_sync(d, st->bs);
+	mem_complete_keep_error(s, mr, nmr, rc);
 	return rc;
 }
 
@@ -388,6 +461,37 @@ static void stream_drain_locked(struct engine *e, struct stream *st)
 /* ------------------------------------------------------------------------ */
 /* Engine                                                                   */
 
+/* The plugin spec list ($VGPU_PLUGINS); memory plugins are kept for the
+ * devices (mem.c instantiates them per device). */
+static vgpu_status engine_plugins(struct engine *e)
+{
+	vgpu_status st = vgpu__plugin_set_parse(getenv("VGPU_PLUGINS"), &e->plugins);
+
+	if (st)
+		return st;
+	for (unsigned i = 0; i < e->plugins.n; i++) {
+		const struct vgpu__plugin_conf *c = e->plugins.v[i];
+
+		if (c->plugin->desc->kind != VGPU_PLUGIN_MEMORY)
+			continue;
+		if (e->nmem_plugins == sizeof(e->mem_plugins) / sizeof(e->mem_plugins[0])) {
+			vgpu__plugin_set_free(&e->plugins);
+			return vgpu__error(VGPU_ERR_PLUGIN, "too many memory plugins");
+		}
+		e->mem_plugins[e->nmem_plugins].desc = c->plugin->desc;
+		e->mem_plugins[e->nmem_plugins].cfg = &c->cfg;
+		e->nmem_plugins++;
+	}
+	return VGPU_OK;
+}
+
+static void dev_close(struct engine *e, struct edev *d)
+{
+	vgpu__mem_destroy(d->mem);
+	e->be->device_close(d->bdev);
+	free(d);
+}
+
 vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_opts *opts,
 				struct engine **out)
 {
@@ -408,6 +512,12 @@ vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_op
 	if (!e)
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory for the engine");
 	e->be = be;
+	if (engine_plugins(e) != VGPU_OK) {
+		vgpu_status st = vgpu__error_status();
+
+		free(e);
+		return st;
+	}
 	pthread_mutex_init(&e->qlock, NULL);
 	pthread_mutex_init(&e->devlock, NULL);
 	pthread_cond_init(&e->work_cv, NULL);
@@ -454,10 +564,9 @@ void vgpu__engine_destroy(struct engine *e)
 	for (int i = 0; i < e->nworkers; i++)
 		pthread_join(e->workers[i], NULL);
 	for (int i = 0; i < ENGINE_MAX_DEVICES; i++)
-		if (e->devs[i]) {
-			e->be->device_close(e->devs[i]->bdev);
-			free(e->devs[i]);
-		}
+		if (e->devs[i])
+			dev_close(e, e->devs[i]);
+	vgpu__plugin_set_free(&e->plugins);
 	free(e->workers);
 	pthread_mutex_destroy(&e->qlock);
 	pthread_mutex_destroy(&e->devlock);
@@ -551,6 +660,30 @@ void vgpu__engine_local_put(struct engine *e)
 /* ------------------------------------------------------------------------ */
 /* Sessions                                                                 */
 
+/* A session is gone from device d. */
+static void dev_put(struct engine *e, struct edev *d)
+{
+	pthread_mutex_lock(&e->devlock);
+	if (--d->nsessions == 0 && e->refs) {
+		/* local engine: the device goes with its last session, so a
+		 * later open may choose another size */
+		e->devs[d->index] = NULL;
+		dev_close(e, d);
+	}
+	pthread_mutex_unlock(&e->devlock);
+}
+
+static void session_fini(struct session *s)
+{
+	vgpu__idt_fini(&s->streams);
+	vgpu__idt_fini(&s->events);
+	vgpu__idt_fini(&s->modules);
+	vgpu__idt_fini(&s->funcs);
+	vgpu__am_fini(&s->allocs);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cv);
+}
+
 vgpu_status vgpu__session_open(struct engine *e, const struct vgpu_uri *uri, const char *tenant,
 			       const char *label, struct session **out)
 {
@@ -581,10 +714,16 @@ vgpu_status vgpu__session_open(struct engine *e, const struct vgpu_uri *uri, con
 			return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
 		}
 		d->index = idx;
-		st = e->be->device_open(idx, uri, &d->bdev);
+		/* with memory plugins, mem= is the session's quota, not the
+		 * device size (mem.h) */
+		vgpu__mem_device_uri(e->nmem_plugins, uri, &s->devuri);
+		st = e->be->device_open(idx, &s->devuri, &d->bdev);
 		if (st == VGPU_OK) {
 			memset(&info, 0, sizeof(info));
 			st = e->be->device_info(d->bdev, &info);
+			if (st == VGPU_OK)
+				st = vgpu__mem_create(e->be, d->bdev, idx, e->mem_plugins,
+						      e->nmem_plugins, &d->mem);
 			if (st != VGPU_OK)
 				e->be->device_close(d->bdev);
 		}
@@ -614,6 +753,15 @@ vgpu_status vgpu__session_open(struct engine *e, const struct vgpu_uri *uri, con
 	vgpu__am_init(&s->allocs);
 	pthread_mutex_lock(&e->qlock);
 	s->id = ++e->next_session_id;
+	pthread_mutex_unlock(&e->qlock);
+	st = vgpu__mem_session_open(d->mem, s->id, s->tenant, s->label, uri, &s->ms);
+	if (st) {
+		session_fini(s);
+		dev_put(e, d);
+		free(s);
+		return st;
+	}
+	pthread_mutex_lock(&e->qlock);
 	s->next = &e->sessions;
 	s->prev = e->sessions.prev;
 	e->sessions.prev->next = s;
@@ -730,7 +878,7 @@ void vgpu__session_close(struct session *s)
 		vgpu__am_remove(&s->allocs, r.base);
 		while (a->refs)
 			pthread_cond_wait(&s->cv, &s->lock);
-		e->be->mem_free(s->dev->bdev, a->base, a->size);
+		vgpu__mem_free(s->ms, a->base, a->size);
 		pthread_mutex_lock(&e->qlock);
 		s->dev->mem_used -= a->size;
 		s->dev->allocations--;
@@ -738,28 +886,15 @@ void vgpu__session_close(struct session *s)
 		free(a);
 	}
 	pthread_mutex_unlock(&s->lock);
+	vgpu__mem_session_close(s->ms);
 
 	pthread_mutex_lock(&e->qlock);
 	s->prev->next = s->next;
 	s->next->prev = s->prev;
 	pthread_mutex_unlock(&e->qlock);
 
-	pthread_mutex_lock(&e->devlock);
-	if (--s->dev->nsessions == 0 && e->refs) {
-		/* local engine: the device goes with its last session, so a
-		 * later open may choose another size */
-		e->be->device_close(s->dev->bdev);
-		e->devs[s->dev->index] = NULL;
-		free(s->dev);
-	}
-	pthread_mutex_unlock(&e->devlock);
-	vgpu__idt_fini(&s->streams);
-	vgpu__idt_fini(&s->events);
-	vgpu__idt_fini(&s->modules);
-	vgpu__idt_fini(&s->funcs);
-	vgpu__am_fini(&s->allocs);
-	pthread_mutex_destroy(&s->lock);
-	pthread_cond_destroy(&s->cv);
+	dev_put(e, s->dev);
+	session_fini(s);
 	vgpu_debug("%s: session %llu closed", s->label, (unsigned long long)s->id);
 	free(s);
 }
@@ -775,6 +910,7 @@ vgpu_status vgpu__s_device_info(struct session *s, struct vgpu_device_info *out)
 	st = s->e->be->device_info(s->dev->bdev, out);
 	if (st)
 		return vgpu__error_prefix(st, "%s", s->label);
+	vgpu__mem_info(s->ms, out); /* as the session sees it (quota, residency) */
 	return VGPU_OK;
 }
 
@@ -794,7 +930,7 @@ vgpu_status vgpu__s_mem_alloc(struct session *s, size_t size, vgpu_dptr *out)
 	a = calloc(1, sizeof(*a));
 	if (!a)
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
-	st = e->be->mem_alloc(s->dev->bdev, rsize, &a->base);
+	st = vgpu__mem_alloc(s->ms, rsize, &a->base);
 	if (st) {
 		free(a);
 		return st;
@@ -804,7 +940,7 @@ vgpu_status vgpu__s_mem_alloc(struct session *s, size_t size, vgpu_dptr *out)
 	pthread_mutex_lock(&s->lock);
 	if (vgpu__am_insert(&s->allocs, a->base, rsize, a) != 0) {
 		pthread_mutex_unlock(&s->lock);
-		e->be->mem_free(s->dev->bdev, a->base, rsize);
+		vgpu__mem_free(s->ms, a->base, rsize);
 		free(a);
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
 	}
@@ -816,6 +952,30 @@ vgpu_status vgpu__s_mem_alloc(struct session *s, size_t size, vgpu_dptr *out)
 	pthread_mutex_unlock(&e->qlock);
 	*out = a->base;
 	return VGPU_OK;
+}
+
+vgpu_status vgpu__s_mem_advise(struct session *s, vgpu_dptr p, unsigned advice)
+{
+	struct vgpu_range *r;
+	struct alloc *a;
+	vgpu_status st;
+
+	pthread_mutex_lock(&s->lock);
+	r = vgpu__am_find(&s->allocs, p);
+	if (!r || r->base != p) {
+		pthread_mutex_unlock(&s->lock);
+		return vgpu__error(VGPU_ERR_BAD_ADDRESS, "%s: mem_advise: 0x%llx is not the start "
+				   "of an allocation of this handle", s->label,
+				   (unsigned long long)p);
+	}
+	a = r->obj;
+	a->refs++; /* a free waits */
+	pthread_mutex_unlock(&s->lock);
+	st = vgpu__mem_advise(s->ms, p, advice);
+	pthread_mutex_lock(&s->lock);
+	unref(s, a);
+	pthread_mutex_unlock(&s->lock);
+	return st;
 }
 
 vgpu_status vgpu__s_mem_free(struct session *s, vgpu_dptr p)
@@ -844,7 +1004,7 @@ vgpu_status vgpu__s_mem_free(struct session *s, vgpu_dptr p)
 		pthread_cond_wait(&s->cv, &s->lock);
 	s->mem_used -= a->size;
 	pthread_mutex_unlock(&s->lock);
-	e->be->mem_free(s->dev->bdev, a->base, a->size);
+	vgpu__mem_free(s->ms, a->base, a->size);
 	pthread_mutex_lock(&e->qlock);
 	s->dev->mem_used -= a->size;
 	s->dev->allocations--;
@@ -912,6 +1072,7 @@ static vgpu_status enqueue_checked(struct session *s, uint32_t sid, struct work 
 	pthread_mutex_lock(&s->lock);
 	st = stream_get(s, sid, what);
 	if (st) {
+		mem_queued(s, w);
 		enqueue(s->e, st, w);
 		pthread_mutex_unlock(&s->lock);
 		return VGPU_OK;
@@ -970,15 +1131,22 @@ static vgpu_status copy_op(struct session *s, uint32_t sid, enum work_op op, vgp
 
 	if (!sid) {
 		struct vgpu_backend_dev *d = s->dev->bdev;
+		struct alloc *ab[2] = { ra, rb };
+		struct vgpu_mem_ref mr[2];
+		unsigned nmr = mem_refs_of(op, ab, rb ? 2 : 1, mr);
 
-		switch (op) {
-		case W_HTOD: rc = be->memcpy_htod(d, NULL, dst, hsrc, n); break;
-		case W_DTOH: rc = be->memcpy_dtoh(d, NULL, hdst, src, n); break;
-		case W_DTOD: rc = be->memcpy_dtod(d, NULL, dst, src, n); break;
-		default: rc = be->memset(d, NULL, dst, value, n); break;
+		rc = vgpu__mem_prepare(s->ms, mr, nmr);
+		if (rc == VGPU_OK) {
+			switch (op) {
+			case W_HTOD: rc = be->memcpy_htod(d, NULL, dst, hsrc, n); break;
+			case W_DTOH: rc = be->memcpy_dtoh(d, NULL, hdst, src, n); break;
+			case W_DTOD: rc = be->memcpy_dtod(d, NULL, dst, src, n); break;
+			default: rc = be->memset(d, NULL, dst, value, n); break;
+			}
+			if (rc == VGPU_OK && be->stream_sync)
+				rc = be->stream_sync(d, NULL);
+			mem_complete_keep_error(s, mr, nmr, rc);
 		}
-		if (rc == VGPU_OK && be->stream_sync)
-			rc = be->stream_sync(d, NULL);
 		pthread_mutex_lock(&s->lock);
 		unref(s, ra);
 		if (rb)
@@ -1627,9 +1795,17 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 	if (!sid) {
 		vgpu_status r2;
 
-		rc = s->e->be->launch(s->dev->bdev, NULL, f->bfn, grid, block, shmem, args, nargs);
-		if (rc == VGPU_OK && s->e->be->stream_sync)
-			rc = s->e->be->stream_sync(s->dev->bdev, NULL);
+		struct vgpu_mem_ref mr[VGPU_MAX_KERNEL_ARGS];
+		unsigned nmr = mem_refs_of(W_LAUNCH, refs, nref, mr);
+
+		rc = vgpu__mem_prepare(s->ms, mr, nmr);
+		if (rc == VGPU_OK) {
+			rc = s->e->be->launch(s->dev->bdev, NULL, f->bfn, grid, block, shmem, args,
+					      nargs);
+			if (rc == VGPU_OK && s->e->be->stream_sync)
+				rc = s->e->be->stream_sync(s->dev->bdev, NULL);
+			mem_complete_keep_error(s, mr, nmr, rc);
+		}
 		r2 = sync_result(s, rc);
 		pthread_mutex_lock(&s->lock);
 		for (unsigned i = 0; i < nref; i++)

@@ -61,6 +61,8 @@ vgpu_status vgpu__s_synchronize(struct vgpu_session *s);
 
 vgpu_status vgpu__s_mem_alloc(struct vgpu_session *s, size_t size, vgpu_dptr *out);
 vgpu_status vgpu__s_mem_free(struct vgpu_session *s, vgpu_dptr p);
+/* vgpu_mem_advise (mem.c does the work). */
+vgpu_status vgpu__s_mem_advise(struct vgpu_session *s, vgpu_dptr p, unsigned advice);
 
 /*
  * Copies/sets. sid == 0: synchronous, `done` must be NULL.
