@@ -287,9 +287,7 @@ static vgpu_status run_item(struct session *s, struct stream *st, struct work *w
 	if (w->nrefs && w->op <= W_LAUNCH) {
 		/* its buffers resident and kept so until it completes */
 		nmr = work_mem_refs(w, mr);
-		if (vgpu__mem_wants_queue(s->ms))
-			vgpu__mem_dequeued(s->ms, (uint64_t)(uintptr_t)w);
-		rc = vgpu__mem_prepare(s->ms, mr, nmr);
+		rc = vgpu__mem_prepare(s->ms, (uint64_t)(uintptr_t)w, mr, nmr);
 		if (rc)
 			return rc;
 	}
@@ -1135,7 +1133,7 @@ static vgpu_status copy_op(struct session *s, uint32_t sid, enum work_op op, vgp
 		struct vgpu_mem_ref mr[2];
 		unsigned nmr = mem_refs_of(op, ab, rb ? 2 : 1, mr);
 
-		rc = vgpu__mem_prepare(s->ms, mr, nmr);
+		rc = vgpu__mem_prepare(s->ms, 0, mr, nmr);
 		if (rc == VGPU_OK) {
 			switch (op) {
 			case W_HTOD: rc = be->memcpy_htod(d, NULL, dst, hsrc, n); break;
@@ -1798,7 +1796,7 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 		struct vgpu_mem_ref mr[VGPU_MAX_KERNEL_ARGS];
 		unsigned nmr = mem_refs_of(W_LAUNCH, refs, nref, mr);
 
-		rc = vgpu__mem_prepare(s->ms, mr, nmr);
+		rc = vgpu__mem_prepare(s->ms, 0, mr, nmr);
 		if (rc == VGPU_OK) {
 			rc = s->e->be->launch(s->dev->bdev, NULL, f->bfn, grid, block, shmem, args,
 					      nargs);

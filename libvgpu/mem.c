@@ -730,16 +730,13 @@ static vgpu_status make_resident(struct vgpu__mem_session *ms, struct vgpu_mem_r
 	vgpu_status st;
 
 	for (;;) {
-		int missing = 0;
 		uint64_t need = 0;
 
 		for (unsigned i = 0; i < k; i++) {
 			refs[i].resident = (uint32_t)recs[i]->resident;
-			missing |= !recs[i]->resident;
 			need += recs[i]->size;
 		}
-		if (!missing)
-			return VGPU_OK;
+		/* the plugins see every use (recency), not only misses */
 		st = VGPU_OK;
 		for (unsigned i = 0; i < m->ninst && st == VGPU_OK; i++) {
 			struct minst *in = &m->inst[i];
@@ -752,7 +749,7 @@ static vgpu_status make_resident(struct vgpu__mem_session *ms, struct vgpu_mem_r
 			if (!recs[i]->resident)
 				st = do_restore(m, recs[i]);
 		if (st == VGPU_OK)
-			continue; /* re-check: all resident now */
+			return VGPU_OK;
 		if ((st == VGPU_ERR_BUSY || st == VGPU_ERR_OUT_OF_MEMORY) && m->in_use) {
 			/* room is held by running work: wait for some to end */
 			pthread_cond_wait(&m->cv, &m->lock);
@@ -776,8 +773,8 @@ static vgpu_status make_resident(struct vgpu__mem_session *ms, struct vgpu_mem_r
 
 #define REFS_STACK 16
 
-vgpu_status vgpu__mem_prepare(struct vgpu__mem_session *ms, const struct vgpu_mem_ref *in,
-			      unsigned n)
+vgpu_status vgpu__mem_prepare(struct vgpu__mem_session *ms, uint64_t work,
+			      const struct vgpu_mem_ref *in, unsigned n)
 {
 	struct vgpu__mem *m = ms->m;
 	struct vgpu_mem_ref sref[REFS_STACK], *refs = sref;
@@ -797,6 +794,10 @@ vgpu_status vgpu__mem_prepare(struct vgpu__mem_session *ms, const struct vgpu_me
 		}
 	}
 	pthread_mutex_lock(&m->lock);
+	if (work && m->lookahead) /* no longer queued: running now */
+		for (unsigned i = 0; i < m->ninst; i++)
+			if (HAS(&m->inst[i], dequeued))
+				m->inst[i].ops->dequeued(m->inst[i].state, &ms->ps, work);
 	k = dedupe(m, in, n, refs, recs);
 	st = make_resident(ms, refs, recs, k);
 	if (st == VGPU_OK)

@@ -55,9 +55,10 @@ void vgpu__mem_free(struct vgpu__mem_session *ms, vgpu_dptr base, size_t size);
 
 /* refs: allocations (base, size, flags); duplicates allowed. prepare blocks
  * until all are resident and marks them in use (never evicted until
- * complete); an error means the work must fail (message set). */
-vgpu_status vgpu__mem_prepare(struct vgpu__mem_session *ms, const struct vgpu_mem_ref *refs,
-			      unsigned n);
+ * complete); an error means the work must fail (message set). work: the id
+ * given to vgpu__mem_queued (it is dequeued now), or 0. */
+vgpu_status vgpu__mem_prepare(struct vgpu__mem_session *ms, uint64_t work,
+			      const struct vgpu_mem_ref *refs, unsigned n);
 void vgpu__mem_complete(struct vgpu__mem_session *ms, const struct vgpu_mem_ref *refs,
 			unsigned n);
 /* Lookahead for the plugins (no-ops without one that wants it). */
