@@ -542,8 +542,9 @@ vgpu_status vgpu__mem_session_open(struct vgpu__mem *m, uint64_t id, const char 
 	if (m->ninst && vgpu__uri_get(uri, "mem")) {
 		st = vgpu__uri_get_size(uri, "mem", 0, &ms->ps.mem_limit);
 		if (st) {
+			vgpu__error_prefix(st, "%s", ms->label);
 			free(ms);
-			return vgpu__error_prefix(st, "%s", ms->label);
+			return st;
 		}
 	}
 	pthread_mutex_lock(&m->lock);
