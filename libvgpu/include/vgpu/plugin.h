@@ -338,6 +338,33 @@ typedef const struct vgpu_plugin_desc *(*vgpu_plugin_entry_fn)(void);
 	VGPU_PLUGIN_EXPORT const struct vgpu_plugin_desc *vgpu_plugin_entry(void) \
 	{ return &(desc); }
 
+/* ------------------------------------------------------------------------ */
+/* For programs that link libvgpu (not for plugins)                         */
+
+/* A plugin file found on the search path (vgpu_plugin_list). */
+struct vgpu_plugin_info {
+	size_t size;
+	const char *name;                    /* "sched-fair" (from the file name) */
+	const char *path;                    /* the file */
+	const struct vgpu_plugin_desc *desc; /* NULL when refused */
+	vgpu_status status;                  /* VGPU_OK, or why it was refused */
+	const char *error;                   /* the message when refused */
+};
+
+/*
+ * Call fn for every plugin file (NAME.so) on the search path, in search
+ * order: $VGPU_PLUGIN_PATH (':'-separated), the plugin directory beside the
+ * libvgpu shared object (<libdir>/vgpu/plugins; in a build tree
+ * <builddir>/plugins/.libs), then the installed plugin directory. A name
+ * found twice is reported once (the first wins, as when loading). Each
+ * plugin is loaded (and stays loaded) to read its descriptor. flags: 0.
+ */
+VGPU_API vgpu_status vgpu_plugin_list(void (*fn)(void *arg, const struct vgpu_plugin_info *info),
+				      void *arg, unsigned int flags);
+/* Names of enum values, for printing: "scheduler", "int", ... */
+VGPU_API const char *vgpu_plugin_kind_name(uint32_t kind);
+VGPU_API const char *vgpu_param_type_name(uint32_t type);
+
 #ifdef __cplusplus
 }
 #endif
