@@ -93,7 +93,7 @@ struct edev {
 	unsigned nrunnable;   /* sessions between runnable() and idle() */
 	struct vgpu_session *throttled; /* over their share, by thr_next */
 	uint64_t device_ns, items, sched_decisions, sched_ns;
-	uint64_t last_done_ns;
+	uint64_t last_done_ns, dispatch_seq;
 	struct edev *snext;   /* engine->sdevs */
 	/* admission (devlock) */
 	unsigned admitted, waiting, max_sessions;
@@ -197,6 +197,7 @@ struct vgpu_session {
 	int64_t tokens;              /* share bucket, ns of device time */
 	uint64_t tokens_at;
 	uint64_t device_ns, items, queued, last_done_ns, opened_ns;
+	uint64_t last_seq;           /* dispatch number of its last item */
 };
 
 struct vgpu_engine {
@@ -561,6 +562,7 @@ static struct stream *sched_pop(struct engine *e, uint64_t *wake)
 			sched_idle(d, s, t1);
 		}
 		st->on_ready = 0;
+		s->last_seq = ++d->dispatch_seq;
 		return st;
 	}
 	return NULL;
@@ -1017,6 +1019,7 @@ void vgpu__session_stats(struct session *s, struct vgpu_session_stats *out)
 	out->items = s->items;
 	out->queued = s->queued;
 	out->admit_wait_ns = s->admit_wait_ns;
+	out->last_seq = s->last_seq;
 	pthread_mutex_unlock(&s->e->qlock);
 }
 
