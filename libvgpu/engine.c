@@ -586,8 +586,10 @@ static void sched_done(struct engine *e, struct session *s, uint64_t ns, uint64_
 	s->items++;
 	s->last_done_ns = now;
 	if (SOPS_HAS(d->sched->sched, charge)) {
+		uint64_t c0 = vgpu__now_ns();
+
 		PLUGIN_CALL(d->sched->sched->charge(d->sched->state, &s->ps, ns, now));
-		d->sched_ns += vgpu__now_ns() - now;
+		d->sched_ns += vgpu__now_ns() - c0;
 	}
 	if (share > 0 && share < 1) {
 		/* token bucket: refills at share of wall time, holds at most
