@@ -2560,7 +2560,8 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 		vgpu_arg *a = (vgpu_arg *)w->data;
 		unsigned char *b = w->data + nargs * sizeof(vgpu_arg);
 
-		memcpy(a, args, nargs * sizeof(vgpu_arg));
+		if (nargs)
+			memcpy(a, args, nargs * sizeof(vgpu_arg));
 		for (unsigned i = 0; i < nargs; i++)
 			if (a[i].type == VGPU_ARG_BYTES) {
 				memcpy(b, a[i].v.ptr, a[i].size);
