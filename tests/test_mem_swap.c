@@ -168,7 +168,14 @@ out:
 /* ------------------------------------------------------------------------ */
 
 /* Several sessions x streams, one pattern each, 4x the device together. */
+static int run_mixed_spec(enum pattern p0, const char *spec);
+
 static int run_mixed(enum pattern p0)
+{
+	return run_mixed_spec(p0, "mem-swap:swap=64M");
+}
+
+static int run_mixed_spec(enum pattern p0, const char *spec)
 {
 	struct worker w[3];
 	pthread_t t[3];
@@ -177,7 +184,7 @@ static int run_mixed(enum pattern p0)
 
 	if (!is_cpu())
 		return VT_SKIP;
-	plugins("mem-swap:swap=64M");
+	plugins(spec);
 	/* keeps the device (8 MiB) alive for the whole case */
 	CHECK_OK(vgpu_open(&keep, "cpu:0?devmem=8M"));
 	for (int i = 0; i < 3; i++) {
@@ -210,6 +217,12 @@ static int run_mixed(enum pattern p0)
 static int t_mixed_cyclic(void *d) { (void)d; return run_mixed(P_CYCLIC); }
 static int t_mixed_random(void *d) { (void)d; return run_mixed(P_RANDOM); }
 static int t_mixed_streaming(void *d) { (void)d; return run_mixed(P_STREAMING); }
+/* the same under a scheduler plugin (synchronous work queued too) */
+static int t_mixed_sched(void *d)
+{
+	(void)d;
+	return run_mixed_spec(P_RANDOM, "sched-fair mem-quota mem-swap:swap=64M");
+}
 
 /* Allocation beyond the device succeeds up to device + swap. */
 static int t_alloc_beyond_device(void *d)
@@ -561,6 +574,7 @@ int main(void)
 	vt_run("oversub4x_cyclic_random_streaming", t_mixed_cyclic, NULL);
 	vt_run("oversub4x_random_streaming_cyclic", t_mixed_random, NULL);
 	vt_run("oversub4x_streaming_cyclic_random", t_mixed_streaming, NULL);
+	vt_run("oversub4x_with_sched_fair_and_quota", t_mixed_sched, NULL);
 	vt_run("frees_during_eviction", t_frees_during_eviction, NULL);
 	vt_run("in_use_never_evicted", t_in_use_never_evicted, NULL);
 	vt_run("pin", t_pin, NULL);
