@@ -732,6 +732,7 @@ static vgpu_status make_resident(struct vgpu__mem_session *ms, struct vgpu_mem_r
 
 	for (;;) {
 		uint64_t need = 0;
+		int by_plugin;
 
 		for (unsigned i = 0; i < k; i++) {
 			refs[i].resident = (uint32_t)recs[i]->resident;
@@ -745,13 +746,17 @@ static vgpu_status make_resident(struct vgpu__mem_session *ms, struct vgpu_mem_r
 			if (in->ops->prepare)
 				st = in->ops->prepare(in->state, &ms->ps, refs, k);
 		}
+		by_plugin = st != VGPU_OK;
 		/* what the plugins left (or no plugin restores): restore here */
 		for (unsigned i = 0; i < k && st == VGPU_OK; i++)
 			if (!recs[i]->resident)
 				st = do_restore(m, recs[i]);
 		if (st == VGPU_OK)
 			return VGPU_OK;
-		if ((st == VGPU_ERR_BUSY || st == VGPU_ERR_OUT_OF_MEMORY) && m->in_use) {
+		/* BUSY: the room is held by running work; a plugin's
+		 * OUT_OF_MEMORY is final, the backend's may pass with it */
+		if ((st == VGPU_ERR_BUSY || (st == VGPU_ERR_OUT_OF_MEMORY && !by_plugin)) &&
+		    m->in_use) {
 			/* room is held by running work: wait for some to end */
 			pthread_cond_wait(&m->cv, &m->lock);
 			continue;
