@@ -1070,10 +1070,34 @@ static void dev_stats_locked(struct engine *e, struct edev *d, struct vgpu_plugi
 	o->device_ns = d->device_ns;
 	o->mem_total = d->mem_total;
 	o->mem_used = d->mem_used;
+	if (d->mem) { /* residency (mem.c; its lock nests inside qlock) */
+		struct vgpu__mem_stats ms;
+
+		vgpu__mem_stats(d->mem, &ms);
+		o->mem_on_host = ms.on_host;
+		o->mem_resident = ms.resident;
+		o->mem_pinned = ms.pinned;
+		o->mem_capacity = ms.capacity;
+	}
 	o->admit_waits = d->admit_waits;
 	o->admit_wait_ns = d->admit_wait_ns;
 	o->admit_rejected = d->admit_rejected;
 	o->idle_ns = d->running || !d->last_done_ns ? 0 : now - d->last_done_ns;
+}
+
+vgpu_status vgpu__engine_mem_stats(struct engine *e, int device, struct vgpu__mem_stats *out)
+{
+	vgpu_status st = VGPU_OK;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&e->devlock);
+	if (device < 0 || device >= ENGINE_MAX_DEVICES || !e->devs[device] ||
+	    !e->devs[device]->mem)
+		st = vgpu__error(VGPU_ERR_NO_DEVICE, "device %d is not open", device);
+	else
+		vgpu__mem_stats(e->devs[device]->mem, out);
+	pthread_mutex_unlock(&e->devlock);
+	return st;
 }
 
 void vgpu__engine_stats(struct engine *e, int device, struct vgpu_engine_stats *out)

@@ -157,6 +157,10 @@ struct vgpu_engine_stats {
 	uint64_t admit_rejected;/* refused with VGPU_ERR_BUSY */
 };
 void vgpu__engine_stats(struct vgpu_engine *e, int device, struct vgpu_engine_stats *out);
+/* Residency statistics of an open device (memory plugins; mem.h). */
+struct vgpu__mem_stats;
+vgpu_status vgpu__engine_mem_stats(struct vgpu_engine *e, int device,
+				   struct vgpu__mem_stats *out);
 
 /* Per-session accounting (exact: sums of measured item times). */
 struct vgpu_session_stats {
