@@ -484,6 +484,12 @@ static int t_pin(void *d)
 	CHECK_OK(vgpu_memcpy_dtoh(v, got, out, sizeof(got), NULL));
 	for (int k = 0; k < 4; k++)
 		CHECK(got[k] == want[k]);
+	/* a launch naming a pinned buffer does not count it twice */
+	a[0] = vgpu_arg_dptr(data[0]);
+	a[1] = vgpu_arg_u64(words);
+	a[2] = vgpu_arg_u32(0);
+	CHECK_OK(vgpu_launch(v, touch, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, NULL,
+			     a, 3));
 	/* more than the device cannot be pinned */
 	CHECK_OK(vgpu_mem_alloc(v, 4 * MB, &big));
 	CHECK_ST(vgpu_mem_advise(v, big, VGPU_ADVISE_PIN), VGPU_ERR_OUT_OF_MEMORY);
@@ -552,6 +558,59 @@ static int t_beats_lru_on_cyclic(void *d)
 	return 0;
 }
 
+/* Evicted, pinned and never-used buffers are freed (explicitly or by
+ * close) without loss or leak: the device's counters return to zero. */
+static int t_free_states(void *d)
+{
+	vgpu_t *keep, *v;
+	vgpu_dptr p[12];
+	struct vgpu_device_info info;
+	unsigned char *buf = malloc(MB), *chk = malloc(MB);
+
+	if (!is_cpu())
+		return VT_SKIP;
+	CHECK(buf && chk);
+	plugins("mem-swap:swap=64M");
+	CHECK_OK(vgpu_open(&keep, "cpu:7?devmem=4M"));
+	CHECK_OK(vgpu_open(&v, "cpu:7"));
+	for (int i = 0; i < 12; i++) {
+		CHECK_OK(vgpu_mem_alloc(v, MB, &p[i]));
+		if (i % 3) { /* every third never written */
+			vt_fill(buf, MB, (uint64_t)i);
+			CHECK_OK(vgpu_memcpy_htod(v, p[i], buf, MB, NULL));
+		}
+	}
+	CHECK_OK(vgpu_mem_advise(v, p[1], VGPU_ADVISE_PIN));
+	CHECK_OK(vgpu_memset(v, p[1], 7, 100, NULL)); /* pinned and used */
+	CHECK_OK(vgpu_device_info(v, &info));
+	CHECK(info.mem_resident <= 4 * MB && info.mem_on_host >= 8 * MB);
+	/* free some of each kind: evicted written, evicted never written,
+	 * pinned, resident */
+	CHECK_OK(vgpu_mem_free(v, p[2]));
+	CHECK_OK(vgpu_mem_free(v, p[3]));
+	CHECK_OK(vgpu_mem_free(v, p[1]));
+	CHECK_OK(vgpu_mem_free(v, p[11]));
+	for (int i = 4; i < 11; i++) {
+		CHECK_OK(vgpu_memcpy_dtoh(v, chk, p[i], MB, NULL));
+		if (i % 3) {
+			vt_fill(buf, MB, (uint64_t)i);
+			CHECK(!memcmp(buf, chk, MB));
+		} else {
+			memset(buf, 0, MB);
+			CHECK(!memcmp(buf, chk, MB));
+		}
+	}
+	CHECK_OK(vgpu_mem_advise(v, p[5], VGPU_ADVISE_PIN));
+	vgpu_close(v); /* frees the rest, pinned included */
+	CHECK_OK(vgpu_device_info(keep, &info));
+	CHECK(info.dev_mem_resident == 0 && info.dev_mem_on_host == 0);
+	CHECK(info.free_mem == info.total_mem);
+	vgpu_close(keep);
+	free(buf);
+	free(chk);
+	return 0;
+}
+
 static int t_bad_params(void *d)
 {
 	vgpu_t *v;
@@ -578,6 +637,7 @@ int main(void)
 	vt_run("frees_during_eviction", t_frees_during_eviction, NULL);
 	vt_run("in_use_never_evicted", t_in_use_never_evicted, NULL);
 	vt_run("pin", t_pin, NULL);
+	vt_run("free_states", t_free_states, NULL);
 	vt_run("beats_lru_on_cyclic", t_beats_lru_on_cyclic, NULL);
 	vt_run("bad_params", t_bad_params, NULL);
 	return vt_finish();

@@ -421,16 +421,16 @@ static vgpu_status sw_prepare(void *state, struct vgpu_plugin_session *s,
 {
 	struct swap *sw = state;
 	struct vgpu_plugin_device_stats ds;
-	uint64_t need = 0, all = 0;
+	uint64_t all = 0;
 	char a[32], b[32], c[32];
 
 	sw->tick++;
 	for (uint32_t i = 0; i < nrefs; i++) {
 		struct buf *bf = buf_find(sw, refs[i].base);
 
-		all += refs[i].size;
-		if (!refs[i].resident)
-			need += refs[i].size;
+		/* pinned ones are already counted in mem_pinned */
+		if (!(sw->h->mem_state(sw->h, s, refs[i].base) & VGPU_MEM_STATE_PINNED))
+			all += refs[i].size;
 		if (bf && bf->last != sw->tick) {
 			bf->interval = bf->last ? sw->tick - bf->last : 0;
 			bf->last = sw->tick;
@@ -475,7 +475,6 @@ static vgpu_status sw_prepare(void *state, struct vgpu_plugin_session *s,
 				return rc;
 		}
 	}
-	(void)need;
 	return VGPU_OK;
 }
 
