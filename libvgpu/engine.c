@@ -347,6 +347,7 @@ static vgpu_status host_session_stats(const struct vgpu_plugin_host *h,
 	o.idle_ns = s->queued ? 0 : now - (s->last_done_ns ? s->last_done_ns : s->opened_ns);
 	host_qunlock(s->e);
 	o.mem_used = __atomic_load_n(&s->mem_used, __ATOMIC_RELAXED);
+	o.mem_on_host = vgpu__mem_session_on_host(s->ms);
 	n = out->size < sizeof(o) ? out->size : sizeof(o);
 	memcpy((char *)out + sizeof(size_t), (char *)&o + sizeof(size_t), n - sizeof(size_t));
 	return VGPU_OK;
@@ -1549,7 +1550,7 @@ vgpu_status vgpu__session_open(struct engine *e, const struct vgpu_uri *uri, con
 	}
 	d->nsessions++;
 	s->dev = d;
-	st = vgpu__mem_session_open(d->mem, s->id, s->tenant, s->label, uri, &s->ms);
+	st = vgpu__mem_session_open(d->mem, s->id, s->tenant, s->label, uri, &s->ps, &s->ms);
 	if (st == VGPU_OK)
 		st = admit(e, d, s);
 	if (st == VGPU_OK && d->sched) {

@@ -516,8 +516,21 @@ void vgpu__mem_stats(struct vgpu__mem *m, struct vgpu__mem_stats *out)
 /* ------------------------------------------------------------------------ */
 /* Sessions                                                                 */
 
+uint64_t vgpu__mem_session_on_host(struct vgpu__mem_session *ms)
+{
+	uint64_t n;
+
+	if (!ms || !ms->m->ninst)
+		return 0;
+	pthread_mutex_lock(&ms->m->lock);
+	n = ms->used - ms->resident;
+	pthread_mutex_unlock(&ms->m->lock);
+	return n;
+}
+
 vgpu_status vgpu__mem_session_open(struct vgpu__mem *m, uint64_t id, const char *tenant,
 				   const char *label, const struct vgpu_uri *uri,
+				   const struct vgpu_plugin_session *base,
 				   struct vgpu__mem_session **out)
 {
 	struct vgpu__mem_session *ms;
@@ -539,6 +552,11 @@ vgpu_status vgpu__mem_session_open(struct vgpu__mem *m, uint64_t id, const char 
 	ms->ps.label = ms->label;
 	ms->ps.device = m->device;
 	ms->ps.share = 1.0;
+	if (base) {
+		ms->ps.priority = base->priority;
+		ms->ps.share = base->share;
+		ms->ps.weight = base->weight;
+	}
 	if (m->ninst && vgpu__uri_get(uri, "mem")) {
 		st = vgpu__uri_get_size(uri, "mem", 0, &ms->ps.mem_limit);
 		if (st) {

@@ -42,9 +42,14 @@ void vgpu__mem_destroy(struct vgpu__mem *m);
  * session's quota, not the device size (devmem= is). */
 void vgpu__mem_device_uri(unsigned nplugins, const struct vgpu_uri *in, struct vgpu_uri *out);
 
+/* base: the session as the engine's other plugins see it (priority, share,
+ * weight are copied; may be NULL). */
 vgpu_status vgpu__mem_session_open(struct vgpu__mem *m, uint64_t id, const char *tenant,
 				   const char *label, const struct vgpu_uri *uri,
+				   const struct vgpu_plugin_session *base,
 				   struct vgpu__mem_session **out);
+/* Bytes of the session's allocations not on the device now. */
+uint64_t vgpu__mem_session_on_host(struct vgpu__mem_session *ms);
 /* After every allocation of the session was freed. */
 void vgpu__mem_session_close(struct vgpu__mem_session *ms);
 
