@@ -595,6 +595,63 @@ static int t_share_needs_scheduler(void *d)
 	return 0;
 }
 
+/* Autoscale plugins receive pressure (sessions waiting for admission),
+ * ticks and idle signals. */
+static int t_autoscale(void *d)
+{
+	char path[] = "/tmp/vgpu-scale-XXXXXX", spec[128], line[256];
+	struct vgpu_engine_opts o;
+	struct vgpu_engine *e = NULL;
+	struct vgpu_session *s1;
+	struct opener o2;
+	int fd = mkstemp(path), pressure_wait = 0, pressure_refused = 0, tick = 0, idle = 0;
+	FILE *f;
+
+	CHECK(fd >= 0);
+	close(fd);
+	snprintf(spec, sizeof(spec), "sched-fifo scale-probe:out=%s", path);
+	memset(&o, 0, sizeof(o));
+	o.size = sizeof(o);
+	o.plugins = spec;
+	o.max_sessions = 1;
+	o.admit_queue = 1;
+	o.admit_timeout_ms = 200;
+	o.autoscale_period_ms = 50;
+	CHECK_OK(vgpu__engine_create("cpu", &o, &e));
+	CHECK_OK(open_s(e, "cpu:0", &s1));
+	memset(&o2, 0, sizeof(o2));
+	o2.e = e;
+	CHECK(pthread_create(&o2.th, NULL, open_thread, &o2) == 0);
+	pthread_join(o2.th, NULL);
+	CHECK(o2.st == VGPU_ERR_BUSY);
+	CHECK(strstr(o2.msg, "not admitted within 200 ms")); /* message kept */
+	vgpu__session_close(s1);
+	sleep_ms(200);
+	vgpu__engine_destroy(e);
+	CHECK((f = fopen(path, "r")));
+	while (fgets(line, sizeof(line), f)) {
+		unsigned ev, sessions, waiting;
+		int dev;
+
+		if (sscanf(line, "event=%u device=%d sessions=%u waiting=%u", &ev, &dev, &sessions,
+			   &waiting) != 4)
+			continue;
+		pressure_wait += ev == VGPU_SCALE_PRESSURE && waiting == 1 && sessions == 1;
+		pressure_refused += ev == VGPU_SCALE_PRESSURE && waiting == 1 &&
+				    strstr(line, "wait_ms=0") == NULL;
+		tick += ev == VGPU_SCALE_TICK;
+		idle += ev == VGPU_SCALE_IDLE && sessions == 0;
+	}
+	fclose(f);
+	unlink(path);
+	printf("  autoscale: %d pressure signals (%d after waiting), %d ticks, %d idle\n",
+	       pressure_wait, pressure_refused, tick, idle);
+	CHECK(pressure_wait >= 2 && pressure_refused >= 1);
+	CHECK(tick >= 2);
+	CHECK(idle >= 1);
+	return 0;
+}
+
 int main(void)
 {
 	vt_run("specs", t_specs, NULL);
@@ -611,5 +668,6 @@ int main(void)
 	vt_run("priority_aging", t_priority_aging, NULL);
 	vt_run("sync_scheduled", t_sync_scheduled, NULL);
 	vt_run("admission", t_admission, NULL);
+	vt_run("autoscale_signals", t_autoscale, NULL);
 	return vt_finish();
 }
