@@ -652,6 +652,30 @@ static int t_autoscale(void *d)
 	return 0;
 }
 
+/* Through the public API: in-process engine with plugins from the open
+ * options, device parameters on the URI, admission refusal, and a second
+ * open asking for other plugins. */
+static int t_public_api(void *d)
+{
+	struct vgpu_open_opts oo = VGPU_OPEN_OPTS_INIT;
+	vgpu_t *v1 = NULL, *v2 = NULL;
+
+	oo.plugins = "sched-fair:weights=alice=3;bob=1";
+	CHECK_OK(vgpu_open_ex(&v1, "cpu:0?tenant=alice&share=0.5&max_sessions=1&admit_queue=1"
+			      "&admit_timeout=100ms", &oo));
+	CHECK_ST(vgpu_open_ex(&v2, "cpu:0?tenant=bob", &oo), VGPU_ERR_BUSY);
+	CHECK_MSG("not admitted within 100 ms");
+	CHECK(v2 == NULL);
+	oo.plugins = "sched-priority";
+	CHECK_ST(vgpu_open_ex(&v2, "cpu:1", &oo), VGPU_ERR_PLUGIN);
+	CHECK_MSG("already runs with plugins 'sched-fair:weights=alice=3;bob=1'");
+	vgpu_close(v1);
+	/* the engine went with its last handle: other plugins are fine now */
+	CHECK_OK(vgpu_open_ex(&v2, "cpu:0?priority=3", &oo));
+	vgpu_close(v2);
+	return 0;
+}
+
 int main(void)
 {
 	vt_run("specs", t_specs, NULL);
@@ -669,5 +693,6 @@ int main(void)
 	vt_run("sync_scheduled", t_sync_scheduled, NULL);
 	vt_run("admission", t_admission, NULL);
 	vt_run("autoscale_signals", t_autoscale, NULL);
+	vt_run("public_api", t_public_api, NULL);
 	return vt_finish();
 }
