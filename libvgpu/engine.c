@@ -1312,18 +1312,17 @@ static void dev_release(struct engine *e, struct edev *d)
 {
 	if (--d->nsessions || !e->refs)
 		return;
-	if (d->sched) {
-		pthread_mutex_lock(&e->qlock);
-		for (struct edev **pp = &e->sdevs; *pp; pp = &(*pp)->snext)
-			if (*pp == d) {
-				*pp = d->snext;
-				break;
-			}
-		pthread_mutex_unlock(&e->qlock);
-		pinst_free(d->sched);
-	}
-	e->be->device_close(d->bdev);
+	/* e->devs and e->sdevs change under both devlock and qlock */
+	pthread_mutex_lock(&e->qlock);
+	for (struct edev **pp = &e->sdevs; *pp; pp = &(*pp)->snext)
+		if (*pp == d) {
+			*pp = d->snext;
+			break;
+		}
 	e->devs[d->index] = NULL;
+	pthread_mutex_unlock(&e->qlock);
+	pinst_free(d->sched);
+	e->be->device_close(d->bdev);
 	free(d);
 }
 
@@ -1482,13 +1481,13 @@ static vgpu_status dev_open(struct engine *e, int idx, const struct vgpu_uri *ur
 	d->max_threads_per_block = info.max_threads_per_block;
 	d->mem_total = info.total_mem;
 	d->last_active_ns = vgpu__now_ns();
+	pthread_mutex_lock(&e->qlock);
 	e->devs[idx] = d;
 	if (d->sched) {
-		pthread_mutex_lock(&e->qlock);
 		d->snext = e->sdevs;
 		e->sdevs = d;
-		pthread_mutex_unlock(&e->qlock);
 	}
+	pthread_mutex_unlock(&e->qlock);
 	*out = d;
 	return VGPU_OK;
 }
