@@ -676,6 +676,85 @@ static int t_public_api(void *d)
 	return 0;
 }
 
+/* Sessions come and go (admission queue, share caps, sync and async work)
+ * while others run: nothing is lost, every item is accounted. */
+struct churn {
+	struct vgpu_engine *e;
+	int id, errors;
+	uint64_t items;
+};
+
+static void *churn_thread(void *arg)
+{
+	struct churn *c = arg;
+
+	for (int r = 0; r < 12; r++) {
+		struct vgpu_session *s;
+		struct vgpu_session_stats st;
+		uint32_t fid, sid;
+		vgpu_dptr p;
+		uint32_t in = (uint32_t)r, out = 0;
+		vgpu_arg a = vgpu_arg_u64(300);
+		const char *uri = (c->id + r) % 3 == 0 ? "cpu:0?share=0.3&tenant=x" :
+				  (c->id % 2 ? "cpu:0?tenant=y" : "cpu:0?tenant=z&weight=2");
+
+		if (open_s(c->e, uri, &s)) {
+			c->errors++;
+			continue;
+		}
+		if (kernel(s, "spin_us", &fid) || vgpu__s_stream_create(s, 0, &sid) ||
+		    vgpu__s_mem_alloc(s, 4, &p))
+			c->errors++;
+		for (int k = 0; k < 5; k++)
+			if (vgpu__s_launch(s, fid, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0,
+					   sid, &a, 1))
+				c->errors++;
+		if (vgpu__s_memcpy_htod(s, 0, p, &in, 4, NULL) ||
+		    vgpu__s_memcpy_dtoh(s, sid, &out, p, 4, NULL))
+			c->errors++;
+		if (r % 2 && vgpu__s_stream_sync(s, sid))
+			c->errors++;
+		if (r % 2 && out != in)
+			c->errors++;
+		if (r % 2) {
+			vgpu__session_stats(s, &st);
+			c->items += st.items;
+		}
+		vgpu__session_close(s); /* with work still queued half the time */
+	}
+	return NULL;
+}
+
+static int t_churn(void *d)
+{
+	struct vgpu_engine *e = mk_engine("sched-fair:weights=y=2", 3, 16, 0);
+	struct churn c[8];
+	pthread_t th[8];
+	struct vgpu_engine_stats es;
+	uint64_t items = 0;
+
+	CHECK(e);
+	for (int i = 0; i < 8; i++) {
+		memset(&c[i], 0, sizeof(c[i]));
+		c[i].e = e;
+		c[i].id = i;
+		CHECK(pthread_create(&th[i], NULL, churn_thread, &c[i]) == 0);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(th[i], NULL);
+		CHECK(c[i].errors == 0);
+		items += c[i].items;
+	}
+	vgpu__engine_stats(e, 0, &es);
+	printf("  churn: %llu items run, %llu sessions waited for admission\n",
+	       (unsigned long long)es.items, (unsigned long long)es.admit_waits);
+	CHECK(es.sessions == 0 && es.admit_waiting == 0);
+	CHECK(es.items >= 8 * 12 * 7 && es.items >= items);
+	CHECK(es.admit_waits > 0);
+	vgpu__engine_destroy(e);
+	return 0;
+}
+
 int main(void)
 {
 	vt_run("specs", t_specs, NULL);
@@ -694,5 +773,6 @@ int main(void)
 	vt_run("admission", t_admission, NULL);
 	vt_run("autoscale_signals", t_autoscale, NULL);
 	vt_run("public_api", t_public_api, NULL);
+	vt_run("churn", t_churn, NULL);
 	return vt_finish();
 }
