@@ -18,8 +18,8 @@
 #include "engine.h"
 #include "error.h"
 
-#define ITEMS 40000
-#define ROUNDS 3
+#define ITEMS 20000
+#define ROUNDS 7
 
 static void die(const char *what)
 {
