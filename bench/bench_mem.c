@@ -11,8 +11,8 @@
  * Work is queued on a stream with a bounded depth (the application runs
  * ahead of the device by at most `depth` launches), as real programs do.
  *
- * For each run: wall time of the access phase relative to the same pattern
- * at 1.0x, and the bytes swapped (device<->host, both directions) relative
+ * For each run: wall time of the access phase (best of two runs) relative
+ * to the same pattern at 1.0x, and the bytes swapped (device<->host, both directions) relative
  * to Belady's MIN computed offline on the same reference trace with the
  * same device size and cost model (a buffer never written costs nothing to
  * drop or bring back; a written one costs its size each way). The trace
@@ -286,6 +286,12 @@ int main(int argc, char **argv)
 			floor = belady(&tr, n);
 			snprintf(swap, sizeof(swap), "mem-swap:swap=%uM", DEV_MB * 4);
 			r = run(&tr, n, swap, depth);
+			if (r.ok) { /* time: best of two (the machine may be shared) */
+				struct result r2 = run(&tr, n, swap, depth);
+
+				if (r2.ok && r2.secs < r.secs)
+					r.secs = r2.secs;
+			}
 			snprintf(swap, sizeof(swap), "mem-swap:swap=%uM,policy=lru", DEV_MB * 4);
 			l = run(&tr, n, swap, depth);
 			free(tr.r);
