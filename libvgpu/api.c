@@ -205,6 +205,9 @@ VGPU_API vgpu_status vgpu_mem_free(vgpu_t *v, vgpu_dptr p)
 	return v->ops->mem_free(v, p);
 }
 
+/* Fields are appended from the reserved tail: the size never changes. */
+_Static_assert(sizeof(struct vgpu_device_info) == 456, "struct vgpu_device_info changed size");
+
 VGPU_API vgpu_status vgpu_mem_advise(vgpu_t *v, vgpu_dptr p, unsigned int advice)
 {
 	CHECK_V(v, "vgpu_mem_advise");
