@@ -982,6 +982,8 @@ void vgpu__mem_info(struct vgpu__mem_session *ms, struct vgpu_device_info *out)
 	}
 	out->total_mem = total;
 	out->free_mem = avail < total ? avail : total;
+	if (m->oversub)
+		out->flags |= VGPU_DEVICE_SWAP;
 	out->mem_resident = ms->resident;
 	out->mem_on_host = ms->used - ms->resident;
 	out->swapped_in = ms->swapped_in;

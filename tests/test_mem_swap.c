@@ -238,6 +238,7 @@ static int t_alloc_beyond_device(void *d)
 	CHECK_OK(vgpu_open(&v, "cpu:1?devmem=4M"));
 	CHECK_OK(vgpu_device_info(v, &info));
 	CHECK(info.total_mem == 16 * MB && info.free_mem == 16 * MB);
+	CHECK(info.flags & VGPU_DEVICE_SWAP);
 	for (int i = 0; i < 16; i++)
 		CHECK_OK(vgpu_mem_alloc(v, MB, &p[i]));
 	CHECK_ST(vgpu_mem_alloc(v, MB, &q), VGPU_ERR_OUT_OF_MEMORY);

@@ -169,6 +169,8 @@ struct vgpu_device_info {
 };
 
 #define VGPU_DEVICE_REMOTE 0x1u /* reached through a vgpud */
+#define VGPU_DEVICE_SWAP 0x2u   /* oversubscribed (mem-swap): total_mem includes
+				 * host memory that holds evicted buffers */
 
 VGPU_API vgpu_status vgpu_device_info(vgpu_t *v, struct vgpu_device_info *out);
 
