@@ -184,6 +184,25 @@ static int t_quota_and_swap(void *d)
 	return 0;
 }
 
+/* The same through vgpu_open_ex's plugin list (no environment). */
+static int t_open_ex(void *d)
+{
+	vgpu_t *v;
+	vgpu_dptr a;
+	struct vgpu_open_opts o = VGPU_OPEN_OPTS_INIT;
+
+	if (!is_cpu())
+		return VT_SKIP;
+	plugins(NULL);
+	o.plugins = "mem-quota:session=1M";
+	CHECK_OK(vgpu_open_ex(&v, "cpu:6?devmem=8M", &o));
+	CHECK_ST(vgpu_mem_alloc(v, 2 * MB, &a), VGPU_ERR_OUT_OF_MEMORY);
+	CHECK_MSG("session memory limit (mem=) 1 MiB exceeded");
+	CHECK_OK(vgpu_mem_alloc(v, MB, &a));
+	vgpu_close(v);
+	return 0;
+}
+
 static int t_bad_params(void *d)
 {
 	vgpu_t *v;
@@ -210,6 +229,7 @@ int main(void)
 	vt_run("reserve", t_reserve, NULL);
 	vt_run("mem_vs_devmem", t_mem_vs_devmem, NULL);
 	vt_run("quota_and_swap", t_quota_and_swap, NULL);
+	vt_run("open_ex_plugins", t_open_ex, NULL);
 	vt_run("bad_params", t_bad_params, NULL);
 	return vt_finish();
 }
