@@ -18,7 +18,8 @@
  * drop or bring back; a written one costs its size each way). The trace
  * includes the initial writes of every buffer.
  *
- * usage: bench_mem [steps] [depth]     (defaults 1000, 256)
+ * usage: bench_mem [steps] [depth] [mem-swap params]
+ *        (defaults 1000, 256, ""; e.g. "prefetch=0")
  */
 #include "config.h"
 
@@ -262,6 +263,7 @@ int main(int argc, char **argv)
 	static const double ws[] = { 1.0, 1.5, 2.0, 4.0 };
 	unsigned steps = argc > 1 ? (unsigned)atoi(argv[1]) : 1000;
 	unsigned depth = argc > 2 ? (unsigned)atoi(argv[2]) : 256;
+	const char *extra = argc > 3 ? argv[3] : "";
 	int fail = 0;
 
 	if (depth < 16)
@@ -280,11 +282,12 @@ int main(int argc, char **argv)
 			struct trace tr;
 			struct result r, l;
 			uint64_t floor;
-			char swap[64];
+			char swap[160];
 
 			make_trace(&tr, p, n, steps);
 			floor = belady(&tr, n);
-			snprintf(swap, sizeof(swap), "mem-swap:swap=%uM", DEV_MB * 4);
+			snprintf(swap, sizeof(swap), "mem-swap:swap=%uM%s%s", DEV_MB * 4,
+				 *extra ? "," : "", extra);
 			r = run(&tr, n, swap, depth);
 			if (r.ok) { /* time: best of two (the machine may be shared) */
 				struct result r2 = run(&tr, n, swap, depth);
