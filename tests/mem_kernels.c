@@ -61,3 +61,27 @@ VGPU_KERNEL(sum_indirect, VGPU_PTR(uint8_t, anchor), VGPU_U64(anchor_dev),
 		out[k] = s;
 	}
 }
+
+/*
+ * Writes a pattern, then waits for the host: *flag (a host address, cpu
+ * backend only) is set to 1 when the kernel runs and the test sets it to 2
+ * to let it finish; traps if the pattern changed meanwhile.
+ */
+VGPU_KERNEL(hold_flag, VGPU_PTR(uint32_t, p), VGPU_U64(n), VGPU_U64(flag))
+{
+	int *f = (int *)(uintptr_t)flag;
+	struct timespec ts = { 0, 200000 };
+
+	if (ctx->block_idx.x != 0)
+		return;
+	for (uint64_t i = 0; i < n; i++)
+		p[i] = (uint32_t)i ^ 0x5a5a5a5au;
+	__atomic_store_n(f, 1, __ATOMIC_SEQ_CST);
+	while (__atomic_load_n(f, __ATOMIC_SEQ_CST) != 2)
+		nanosleep(&ts, NULL);
+	for (uint64_t i = 0; i < n; i++)
+		if (p[i] != ((uint32_t)i ^ 0x5a5a5a5au)) {
+			VGPU_TRAP(ctx, "buffer changed while the kernel ran");
+			return;
+		}
+}

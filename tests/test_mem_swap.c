@@ -10,7 +10,9 @@
 #include "config.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -612,6 +614,83 @@ static int t_free_states(void *d)
 	return 0;
 }
 
+/*
+ * The host's guarantee, whatever a plugin asks: with mem-evil (which tries
+ * to evict every other buffer before each work item) a buffer in use by a
+ * running kernel, or pinned, is never evicted, and no byte of the others
+ * is lost. The kernel holds its buffer until the test lets it go, so the
+ * attempts happen while it runs (no timing involved).
+ */
+static int t_host_refuses_in_use(void *d)
+{
+	char path[256], line[256];
+	vgpu_t *v, *w;
+	vgpu_module *m;
+	vgpu_function *hold;
+	vgpu_stream *s;
+	vgpu_dptr x, y[8];
+	vgpu_arg a[3];
+	int flag = 0;
+	unsigned long tried = 0, refused = 0, violations = 1;
+	unsigned char *buf = malloc(MB), *chk = malloc(MB);
+	FILE *f;
+
+	if (!is_cpu())
+		return VT_SKIP;
+	CHECK(buf && chk);
+	snprintf(path, sizeof(path), "mem-evil-%d.out", (int)getpid());
+	remove(path);
+	snprintf(line, sizeof(line), "mem-evil:out=%s", path);
+	plugins(line);
+	CHECK_OK(vgpu_open(&v, "cpu:6?devmem=4M"));
+	CHECK_OK(vgpu_open(&w, "cpu:6"));
+	CHECK_OK(vt_module_load(v, "mem_kernels", &m));
+	CHECK_OK(vgpu_module_function(m, "hold_flag", &hold));
+	CHECK_OK(vgpu_stream_create(v, &s, 0));
+	CHECK_OK(vgpu_mem_alloc(v, MB, &x));
+	for (int i = 0; i < 8; i++) {
+		CHECK_OK(vgpu_mem_alloc(i % 2 ? v : w, MB, &y[i]));
+		vt_fill(buf, MB, 100u + (unsigned)i);
+		CHECK_OK(vgpu_memcpy_htod(i % 2 ? v : w, y[i], buf, MB, NULL));
+	}
+	CHECK_OK(vgpu_mem_advise(w, y[0], VGPU_ADVISE_PIN));
+	a[0] = vgpu_arg_dptr(x);
+	a[1] = vgpu_arg_u64(MB / 4);
+	a[2] = vgpu_arg_u64((uint64_t)(uintptr_t)&flag);
+	CHECK_OK(vgpu_launch(v, hold, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, a, 3));
+	while (__atomic_load_n(&flag, __ATOMIC_SEQ_CST) != 1)
+		sched_yield();
+	/* x is in use now: every copy below makes the plugin try to evict it */
+	for (int r = 0; r < 3; r++)
+		for (int i = 1; i < 8; i++) {
+			vgpu_t *h = i % 2 ? v : w;
+
+			CHECK_OK(vgpu_memcpy_dtoh(h, chk, y[i], MB, NULL));
+			vt_fill(buf, MB, 100u + (unsigned)i);
+			CHECK(!memcmp(buf, chk, MB));
+		}
+	__atomic_store_n(&flag, 2, __ATOMIC_SEQ_CST);
+	CHECK_OK(vgpu_stream_synchronize(s)); /* no trap: x never moved */
+	CHECK_OK(vgpu_memcpy_dtoh(w, chk, y[0], MB, NULL));
+	vt_fill(buf, MB, 100u);
+	CHECK(!memcmp(buf, chk, MB));
+	vgpu_close(v);
+	vgpu_close(w); /* the engine goes: the plugin writes its counts */
+	f = fopen(path, "r");
+	CHECK(f != NULL);
+	CHECK(fgets(line, sizeof(line), f) != NULL);
+	fclose(f);
+	remove(path);
+	CHECK(sscanf(line, "tried %lu refused %lu violations %lu", &tried, &refused,
+		     &violations) == 3);
+	fprintf(stderr, "  mem-evil: %s", line);
+	CHECK(violations == 0);
+	CHECK(refused >= 2 * 21); /* x (in use) and y[0] (pinned), at every copy */
+	free(buf);
+	free(chk);
+	return 0;
+}
+
 static int t_bad_params(void *d)
 {
 	vgpu_t *v;
@@ -639,6 +718,7 @@ int main(void)
 	vt_run("in_use_never_evicted", t_in_use_never_evicted, NULL);
 	vt_run("pin", t_pin, NULL);
 	vt_run("free_states", t_free_states, NULL);
+	vt_run("host_refuses_evicting_in_use", t_host_refuses_in_use, NULL);
 	vt_run("beats_lru_on_cyclic", t_beats_lru_on_cyclic, NULL);
 	vt_run("bad_params", t_bad_params, NULL);
 	return vt_finish();
