@@ -653,7 +653,6 @@ static void unref_allocs(struct session *s, struct work *w)
 	pthread_mutex_unlock(&s->lock);
 }
 
-/* Run one item on the backend (no engine lock held). */
 /* The allocations of a copy/set (ra: the one addressed by dst, or src for
  * dtoh; rb: dtod's source) or a launch, as memory plugins see them. */
 static unsigned mem_refs_of(enum work_op op, struct alloc *const *a, unsigned n,
@@ -703,6 +702,7 @@ static void mem_complete_keep_error(struct session *s, const struct vgpu_mem_ref
 		vgpu__error_set_raw(rc, msg);
 }
 
+/* Run one item on the backend (no engine lock held). */
 static vgpu_status run_item(struct session *s, struct stream *st, struct work *w)
 {
 	const struct vgpu_backend_ops *be = s->e->be;
