@@ -1035,7 +1035,7 @@ static void cuda_module_unload(struct vgpu_backend_dev *dev, void *mod)
 	if (!mod || cuda_enter(d) < 0)
 		return;
 	r = drv.ModuleUnload((CUmodule)mod);
-	if (r != CUDA_SUCCESS)
+	if (r != CUDA_SUCCESS && !cuda_sticky(r)) /* a faulted context takes it along */
 		vgpu_warn("%s: cuModuleUnload: %s", d->label, cuda_err_name(r));
 }
 

@@ -133,6 +133,7 @@ struct mapping {
 };
 struct hostbuf {
 	struct hostbuf *next;
+	struct CUctx_st *ctx;
 	char *p;
 	size_t size;
 	int alive;
@@ -564,10 +565,17 @@ static CUresult fk_DevicePrimaryCtxRelease(CUdevice d)
 			leaks++;
 			m->alive = 0;
 		}
+	for (struct hostbuf *h = g_host; h; h = h->next)
+		if (h->ctx == c && h->alive) {
+			leaks++;
+			h->alive = 0;
+			free(h->p);
+			h->p = NULL;
+		}
 	if (leaks) {
 		counter_get("leaked-at-ctx-destroy")->n += (unsigned long)leaks;
-		note("primary context of device %d destroyed with %d stream/event/module(s)"
-		     " still alive", d, leaks);
+		note("primary context of device %d destroyed with %d stream/event/module/host"
+		     " allocation(s) still alive (freed with it)", d, leaks);
 	}
 	pthread_mutex_unlock(&G);
 	return CUDA_SUCCESS;
@@ -897,6 +905,7 @@ static CUresult fk_MemHostAlloc(void **pp, size_t size, unsigned int flags)
 	}
 	h->size = size;
 	h->alive = 1;
+	h->ctx = tl_ctx;
 	pthread_mutex_lock(&G);
 	h->next = g_host;
 	g_host = h;
