@@ -95,6 +95,15 @@ vgpu_status vgpu__uri_parse(const char *s, struct vgpu_uri *u)
 		if ((unsigned char)s[i] <= ' ')
 			return bad(s, "contains white space or control characters");
 	colon = strchr(s, ':');
+	if (!colon && strlen(s) < sizeof(u->scheme) && !strchr(s, '/') && !strchr(s, '?')) {
+		/* a bare scheme: "cpu" is "cpu:0" */
+		for (const char *c = s; *c; c++)
+			if (!isalnum((unsigned char)*c))
+				return bad(s, "expected SCHEME:INDEX or SCHEME://HOST:PORT/INDEX");
+		for (size_t i = 0; s[i]; i++)
+			u->scheme[i] = (char)tolower((unsigned char)s[i]);
+		return VGPU_OK;
+	}
 	if (!colon || colon == s)
 		return bad(s, "expected SCHEME:INDEX or SCHEME://HOST:PORT/INDEX");
 	if ((size_t)(colon - s) >= sizeof(u->scheme))

@@ -143,11 +143,12 @@ static vgpu_status cpu_device_open(int index, const struct vgpu_uri *uri,
 			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (d->host_base == MAP_FAILED) {
 		int err = errno;
+		unsigned long long gib = d->window >> 30;
 
 		free(d);
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY,
 				   "cpu:%d: cannot reserve %llu GiB of address space: %s", index,
-				   (unsigned long long)(d->window >> 30), strerror(err));
+				   gib, strerror(err));
 	}
 	pthread_mutex_init(&d->lock, NULL);
 	/* Skip the first page: device address 0 is never valid. */
