@@ -245,8 +245,9 @@ static vgpu_status cuda_fail(const char *label, const char *what, CUresult r, vg
 
 	return vgpu__error(st, "%s: %s: %s%s%s%s%s", label, what, cuda_err_name(r),
 			   desc ? " (" : "", desc ? desc : "", desc ? ")" : "",
-			   cuda_sticky(r) ? "; the device context is now unusable until every handle"
-					    " on it is closed" : "");
+			   cuda_sticky(r) ? "; CUDA leaves the process in an inconsistent state after"
+					    " this error: the GPU cannot be used again until the process"
+					    " restarts" : "");
 }
 
 static vgpu_status cuda_load_locked(void)
@@ -371,6 +372,13 @@ struct cuda_stream {
 	CUevent ev[2];
 	int busy[2];             /* ev[i] recorded after a DMA reading stage[i] */
 	int stage_failed;        /* pinned allocation failed: copy pageable */
+	char last_kernel[64];    /* named in asynchronous launch errors */
+};
+
+/* What function_get hands out. */
+struct cuda_func {
+	CUfunction f;
+	char name[];
 };
 
 struct cuda_evicted {
@@ -571,17 +579,15 @@ static struct cuda_stream *cuda_bs(struct cuda_dev *d, void *bs)
 	return bs ? (struct cuda_stream *)bs : &d->sync;
 }
 
-/* The NULL stream is synchronous: wait and report before returning. */
+static vgpu_status cuda_sync_locked(struct cuda_stream *cs);
+
+/* The NULL stream is synchronous: wait and report before returning. Lock
+ * of the stream held. */
 static vgpu_status cuda_finish(struct cuda_dev *d, void *bs, vgpu_status st)
 {
-	CUresult r;
-
 	if (bs || st < 0)
 		return st;
-	r = drv.StreamSynchronize(d->sync.s);
-	if (r != CUDA_SUCCESS)
-		return cuda_fail(d->label, "cuStreamSynchronize", r, VGPU_ERR_DRIVER);
-	return VGPU_OK;
+	return cuda_sync_locked(&d->sync);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -883,16 +889,36 @@ static void cuda_stream_destroy(struct vgpu_backend_dev *dev, void *bs)
 	free(bs);
 }
 
+/* Lock held. Wait for the stream; name its last kernel in a launch error. */
+static vgpu_status cuda_sync_locked(struct cuda_stream *cs)
+{
+	CUresult r = drv.StreamSynchronize(cs->s);
+	vgpu_status st;
+
+	if (r == CUDA_SUCCESS)
+		return VGPU_OK;
+	st = cuda_fail(cs->dev->label, "cuStreamSynchronize", r, VGPU_ERR_DRIVER);
+	if (cs->last_kernel[0] && st == VGPU_ERR_LAUNCH) {
+		char msg[VGPU_ERRMSG_MAX];
+		snprintf(msg, sizeof(msg), "%s", vgpu__error_msg());
+		vgpu__error(st, "%.400s (last kernel launched on the stream: '%s')", msg,
+			    cs->last_kernel);
+	}
+	return st;
+}
+
 static vgpu_status cuda_stream_sync(struct vgpu_backend_dev *dev, void *bs)
 {
 	struct cuda_dev *d = (struct cuda_dev *)dev;
+	struct cuda_stream *cs = cuda_bs(d, bs);
 	vgpu_status st;
 
 	if ((st = cuda_enter(d)) < 0)
 		return st;
-	CU_CALL(d, "cuStreamSynchronize", VGPU_ERR_DRIVER,
-		drv.StreamSynchronize(cuda_bs(d, bs)->s));
-	return VGPU_OK;
+	pthread_mutex_lock(&cs->lock);
+	st = cuda_sync_locked(cs);
+	pthread_mutex_unlock(&cs->lock);
+	return st;
 }
 
 static vgpu_status cuda_memcpy_htod(struct vgpu_backend_dev *dev, void *bs, vgpu_dptr dst,
@@ -929,30 +955,36 @@ static vgpu_status cuda_memcpy_dtod(struct vgpu_backend_dev *dev, void *bs, vgpu
 				    vgpu_dptr src, size_t n)
 {
 	struct cuda_dev *d = (struct cuda_dev *)dev;
+	struct cuda_stream *cs = cuda_bs(d, bs);
 	CUresult r;
 	vgpu_status st;
 
 	if ((st = cuda_enter(d)) < 0)
 		return st;
-	r = drv.MemcpyDtoDAsync((CUdeviceptr)dst, (CUdeviceptr)src, n, cuda_bs(d, bs)->s);
-	if (r != CUDA_SUCCESS)
-		return cuda_fail(d->label, "cuMemcpyDtoDAsync", r, VGPU_ERR_DRIVER);
-	return cuda_finish(d, bs, VGPU_OK);
+	pthread_mutex_lock(&cs->lock);
+	r = drv.MemcpyDtoDAsync((CUdeviceptr)dst, (CUdeviceptr)src, n, cs->s);
+	st = r != CUDA_SUCCESS ? cuda_fail(d->label, "cuMemcpyDtoDAsync", r, VGPU_ERR_DRIVER)
+			       : cuda_finish(d, bs, VGPU_OK);
+	pthread_mutex_unlock(&cs->lock);
+	return st;
 }
 
 static vgpu_status cuda_memset(struct vgpu_backend_dev *dev, void *bs, vgpu_dptr dst,
 			       uint8_t value, size_t n)
 {
 	struct cuda_dev *d = (struct cuda_dev *)dev;
+	struct cuda_stream *cs = cuda_bs(d, bs);
 	CUresult r;
 	vgpu_status st;
 
 	if ((st = cuda_enter(d)) < 0)
 		return st;
-	r = drv.MemsetD8Async((CUdeviceptr)dst, value, n, cuda_bs(d, bs)->s);
-	if (r != CUDA_SUCCESS)
-		return cuda_fail(d->label, "cuMemsetD8Async", r, VGPU_ERR_DRIVER);
-	return cuda_finish(d, bs, VGPU_OK);
+	pthread_mutex_lock(&cs->lock);
+	r = drv.MemsetD8Async((CUdeviceptr)dst, value, n, cs->s);
+	st = r != CUDA_SUCCESS ? cuda_fail(d->label, "cuMemsetD8Async", r, VGPU_ERR_DRIVER)
+			       : cuda_finish(d, bs, VGPU_OK);
+	pthread_mutex_unlock(&cs->lock);
+	return st;
 }
 
 /* Image kinds, by magic. */
@@ -1043,6 +1075,7 @@ static vgpu_status cuda_function_get(struct vgpu_backend_dev *dev, void *mod, co
 				     void **fn, struct vgpu_func_sig *sig)
 {
 	struct cuda_dev *d = (struct cuda_dev *)dev;
+	struct cuda_func *cf;
 	CUfunction f = NULL;
 	CUresult r;
 	vgpu_status st;
@@ -1087,8 +1120,18 @@ static vgpu_status cuda_function_get(struct vgpu_backend_dev *dev, void *mod, co
 			sig->known = 1;
 		}
 	}
-	*fn = f;
+	cf = malloc(sizeof(*cf) + strlen(name) + 1);
+	if (!cf)
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "%s: out of host memory", d->label);
+	cf->f = f;
+	memcpy(cf->name, name, strlen(name) + 1);
+	*fn = cf;
 	return VGPU_OK;
+}
+
+static void cuda_function_free(struct vgpu_backend_dev *dev, void *fn)
+{
+	free(fn);
 }
 
 static vgpu_status cuda_launch(struct vgpu_backend_dev *dev, void *bs, void *fn,
@@ -1096,8 +1139,10 @@ static vgpu_status cuda_launch(struct vgpu_backend_dev *dev, void *bs, void *fn,
 			       const vgpu_arg *args, unsigned int nargs)
 {
 	struct cuda_dev *d = (struct cuda_dev *)dev;
+	struct cuda_stream *cs = cuda_bs(d, bs);
 	void *params[VGPU_MAX_KERNEL_ARGS + 1];
-	CUfunction f = fn;
+	struct cuda_func *cf = fn;
+	CUfunction f = cf->f;
 	CUresult r;
 	vgpu_status st;
 
@@ -1138,11 +1183,19 @@ static vgpu_status cuda_launch(struct vgpu_backend_dev *dev, void *bs, void *fn,
 			return cuda_fail(d->label, "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)",
 					 r, VGPU_ERR_LAUNCH);
 	}
+	pthread_mutex_lock(&cs->lock);
 	r = drv.LaunchKernel(f, grid.x, grid.y, grid.z, block.x, block.y, block.z,
-			     (unsigned int)shmem, cuda_bs(d, bs)->s, nargs ? params : NULL, NULL);
-	if (r != CUDA_SUCCESS)
-		return cuda_fail(d->label, "cuLaunchKernel", r, VGPU_ERR_LAUNCH);
-	return cuda_finish(d, bs, VGPU_OK);
+			     (unsigned int)shmem, cs->s, nargs ? params : NULL, NULL);
+	if (r != CUDA_SUCCESS) {
+		char what[128];
+		snprintf(what, sizeof(what), "cuLaunchKernel(%.64s)", cf->name);
+		st = cuda_fail(d->label, what, r, VGPU_ERR_LAUNCH);
+	} else {
+		snprintf(cs->last_kernel, sizeof(cs->last_kernel), "%s", cf->name);
+		st = cuda_finish(d, bs, VGPU_OK);
+	}
+	pthread_mutex_unlock(&cs->lock);
+	return st;
 }
 
 static vgpu_status cuda_mem_evict(struct vgpu_backend_dev *dev, vgpu_dptr p, size_t size,
@@ -1238,6 +1291,7 @@ const struct vgpu_backend_ops vgpu__cuda_backend = {
 	.module_load = cuda_module_load,
 	.module_unload = cuda_module_unload,
 	.function_get = cuda_function_get,
+	.function_free = cuda_function_free,
 	.launch = cuda_launch,
 	.mem_evict = cuda_mem_evict,
 	.mem_restore = cuda_mem_restore,

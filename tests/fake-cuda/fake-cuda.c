@@ -15,7 +15,8 @@
  *  - streams execute their work in order on a worker thread each, really
  *    asynchronously (set FAKE_CUDA_DELAY_US to slow every operation down);
  *    errors of executed work (illegal address, trap) are sticky for the
- *    context, as on a GPU.
+ *    device for the rest of the process, as the CUDA documentation says
+ *    ("the process must be terminated and relaunched").
  *
  * Kernels: cuModuleLoadDataEx parses PTX `.entry name(` and its `.param`
  * list (for cuFuncGetParamInfo) and cuLaunchKernel runs a built-in host
@@ -29,10 +30,16 @@
  *   FAKE_CUDA_MEM             device memory in MiB (default 1024)
  *   FAKE_CUDA_NO_VMM=1        devices without virtual memory management
  *   FAKE_CUDA_DELAY_US        sleep before each stream operation executes
+ *   FAKE_CUDA_RECOVERABLE_FAULTS=1  NOT what CUDA does: a kernel fault is
+ *                             reported once by the next synchronization of
+ *                             its stream and later work runs (the cpu
+ *                             backend's contract), so that the engine's
+ *                             tests can go on after a trap
  *   FAKE_CUDA_FAIL            name:N:ERROR[,name:N:ERROR...]: the Nth call
  *                             (1-based) of entry point `name` fails with
  *                             ERROR (a CUDA_ERROR_* name or a number). An
- *                             execution error (7xx) given to an
+ *                             execution error (illegal address, launch
+ *                             failed, ... : the sticky ones) given to an
  *                             asynchronous call (launch, copy, memset) is
  *                             raised when the work executes, sticky.
  * Test-only exports: fake_cuda_calls(name), fake_cuda_reset_counts(),
@@ -82,6 +89,7 @@ static int g_ndev = 1;
 static size_t g_mem = 1024ull << 20;
 static int g_no_vmm;
 static unsigned g_delay_us;
+static int g_recoverable;
 
 struct counter {
 	struct counter *next;
@@ -175,6 +183,7 @@ struct CUstream_st {
 	pthread_t thread;
 	struct op *head, *tail;
 	uint64_t enqueued, completed;
+	CUresult err; /* FAKE_CUDA_RECOVERABLE_FAULTS: first error since the last sync */
 };
 static struct CUstream_st *g_streams;
 
@@ -349,6 +358,8 @@ static void read_env(void)
 		g_mem = strtoull(s, NULL, 10) << 20;
 	if ((s = getenv("FAKE_CUDA_NO_VMM")))
 		g_no_vmm = atoi(s);
+	if ((s = getenv("FAKE_CUDA_RECOVERABLE_FAULTS")))
+		g_recoverable = atoi(s);
 	if ((s = getenv("FAKE_CUDA_DELAY_US")))
 		g_delay_us = (unsigned)atoi(s);
 	if ((s = getenv("FAKE_CUDA_FAIL")) && *s)
@@ -359,9 +370,23 @@ static void read_env(void)
 
 enum { NEED_INIT = 1, NEED_CTX = 2, ASYNC = 4 };
 
+/* Errors of executed work: sticky, raised asynchronously. */
 static int is_exec_error(CUresult r)
 {
-	return r >= 700 && r < 800;
+	switch (r) {
+	case CUDA_ERROR_ILLEGAL_ADDRESS:
+	case CUDA_ERROR_LAUNCH_TIMEOUT:
+	case CUDA_ERROR_ASSERT:
+	case CUDA_ERROR_HARDWARE_STACK_ERROR:
+	case CUDA_ERROR_ILLEGAL_INSTRUCTION:
+	case CUDA_ERROR_MISALIGNED_ADDRESS:
+	case CUDA_ERROR_INVALID_ADDRESS_SPACE:
+	case CUDA_ERROR_INVALID_PC:
+	case CUDA_ERROR_LAUNCH_FAILED:
+		return 1;
+	default:
+		return 0;
+	}
 }
 
 static CUresult enter(const char *name, int flags)
@@ -517,10 +542,10 @@ static CUresult fk_DevicePrimaryCtxRetain(CUcontext *c, CUdevice d)
 	if (!valid_dev(d))
 		return CUDA_ERROR_INVALID_DEVICE;
 	pthread_mutex_lock(&G);
-	if (g_ctx[d].refs++ == 0) {
+	/* A new primary context after a fault is still faulted: "to continue
+	 * using CUDA, the process must be terminated and relaunched". */
+	if (g_ctx[d].refs++ == 0)
 		g_ctx[d].alive = 1;
-		g_ctx[d].sticky = CUDA_SUCCESS;
-	}
 	*c = &g_ctx[d];
 	pthread_mutex_unlock(&G);
 	return CUDA_SUCCESS;
@@ -1025,8 +1050,12 @@ static void *stream_main(void *arg)
 		r = faulted ? CUDA_SUCCESS : op_exec(o); /* a faulted context runs nothing */
 		pthread_rwlock_unlock(&exec_lock);
 		pthread_mutex_lock(&G);
-		if (r != CUDA_SUCCESS && !s->ctx->sticky)
+		if (r != CUDA_SUCCESS && g_recoverable) {
+			if (!s->err)
+				s->err = r;
+		} else if (r != CUDA_SUCCESS && !s->ctx->sticky) {
 			s->ctx->sticky = r;
+		}
 		if (o->kind == OP_EVENT && o->ev->done_gen < o->ev_gen)
 			o->ev->done_gen = o->ev_gen;
 		s->head = o->next;
@@ -1146,7 +1175,8 @@ static CUresult fk_StreamSynchronize(CUstream s)
 		return CUDA_ERROR_INVALID_HANDLE;
 	}
 	wait_seq(s, s->enqueued);
-	r = s->ctx->sticky;
+	r = s->ctx->sticky ? s->ctx->sticky : s->err;
+	s->err = CUDA_SUCCESS;
 	pthread_mutex_unlock(&G);
 	return r;
 }
@@ -1157,10 +1187,14 @@ static CUresult fk_CtxSynchronize(void)
 
 	ENTER("cuCtxSynchronize", CTXCALL);
 	pthread_mutex_lock(&G);
-	for (struct CUstream_st *s = g_streams; s; s = s->next_all)
-		if (s->alive && s->ctx == tl_ctx)
-			wait_seq(s, s->enqueued);
 	r = tl_ctx->sticky;
+	for (struct CUstream_st *s = g_streams; s; s = s->next_all)
+		if (s->alive && s->ctx == tl_ctx) {
+			wait_seq(s, s->enqueued);
+			if (!r)
+				r = s->err;
+			s->err = CUDA_SUCCESS;
+		}
 	pthread_mutex_unlock(&G);
 	return r;
 }

@@ -182,11 +182,136 @@ static int c_driver_12_2(void)
 	BCHECK_OK(B->memcpy_dtoh(dev, NULL, out, p, sizeof(out)));
 	CHECK(out[0] == 7 && out[15] == 7);
 	BCHECK_OK(B->mem_free(dev, p, B->granularity(dev)));
+	B->function_free(dev, fn);
 	B->module_unload(dev, mod);
 	B->device_close(dev);
 	fk = fake_cuda_api();
 	CHECK(fk.calls("cuFuncGetParamInfo") == 0);
 	CHECK(fk.live("contexts") == 0 && fk.live("streams") == 0 && fk.live("hostallocs") == 0);
+	return 0;
+}
+
+/* A device with the test kernels loaded. */
+struct kit {
+	struct vgpu_backend_dev *dev;
+	void *mod, *trap, *fill;
+};
+
+static int kit_open(struct kit *k)
+{
+	static const char ptx[] =
+		".version 8.0\n.target sm_80\n.address_size 64\n"
+		".visible .entry trap(\n\t.param .u32 trap_param_0\n)\n{\n\ttrap;\n}\n"
+		".visible .entry fill_u32(\n\t.param .u64 fill_u32_param_0,\n"
+		"\t.param .u32 fill_u32_param_1,\n\t.param .u64 fill_u32_param_2\n)\n{\n\tret;\n}\n";
+	struct vgpu_func_sig sig;
+
+	fake_cuda_use();
+	BCHECK_OK(B->device_open(0, &uri0, &k->dev));
+	BCHECK_OK(B->module_load(k->dev, ptx, sizeof(ptx), &k->mod));
+	BCHECK_OK(B->function_get(k->dev, k->mod, "trap", &k->trap, &sig));
+	BCHECK_OK(B->function_get(k->dev, k->mod, "fill_u32", &k->fill, &sig));
+	return 0;
+}
+
+static void kit_close(struct kit *k)
+{
+	B->function_free(k->dev, k->trap);
+	B->function_free(k->dev, k->fill);
+	B->module_unload(k->dev, k->mod);
+	B->device_close(k->dev);
+}
+
+/* After a kernel fault the device refuses all work for the rest of the
+ * process, as CUDA documents; the message says so and names the kernel. */
+static int c_trap_is_fatal(void)
+{
+	struct kit k;
+	void *bs = NULL;
+	vgpu_arg a = vgpu_arg_i32(1);
+	vgpu_dptr p;
+
+	if (kit_open(&k))
+		return VT_FAIL;
+	BCHECK_OK(B->stream_create(k.dev, &bs));
+	BCHECK_OK(B->launch(k.dev, bs, k.trap, vgpu_dim3_make(4, 1, 1), vgpu_dim3_make(1, 1, 1), 0,
+			    &a, 1));
+	BCHECK_ST(B->stream_sync(k.dev, bs), VGPU_ERR_LAUNCH);
+	BCHECK_MSG("cuda:0: cuStreamSynchronize: CUDA_ERROR_LAUNCH_FAILED");
+	BCHECK_MSG("last kernel launched on the stream: 'trap'");
+	BCHECK_MSG("process restarts");
+	BCHECK_ST(B->mem_alloc(k.dev, B->granularity(k.dev), &p), VGPU_ERR_LAUNCH);
+	B->stream_destroy(k.dev, bs);
+	kit_close(&k);
+	/* Closing and reopening does not bring the GPU back. */
+	if (kit_open(&k) == 0) {
+		fprintf(stderr, "  device usable again after a fault\n");
+		return VT_FAIL;
+	}
+	BCHECK_MSG("CUDA_ERROR_LAUNCH_FAILED");
+	return 0;
+}
+
+/* On the synchronous stream the launch itself reports the fault. */
+static int c_trap_sync_stream(void)
+{
+	struct kit k;
+	vgpu_arg a = vgpu_arg_i32(1);
+
+	if (kit_open(&k))
+		return VT_FAIL;
+	BCHECK_ST(B->launch(k.dev, NULL, k.trap, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1),
+			    0, &a, 1), VGPU_ERR_LAUNCH);
+	BCHECK_MSG("CUDA_ERROR_LAUNCH_FAILED");
+	BCHECK_MSG("'trap'");
+	kit_close(&k);
+	return 0;
+}
+
+/* An injected illegal address on a launch is raised when the kernel runs. */
+static int c_illegal_address(void)
+{
+	struct kit k;
+	void *bs = NULL;
+	vgpu_arg a[3];
+	vgpu_dptr p;
+
+	setenv("FAKE_CUDA_FAIL", "cuLaunchKernel:1:CUDA_ERROR_ILLEGAL_ADDRESS", 1);
+	if (kit_open(&k))
+		return VT_FAIL;
+	BCHECK_OK(B->mem_alloc(k.dev, B->granularity(k.dev), &p));
+	a[0] = vgpu_arg_dptr(p);
+	a[1] = vgpu_arg_u32(1);
+	a[2] = vgpu_arg_u64(1);
+	BCHECK_OK(B->stream_create(k.dev, &bs));
+	BCHECK_OK(B->launch(k.dev, bs, k.fill, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0,
+			    a, 3));
+	BCHECK_ST(B->stream_sync(k.dev, bs), VGPU_ERR_LAUNCH);
+	BCHECK_MSG("CUDA_ERROR_ILLEGAL_ADDRESS");
+	BCHECK_MSG("'fill_u32'");
+	B->stream_destroy(k.dev, bs);
+	kit_close(&k);
+	return 0;
+}
+
+/* An injected failure of an asynchronous copy surfaces at the sync. */
+static int c_copy_fault(void)
+{
+	struct kit k;
+	void *bs = NULL;
+	vgpu_dptr p;
+	char buf[64] = { 0 };
+
+	setenv("FAKE_CUDA_FAIL", "cuMemcpyHtoDAsync:1:CUDA_ERROR_ILLEGAL_ADDRESS", 1);
+	if (kit_open(&k))
+		return VT_FAIL;
+	BCHECK_OK(B->mem_alloc(k.dev, B->granularity(k.dev), &p));
+	BCHECK_OK(B->stream_create(k.dev, &bs));
+	BCHECK_OK(B->memcpy_htod(k.dev, bs, p, buf, sizeof(buf)));
+	BCHECK_ST(B->stream_sync(k.dev, bs), VGPU_ERR_LAUNCH);
+	BCHECK_MSG("CUDA_ERROR_ILLEGAL_ADDRESS");
+	B->stream_destroy(k.dev, bs);
+	kit_close(&k);
 	return 0;
 }
 
@@ -206,5 +331,9 @@ int main(void)
 	CASE(no_vmm);
 	CASE(cuinit_fails_once);
 	CASE(driver_12_2);
+	CASE(trap_is_fatal);
+	CASE(trap_sync_stream);
+	CASE(illegal_address);
+	CASE(copy_fault);
 	return vt_finish();
 }
