@@ -59,4 +59,32 @@ for t in $tests; do
 		rc=1
 	fi
 done
+
+# The vecadd example on cuda:0: it loads examples/vecadd.ptx.
+: "${top_srcdir:=.}"
+echo "== examples/vecadd on cuda:0 (fake driver)"
+if o=$(VGPU_URI=cuda:0 VGPU_VECADD_DIR="$top_srcdir/examples" "$top_builddir/examples/vecadd" 2>&1) &&
+   echo "$o" | grep -q '^vecadd: OK cuda:0'; then
+	echo "$o"
+else
+	echo "FAIL examples/vecadd on cuda:0: $o"
+	rc=1
+fi
+# ... and on the CUDA toolkit's stub library: a clear error, exit status 1.
+for stub in "${CUDA_DIR:-/usr/local/cuda}/lib64/stubs/libcuda.so" \
+	    /usr/local/cuda/targets/*/lib/stubs/libcuda.so; do
+	[ -f "$stub" ] || continue
+	echo "== examples/vecadd on cuda:0 with $stub"
+	if o=$(VGPU_URI=cuda:0 VGPU_CUDA_LIBRARY=$stub VGPU_VECADD_DIR="$top_srcdir/examples" \
+		"$top_builddir/examples/vecadd" 2>&1); then
+		echo "FAIL vecadd succeeded on the stub library: $o"
+		rc=1
+	elif echo "$o" | grep -q 'CUDA_ERROR_STUB_LIBRARY'; then
+		echo "$o"
+	else
+		echo "FAIL unexpected error on the stub library: $o"
+		rc=1
+	fi
+	break
+done
 exit $rc
