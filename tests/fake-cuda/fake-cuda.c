@@ -42,6 +42,8 @@
  *                             failed, ... : the sticky ones) given to an
  *                             asynchronous call (launch, copy, memset) is
  *                             raised when the work executes, sticky.
+ * Exports: cuGetProcAddress_v2 and cuGetProcAddress (v1), cuDriverGetVersion,
+ * cuInit; everything else only through cuGetProcAddress.
  * Test-only exports: fake_cuda_calls(name), fake_cuda_reset_counts(),
  * fake_cuda_fail(spec), fake_cuda_live(kind), fake_cuda_mem_used(dev).
  */
@@ -1884,6 +1886,18 @@ FK_EXPORT CUresult CUDAAPI cuGetProcAddress_v2(const char *symbol, void **pfn, i
 	if (status)
 		*status = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
 	return CUDA_ERROR_NOT_FOUND;
+}
+
+/* The CUDA 11.3 entry point, without the query result (exported by real
+ * drivers too; the backend must not need it). */
+#undef cuGetProcAddress
+FK_EXPORT CUresult CUDAAPI cuGetProcAddress(const char *symbol, void **pfn, int version,
+					    cuuint64_t flags);
+FK_EXPORT CUresult CUDAAPI cuGetProcAddress(const char *symbol, void **pfn, int version,
+					    cuuint64_t flags)
+{
+	count("cuGetProcAddress_v1");
+	return cuGetProcAddress_v2(symbol, pfn, version, flags, NULL);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -102,6 +102,7 @@ static int t_open(void *d)
 	BCHECK_MSG("cuda:1");
 	/* Only the v2 entry point was taken with cuGetProcAddress. */
 	CHECK(fk.calls("cuGetProcAddress") > 30);
+	CHECK(fk.calls("cuGetProcAddress_v1") == 0);
 	CHECK(fk.calls("cuInit") == 1);
 	return 0;
 }
