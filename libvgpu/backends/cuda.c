@@ -45,6 +45,7 @@
 #define CUDA_MIN_DRIVER 12000            /* cuGetProcAddress_v2 appeared in 12.0 */
 #define CUDA_MAX_DEVICES 64
 #define CUDA_STAGE_CHUNK (2u << 20)      /* bytes per staging buffer */
+#define CUDA_SYNC_STREAMS 4              /* streams for synchronous work, per device */
 #define CUDA_JIT_LOG_SIZE 8192
 #define CUDA_FATBIN_MAGIC 0xBA55ED50u
 
@@ -396,7 +397,10 @@ struct cuda_dev {
 	size_t gran;
 	CUmemAllocationProp prop;
 	CUmemAccessDesc access;
-	struct cuda_stream sync; /* the synchronous (NULL) stream */
+	/* The synchronous (NULL) stream: a few CUDA streams, so that callers
+	 * on different threads do not wait for each other's work. */
+	struct cuda_stream sync[CUDA_SYNC_STREAMS];
+	unsigned int next_sync;  /* which one to wait for when all are busy */
 	pthread_mutex_t lock;    /* evicted list */
 	struct cuda_evicted *evicted;
 };
@@ -574,20 +578,38 @@ static vgpu_status cuda_dtoh_locked(struct cuda_stream *cs, void *dst, CUdevicep
 	return VGPU_OK;
 }
 
-static struct cuda_stream *cuda_bs(struct cuda_dev *d, void *bs)
+/* The stream to issue on, locked: bs, or a free synchronous stream. */
+static struct cuda_stream *cuda_stream_get(struct cuda_dev *d, void *bs)
 {
-	return bs ? (struct cuda_stream *)bs : &d->sync;
+	struct cuda_stream *cs;
+
+	if (bs) {
+		cs = bs;
+		pthread_mutex_lock(&cs->lock);
+		return cs;
+	}
+	for (int i = 0; i < CUDA_SYNC_STREAMS; i++)
+		if (pthread_mutex_trylock(&d->sync[i].lock) == 0)
+			return &d->sync[i];
+	cs = &d->sync[__atomic_fetch_add(&d->next_sync, 1, __ATOMIC_RELAXED) % CUDA_SYNC_STREAMS];
+	pthread_mutex_lock(&cs->lock);
+	return cs;
+}
+
+static void cuda_stream_put(struct cuda_stream *cs)
+{
+	pthread_mutex_unlock(&cs->lock);
 }
 
 static vgpu_status cuda_sync_locked(struct cuda_stream *cs);
 
 /* The NULL stream is synchronous: wait and report before returning. Lock
  * of the stream held. */
-static vgpu_status cuda_finish(struct cuda_dev *d, void *bs, vgpu_status st)
+static vgpu_status cuda_finish(struct cuda_stream *cs, void *bs, vgpu_status st)
 {
 	if (bs || st < 0)
 		return st;
-	return cuda_sync_locked(&d->sync);
+	return cuda_sync_locked(cs);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -683,8 +705,13 @@ static vgpu_status cuda_device_open_locked(int index, struct cuda_dev **out)
 		st = cuda_fail(label, "cuMemGetAllocationGranularity", r, VGPU_ERR_DRIVER);
 		goto fail_ctx;
 	}
-	if ((st = cuda_stream_init(d, &d->sync)) < 0)
-		goto fail_ctx;
+	for (int i = 0; i < CUDA_SYNC_STREAMS; i++) {
+		if ((st = cuda_stream_init(d, &d->sync[i])) < 0) {
+			while (i-- > 0)
+				cuda_stream_fini(&d->sync[i]);
+			goto fail_ctx;
+		}
+	}
 	cuda_devs[index] = d;
 	*out = d;
 	return VGPU_OK;
@@ -728,7 +755,8 @@ static void cuda_device_close(struct vgpu_backend_dev *dev)
 	cuda_devs[d->ordinal] = NULL;
 	pthread_mutex_unlock(&drv_lock);
 	if (cuda_enter(d) == VGPU_OK) {
-		cuda_stream_fini(&d->sync);
+		for (int i = 0; i < CUDA_SYNC_STREAMS; i++)
+			cuda_stream_fini(&d->sync[i]);
 		/* Leave no dangling context current on this thread. */
 		drv.CtxSetCurrent(NULL);
 	}
@@ -910,29 +938,33 @@ static vgpu_status cuda_sync_locked(struct cuda_stream *cs)
 static vgpu_status cuda_stream_sync(struct vgpu_backend_dev *dev, void *bs)
 {
 	struct cuda_dev *d = (struct cuda_dev *)dev;
-	struct cuda_stream *cs = cuda_bs(d, bs);
 	vgpu_status st;
 
 	if ((st = cuda_enter(d)) < 0)
 		return st;
-	pthread_mutex_lock(&cs->lock);
-	st = cuda_sync_locked(cs);
-	pthread_mutex_unlock(&cs->lock);
-	return st;
+	if (bs) {
+		struct cuda_stream *cs = cuda_stream_get(d, bs);
+		st = cuda_sync_locked(cs);
+		cuda_stream_put(cs);
+		return st;
+	}
+	/* Work on the synchronous streams completed, and reported its error,
+	 * before its call returned: nothing is pending. */
+	return VGPU_OK;
 }
 
 static vgpu_status cuda_memcpy_htod(struct vgpu_backend_dev *dev, void *bs, vgpu_dptr dst,
 				    const void *src, size_t n)
 {
 	struct cuda_dev *d = (struct cuda_dev *)dev;
-	struct cuda_stream *cs = cuda_bs(d, bs);
+	struct cuda_stream *cs;
 	vgpu_status st;
 
 	if ((st = cuda_enter(d)) < 0)
 		return st;
-	pthread_mutex_lock(&cs->lock);
-	st = cuda_finish(d, bs, cuda_htod_locked(cs, (CUdeviceptr)dst, src, n));
-	pthread_mutex_unlock(&cs->lock);
+	cs = cuda_stream_get(d, bs);
+	st = cuda_finish(cs, bs, cuda_htod_locked(cs, (CUdeviceptr)dst, src, n));
+	cuda_stream_put(cs);
 	return st;
 }
 
@@ -940,14 +972,14 @@ static vgpu_status cuda_memcpy_dtoh(struct vgpu_backend_dev *dev, void *bs, void
 				    vgpu_dptr src, size_t n)
 {
 	struct cuda_dev *d = (struct cuda_dev *)dev;
-	struct cuda_stream *cs = cuda_bs(d, bs);
+	struct cuda_stream *cs;
 	vgpu_status st;
 
 	if ((st = cuda_enter(d)) < 0)
 		return st;
-	pthread_mutex_lock(&cs->lock);
+	cs = cuda_stream_get(d, bs);
 	st = cuda_dtoh_locked(cs, dst, (CUdeviceptr)src, n);
-	pthread_mutex_unlock(&cs->lock);
+	cuda_stream_put(cs);
 	return st;
 }
 
@@ -955,17 +987,17 @@ static vgpu_status cuda_memcpy_dtod(struct vgpu_backend_dev *dev, void *bs, vgpu
 				    vgpu_dptr src, size_t n)
 {
 	struct cuda_dev *d = (struct cuda_dev *)dev;
-	struct cuda_stream *cs = cuda_bs(d, bs);
+	struct cuda_stream *cs;
 	CUresult r;
 	vgpu_status st;
 
 	if ((st = cuda_enter(d)) < 0)
 		return st;
-	pthread_mutex_lock(&cs->lock);
+	cs = cuda_stream_get(d, bs);
 	r = drv.MemcpyDtoDAsync((CUdeviceptr)dst, (CUdeviceptr)src, n, cs->s);
 	st = r != CUDA_SUCCESS ? cuda_fail(d->label, "cuMemcpyDtoDAsync", r, VGPU_ERR_DRIVER)
-			       : cuda_finish(d, bs, VGPU_OK);
-	pthread_mutex_unlock(&cs->lock);
+			       : cuda_finish(cs, bs, VGPU_OK);
+	cuda_stream_put(cs);
 	return st;
 }
 
@@ -973,17 +1005,17 @@ static vgpu_status cuda_memset(struct vgpu_backend_dev *dev, void *bs, vgpu_dptr
 			       uint8_t value, size_t n)
 {
 	struct cuda_dev *d = (struct cuda_dev *)dev;
-	struct cuda_stream *cs = cuda_bs(d, bs);
+	struct cuda_stream *cs;
 	CUresult r;
 	vgpu_status st;
 
 	if ((st = cuda_enter(d)) < 0)
 		return st;
-	pthread_mutex_lock(&cs->lock);
+	cs = cuda_stream_get(d, bs);
 	r = drv.MemsetD8Async((CUdeviceptr)dst, value, n, cs->s);
 	st = r != CUDA_SUCCESS ? cuda_fail(d->label, "cuMemsetD8Async", r, VGPU_ERR_DRIVER)
-			       : cuda_finish(d, bs, VGPU_OK);
-	pthread_mutex_unlock(&cs->lock);
+			       : cuda_finish(cs, bs, VGPU_OK);
+	cuda_stream_put(cs);
 	return st;
 }
 
@@ -1139,7 +1171,7 @@ static vgpu_status cuda_launch(struct vgpu_backend_dev *dev, void *bs, void *fn,
 			       const vgpu_arg *args, unsigned int nargs)
 {
 	struct cuda_dev *d = (struct cuda_dev *)dev;
-	struct cuda_stream *cs = cuda_bs(d, bs);
+	struct cuda_stream *cs;
 	void *params[VGPU_MAX_KERNEL_ARGS + 1];
 	struct cuda_func *cf = fn;
 	CUfunction f = cf->f;
@@ -1183,7 +1215,7 @@ static vgpu_status cuda_launch(struct vgpu_backend_dev *dev, void *bs, void *fn,
 			return cuda_fail(d->label, "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)",
 					 r, VGPU_ERR_LAUNCH);
 	}
-	pthread_mutex_lock(&cs->lock);
+	cs = cuda_stream_get(d, bs);
 	r = drv.LaunchKernel(f, grid.x, grid.y, grid.z, block.x, block.y, block.z,
 			     (unsigned int)shmem, cs->s, nargs ? params : NULL, NULL);
 	if (r != CUDA_SUCCESS) {
@@ -1192,9 +1224,9 @@ static vgpu_status cuda_launch(struct vgpu_backend_dev *dev, void *bs, void *fn,
 		st = cuda_fail(d->label, what, r, VGPU_ERR_LAUNCH);
 	} else {
 		snprintf(cs->last_kernel, sizeof(cs->last_kernel), "%s", cf->name);
-		st = cuda_finish(d, bs, VGPU_OK);
+		st = cuda_finish(cs, bs, VGPU_OK);
 	}
-	pthread_mutex_unlock(&cs->lock);
+	cuda_stream_put(cs);
 	return st;
 }
 
@@ -1203,6 +1235,7 @@ static vgpu_status cuda_mem_evict(struct vgpu_backend_dev *dev, vgpu_dptr p, siz
 {
 	struct cuda_dev *d = (struct cuda_dev *)dev;
 	struct cuda_evicted *e;
+	struct cuda_stream *cs;
 	vgpu_status st;
 
 	if ((st = cuda_enter(d)) < 0)
@@ -1216,9 +1249,9 @@ static vgpu_status cuda_mem_evict(struct vgpu_backend_dev *dev, vgpu_dptr p, siz
 		free(e);
 		return cuda_fail(d->label, "cuCtxSynchronize", r, VGPU_ERR_DRIVER);
 	}
-	pthread_mutex_lock(&d->sync.lock);
-	st = cuda_dtoh_locked(&d->sync, host, (CUdeviceptr)p, size);
-	pthread_mutex_unlock(&d->sync.lock);
+	cs = cuda_stream_get(d, NULL);
+	st = cuda_dtoh_locked(cs, host, (CUdeviceptr)p, size);
+	cuda_stream_put(cs);
 	if (st < 0) {
 		free(e);
 		return st;
@@ -1250,9 +1283,9 @@ static vgpu_status cuda_mem_restore(struct vgpu_backend_dev *dev, vgpu_dptr p, s
 				   ": not an evicted allocation", d->label, p);
 	st = cuda_map(d, (CUdeviceptr)p, size);
 	if (st == VGPU_OK) {
-		pthread_mutex_lock(&d->sync.lock);
-		st = cuda_finish(d, NULL, cuda_htod_locked(&d->sync, (CUdeviceptr)p, host, size));
-		pthread_mutex_unlock(&d->sync.lock);
+		struct cuda_stream *cs = cuda_stream_get(d, NULL);
+		st = cuda_finish(cs, NULL, cuda_htod_locked(cs, (CUdeviceptr)p, host, size));
+		cuda_stream_put(cs);
 		if (st < 0)
 			drv.MemUnmap((CUdeviceptr)p, size);
 	}
