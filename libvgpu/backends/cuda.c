@@ -4,11 +4,13 @@
  *
  * The driver is loaded at run time: dlopen("libcuda.so.1") (or
  * $VGPU_CUDA_LIBRARY), then only cuGetProcAddress_v2 and cuDriverGetVersion
- * are taken with dlsym; every other entry point comes from cuGetProcAddress
- * with the version min(driver version, CUDA_VERSION of the headers we were
- * built with), so the driver hands out exactly the ABI variant our typedefs
- * (from <cuda.h>) describe, even when the driver is newer than the headers.
- * <cuda.h> supplies types and enums only; nothing links against libcuda.
+ * are taken with dlsym. cuDriverGetVersion decides whether the driver is new
+ * enough (12.0) and which optional entry points to expect; every entry point
+ * comes from cuGetProcAddress at the CUDA version of the exact ABI variant
+ * the backend calls (see CUDA_SYMBOLS), so the right versioned symbol
+ * (cuMemGetInfo_v2, cuDeviceGetUuid_v2, ...) is used whatever the driver's
+ * age. <cuda.h> and <cudaTypedefs.h> supply types only; nothing links
+ * against libcuda.
  *
  * One primary context per device (cuDevicePrimaryCtxRetain, shared by every
  * open of that ordinal in the process), made current at the entry of every op
@@ -37,6 +39,7 @@
 #include <string.h>
 
 #include <cuda.h>
+#include <cudaTypedefs.h> /* PFN_cu<name>_v<version>: one type per ABI variant */
 
 #include "backend.h"
 #include "error.h"
@@ -52,60 +55,57 @@
 /* ------------------------------------------------------------------------ */
 /* The driver's entry points                                                */
 
-/* X(field, symbol passed to cuGetProcAddress, required, return, params) */
-#define CUDA_SYMBOLS(X)                                                                     \
-	X(GetErrorName, "cuGetErrorName", 1, (CUresult, const char **))                      \
-	X(GetErrorString, "cuGetErrorString", 1, (CUresult, const char **))                  \
-	X(Init, "cuInit", 1, (unsigned int))                                                 \
-	X(DeviceGetCount, "cuDeviceGetCount", 1, (int *))                                    \
-	X(DeviceGet, "cuDeviceGet", 1, (CUdevice *, int))                                    \
-	X(DeviceGetName, "cuDeviceGetName", 1, (char *, int, CUdevice))                      \
-	X(DeviceGetUuid, "cuDeviceGetUuid", 1, (CUuuid *, CUdevice))                         \
-	X(DeviceTotalMem, "cuDeviceTotalMem", 1, (size_t *, CUdevice))                       \
-	X(DeviceGetAttribute, "cuDeviceGetAttribute", 1, (int *, CUdevice_attribute, CUdevice)) \
-	X(DevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", 1, (CUcontext *, CUdevice))     \
-	X(DevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease", 1, (CUdevice))               \
-	X(CtxGetCurrent, "cuCtxGetCurrent", 1, (CUcontext *))                                \
-	X(CtxSetCurrent, "cuCtxSetCurrent", 1, (CUcontext))                                  \
-	X(CtxSynchronize, "cuCtxSynchronize", 1, (void))                                     \
-	X(MemGetInfo, "cuMemGetInfo", 1, (size_t *, size_t *))                               \
-	X(MemGetAllocationGranularity, "cuMemGetAllocationGranularity", 1,                   \
-	  (size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags))         \
-	X(MemAddressReserve, "cuMemAddressReserve", 1,                                       \
-	  (CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long))                  \
-	X(MemAddressFree, "cuMemAddressFree", 1, (CUdeviceptr, size_t))                      \
-	X(MemCreate, "cuMemCreate", 1,                                                       \
-	  (CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,              \
-	   unsigned long long))                                                              \
-	X(MemRelease, "cuMemRelease", 1, (CUmemGenericAllocationHandle))                     \
-	X(MemMap, "cuMemMap", 1,                                                             \
-	  (CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long))   \
-	X(MemUnmap, "cuMemUnmap", 1, (CUdeviceptr, size_t))                                  \
-	X(MemSetAccess, "cuMemSetAccess", 1,                                                 \
-	  (CUdeviceptr, size_t, const CUmemAccessDesc *, size_t))                            \
-	X(MemHostAlloc, "cuMemHostAlloc", 1, (void **, size_t, unsigned int))                \
-	X(MemFreeHost, "cuMemFreeHost", 1, (void *))                                         \
-	X(MemcpyHtoDAsync, "cuMemcpyHtoDAsync", 1, (CUdeviceptr, const void *, size_t, CUstream)) \
-	X(MemcpyDtoHAsync, "cuMemcpyDtoHAsync", 1, (void *, CUdeviceptr, size_t, CUstream))  \
-	X(MemcpyDtoDAsync, "cuMemcpyDtoDAsync", 1,                                           \
-	  (CUdeviceptr, CUdeviceptr, size_t, CUstream))                                      \
-	X(MemsetD8Async, "cuMemsetD8Async", 1, (CUdeviceptr, unsigned char, size_t, CUstream)) \
-	X(StreamCreate, "cuStreamCreate", 1, (CUstream *, unsigned int))                     \
-	X(StreamDestroy, "cuStreamDestroy", 1, (CUstream))                                   \
-	X(StreamSynchronize, "cuStreamSynchronize", 1, (CUstream))                           \
-	X(EventCreate, "cuEventCreate", 1, (CUevent *, unsigned int))                        \
-	X(EventDestroy, "cuEventDestroy", 1, (CUevent))                                      \
-	X(EventRecord, "cuEventRecord", 1, (CUevent, CUstream))                              \
-	X(EventSynchronize, "cuEventSynchronize", 1, (CUevent))                              \
-	X(ModuleLoadDataEx, "cuModuleLoadDataEx", 1,                                         \
-	  (CUmodule *, const void *, unsigned int, CUjit_option *, void **))                 \
-	X(ModuleUnload, "cuModuleUnload", 1, (CUmodule))                                     \
-	X(ModuleGetFunction, "cuModuleGetFunction", 1, (CUfunction *, CUmodule, const char *)) \
-	X(FuncSetAttribute, "cuFuncSetAttribute", 1, (CUfunction, CUfunction_attribute, int)) \
-	X(LaunchKernel, "cuLaunchKernel", 1,                                                 \
-	  (CUfunction, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int, \
-	   unsigned int, unsigned int, CUstream, void **, void **))                          \
-	X(FuncGetParamInfo, "cuFuncGetParamInfo", 0, (CUfunction, size_t, size_t *, size_t *))
+/*
+ * X(name, ABI version, required). Each entry point is asked of
+ * cuGetProcAddress at the CUDA version of the ABI variant the backend calls
+ * (the PFN_cu<name>_v<version> typedef of <cudaTypedefs.h>, so the compiler
+ * checks the signature), never at the driver's own version: a newer driver
+ * hands out newer variants for that (CUDA 13's cuCtxSynchronize takes a
+ * context, CUDA 3.2's cuMemGetInfo takes size_t, ...).
+ */
+#define CUDA_SYMBOLS(X)                          \
+	X(GetErrorName, 6000, 1)                 \
+	X(GetErrorString, 6000, 1)               \
+	X(Init, 2000, 1)                         \
+	X(DeviceGetCount, 2000, 1)               \
+	X(DeviceGet, 2000, 1)                    \
+	X(DeviceGetName, 2000, 1)                \
+	X(DeviceGetUuid, 11040, 1)               \
+	X(DeviceTotalMem, 3020, 1)               \
+	X(DeviceGetAttribute, 2000, 1)           \
+	X(DevicePrimaryCtxRetain, 7000, 1)       \
+	X(DevicePrimaryCtxRelease, 11000, 1)     \
+	X(CtxGetCurrent, 4000, 1)                \
+	X(CtxSetCurrent, 4000, 1)                \
+	X(CtxSynchronize, 2000, 1)               \
+	X(MemGetInfo, 3020, 1)                   \
+	X(MemGetAllocationGranularity, 10020, 1) \
+	X(MemAddressReserve, 10020, 1)           \
+	X(MemAddressFree, 10020, 1)              \
+	X(MemCreate, 10020, 1)                   \
+	X(MemRelease, 10020, 1)                  \
+	X(MemMap, 10020, 1)                      \
+	X(MemUnmap, 10020, 1)                    \
+	X(MemSetAccess, 10020, 1)                \
+	X(MemHostAlloc, 2020, 1)                 \
+	X(MemFreeHost, 2000, 1)                  \
+	X(MemcpyHtoDAsync, 3020, 1)              \
+	X(MemcpyDtoHAsync, 3020, 1)              \
+	X(MemcpyDtoDAsync, 3020, 1)              \
+	X(MemsetD8Async, 3020, 1)                \
+	X(StreamCreate, 2000, 1)                 \
+	X(StreamDestroy, 4000, 1)                \
+	X(StreamSynchronize, 2000, 1)            \
+	X(EventCreate, 2000, 1)                  \
+	X(EventDestroy, 4000, 1)                 \
+	X(EventRecord, 2000, 1)                  \
+	X(EventSynchronize, 2000, 1)             \
+	X(ModuleLoadDataEx, 2010, 1)             \
+	X(ModuleUnload, 2000, 1)                 \
+	X(ModuleGetFunction, 2000, 1)            \
+	X(FuncSetAttribute, 9000, 1)             \
+	X(LaunchKernel, 4000, 1)                 \
+	X(FuncGetParamInfo, 12040, 0)
 
 typedef CUresult (*cuda_get_proc_fn)(const char *, void **, int, cuuint64_t,
 				     CUdriverProcAddressQueryResult *);
@@ -115,10 +115,9 @@ struct cuda_driver {
 	void *lib;
 	char path[512];
 	int version;     /* cuDriverGetVersion: 12040 = 12.4 */
-	int api_version; /* asked of cuGetProcAddress */
 	cuda_get_proc_fn GetProcAddress;
 	CUresult (*DriverGetVersion)(int *);
-#define X(field, sym, req, params) CUresult (*field) params;
+#define X(name, ver, req) PFN_cu##name##_v##ver name;
 	CUDA_SYMBOLS(X)
 #undef X
 };
@@ -287,10 +286,10 @@ static vgpu_status cuda_load_locked(void)
 		if (d.GetProcAddress) {
 			void *p = NULL;
 			CUdriverProcAddressQueryResult q;
-			if (d.GetProcAddress("cuGetErrorName", &p, CUDA_MIN_DRIVER,
+			if (d.GetProcAddress("cuGetErrorName", &p, 6000,
 					     CU_GET_PROC_ADDRESS_LEGACY_STREAM, &q) == CUDA_SUCCESS &&
 			    q == CU_GET_PROC_ADDRESS_SUCCESS)
-				drv.GetErrorName = (CUresult (*)(CUresult, const char **))p;
+				drv.GetErrorName = (PFN_cuGetErrorName_v6000)p;
 		}
 		vgpu__error(VGPU_ERR_DRIVER, "%s: %s: cuDriverGetVersion: %s%s", label, path,
 			    cuda_err_name(r),
@@ -308,22 +307,21 @@ static vgpu_status cuda_load_locked(void)
 				   " a driver for CUDA %d.%d or newer (cuGetProcAddress_v2)",
 				   label, path, d.version / 1000, d.version % 1000 / 10,
 				   CUDA_MIN_DRIVER / 1000, CUDA_MIN_DRIVER % 1000 / 10);
-	d.api_version = d.version < CUDA_VERSION ? d.version : CUDA_VERSION;
 
-#define X(field, sym, req, params)                                                        \
+#define X(name, ver, req)                                                                 \
 	do {                                                                              \
 		void *p_ = NULL;                                                          \
 		CUdriverProcAddressQueryResult q_ = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND; \
-		CUresult r_ = d.GetProcAddress(sym, &p_, d.api_version,                   \
+		CUresult r_ = d.GetProcAddress("cu" #name, &p_, ver,                       \
 					       CU_GET_PROC_ADDRESS_LEGACY_STREAM, &q_);   \
 		if (r_ == CUDA_SUCCESS && q_ == CU_GET_PROC_ADDRESS_SUCCESS && p_) {      \
-			d.field = (CUresult (*) params)p_;                                \
+			d.name = (PFN_cu##name##_v##ver)p_;                               \
 		} else if (req) {                                                         \
 			return vgpu__error(VGPU_ERR_DRIVER,                               \
-					   "%s: %s (CUDA %d.%d): cuGetProcAddress(%s): %s%s", \
+					   "%s: %s (CUDA %d.%d): cuGetProcAddress(%s, %d): %s%s", \
 					   label, path, d.version / 1000,                 \
-					   d.version % 1000 / 10, sym, cuda_err_name(r_), \
-					   r_ != CUDA_SUCCESS ? "" :                      \
+					   d.version % 1000 / 10, "cu" #name, ver,        \
+					   cuda_err_name(r_), r_ != CUDA_SUCCESS ? "" :   \
 					   q_ == CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT ? \
 					   " (driver too old for this entry point)" :     \
 					   " (symbol not found)");                        \
@@ -344,9 +342,9 @@ static vgpu_status cuda_load_locked(void)
 		return st;
 	}
 	drv.loaded = 1;
-	vgpu_info("cuda: loaded %s, CUDA driver %d.%d (entry points for %d.%d)", path,
-		  drv.version / 1000, drv.version % 1000 / 10, drv.api_version / 1000,
-		  drv.api_version % 1000 / 10);
+	vgpu_info("cuda: loaded %s, CUDA driver %d.%d%s", path, drv.version / 1000,
+		  drv.version % 1000 / 10, drv.FuncGetParamInfo ? "" :
+		  " (no cuFuncGetParamInfo: kernel arguments are not checked)");
 	return VGPU_OK;
 }
 

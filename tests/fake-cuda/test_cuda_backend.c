@@ -103,6 +103,15 @@ static int t_open(void *d)
 	/* Only the v2 entry point was taken with cuGetProcAddress. */
 	CHECK(fk.calls("cuGetProcAddress") > 30);
 	CHECK(fk.calls("cuGetProcAddress_v1") == 0);
+	/* Each entry point in the ABI variant the backend calls, although this
+	 * (fake) driver is CUDA 13.0 and has newer or older ones. */
+	CHECK(fk.calls("cuGetProcAddress:cuCtxSynchronize@2000") == 1);
+	CHECK(fk.calls("cuGetProcAddress:cuCtxSynchronize@13000") == 0);
+	CHECK(fk.calls("cuGetProcAddress:cuMemGetInfo@3020") == 1);
+	CHECK(fk.calls("cuGetProcAddress:cuMemGetInfo@2000") == 0);
+	CHECK(fk.calls("cuGetProcAddress:cuDeviceGetUuid@11040") == 1);
+	CHECK(fk.calls("cuGetProcAddress:cuDevicePrimaryCtxRelease@11000") == 1);
+	CHECK(fk.calls("cuGetProcAddress:cuFuncGetParamInfo@12040") == 1);
 	CHECK(fk.calls("cuInit") == 1);
 	return 0;
 }
