@@ -1133,10 +1133,12 @@ static vgpu_status cuda_function_get(struct vgpu_backend_dev *dev, void *mod, co
 				if (r == CUDA_ERROR_INVALID_VALUE)
 					break;
 				if (r != CUDA_SUCCESS) {
-					char what[300];
-					snprintf(what, sizeof(what), "cuFuncGetParamInfo(%s, %u)",
-						 name, i);
-					return cuda_fail(d->label, what, r, VGPU_ERR_DRIVER);
+					/* Not worth refusing the kernel for: launch it
+					 * unchecked. */
+					vgpu_warn("%s: cuFuncGetParamInfo(%s, %u): %s; its arguments"
+						  " will not be checked", d->label, name, i,
+						  cuda_err_name(r));
+					break;
 				}
 				if (i == VGPU_MAX_KERNEL_ARGS)
 					return vgpu__error(VGPU_ERR_UNSUPPORTED,
@@ -1146,8 +1148,12 @@ static vgpu_status cuda_function_get(struct vgpu_backend_dev *dev, void *mod, co
 				sig->type[i] = 0; /* any type of that size */
 				sig->size[i] = (uint32_t)psize;
 			}
-			sig->nparams = i;
-			sig->known = 1;
+			if (r == CUDA_ERROR_INVALID_VALUE) {
+				sig->nparams = i;
+				sig->known = 1;
+			} else {
+				memset(sig, 0, sizeof(*sig));
+			}
 		}
 	}
 	cf = malloc(sizeof(*cf) + strlen(name) + 1);

@@ -240,6 +240,11 @@ static int t_module(void *d)
 	BCHECK_OK(B->function_get(dev, mod, "empty", &fn, &sig));
 	B->function_free(dev, fn);
 	CHECK(sig.known && sig.nparams == 0);
+	/* cuFuncGetParamInfo failing: the kernel is usable, unchecked. */
+	CHECK(fk.fail("cuFuncGetParamInfo:2:CUDA_ERROR_UNKNOWN") == 0);
+	BCHECK_OK(B->function_get(dev, mod, "vecadd", &fn, &sig));
+	CHECK(sig.known == 0);
+	B->function_free(dev, fn);
 	BCHECK_ST(B->function_get(dev, mod, "nosuch", &fn, &sig), VGPU_ERR_NOT_FOUND);
 	BCHECK_MSG("nosuch");
 	B->module_unload(dev, mod);
