@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,14 +74,23 @@ static int c_stub_library(void)
 	struct vgpu_backend_dev *dev;
 	vgpu_status st;
 
-	if (access(CUDA_STUB_LIB, R_OK) != 0) {
-		fprintf(stderr, "  %s: not found\n", CUDA_STUB_LIB);
+	const char *stub = CUDA_STUB_LIB;
+	glob_t g;
+
+	/* $(CUDA_DIR)/lib64/stubs, else the toolkit's targets/<arch>/lib/stubs */
+	if (access(stub, R_OK) != 0 &&
+	    glob(CUDA_DIR "/targets/*/lib/stubs/libcuda.so", 0, NULL, &g) == 0) {
+		stub = strdup(g.gl_pathv[0]);
+		globfree(&g);
+	}
+	if (!stub || access(stub, R_OK) != 0) {
+		fprintf(stderr, "  the CUDA toolkit's stub libcuda.so is not under %s\n", CUDA_DIR);
 		return VT_FAIL;
 	}
-	setenv("VGPU_CUDA_LIBRARY", CUDA_STUB_LIB, 1);
+	setenv("VGPU_CUDA_LIBRARY", stub, 1);
 	st = B->device_open(0, &uri0, &dev);
 	CHECK(st == VGPU_ERR_DRIVER || st == VGPU_ERR_NO_DEVICE);
-	BCHECK_MSG(CUDA_STUB_LIB);
+	BCHECK_MSG(stub);
 	BCHECK_MSG("CUDA_ERROR_STUB_LIBRARY");
 	BCHECK_MSG("stub");
 	st = (vgpu_status)B->device_count();
