@@ -1061,6 +1061,15 @@ static vgpu_status cuda_module_load(struct vgpu_backend_dev *dev, const void *im
 			copy[size] = '\0';
 			img = copy;
 		}
+	} else if ((uintptr_t)image % 8) {
+		/* ELF and fatbin headers are read as structs: keep them aligned
+		 * (an image may come from a byte buffer of the wire protocol). */
+		copy = malloc(size);
+		if (!copy)
+			return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "%s: out of host memory",
+					   d->label);
+		memcpy(copy, image, size);
+		img = copy;
 	}
 	log = calloc(1, CUDA_JIT_LOG_SIZE);
 	if (!log) {
