@@ -1563,7 +1563,13 @@ static CUresult fk_ModuleLoadDataEx(CUmodule *pm, const void *image, unsigned in
 	if (!m)
 		return CUDA_ERROR_OUT_OF_MEMORY;
 	/* byte by byte: a short PTX string ends at its NUL */
-	if (b[0] == 0x7f && b[1] == 'E' && b[2] == 'L' && b[3] == 'F') {
+	if (((b[0] == 0x7f && b[1] == 'E' && b[2] == 'L' && b[3] == 'F') ||
+	     (b[0] == 0x50 && b[1] == 0xED && b[2] == 0x55 && b[3] == 0xBA)) &&
+	    (uintptr_t)b % 8) {
+		count("cuModuleLoadDataEx.misaligned");
+		snprintf(msg, sizeof(msg), "fake-cuda: binary image at a misaligned address");
+		r = CUDA_ERROR_INVALID_IMAGE;
+	} else if (b[0] == 0x7f && b[1] == 'E' && b[2] == 'L' && b[3] == 'F') {
 		count("cuModuleLoadDataEx.cubin");
 		snprintf(msg, sizeof(msg), "fake-cuda: cannot run cubin images (ELF)");
 		r = CUDA_ERROR_NO_BINARY_FOR_GPU;

@@ -255,7 +255,9 @@ static int t_module(void *d)
 static int t_bad_modules(void *d)
 {
 	static const char bad_ptx[] = "this is not PTX";
-	unsigned char cubin[64] = { 0x7f, 'E', 'L', 'F', 2, 1, 1 };
+	/* the cubin at an odd address, as in a byte buffer */
+	static uint64_t cubin_store[9];
+	unsigned char *cubin = (unsigned char *)cubin_store + 1;
 	unsigned char fatbin[64] = { 0x50, 0xed, 0x55, 0xba, 1, 0 };
 	void *mod = NULL;
 
@@ -264,13 +266,15 @@ static int t_bad_modules(void *d)
 	BCHECK_MSG("CUDA_ERROR_INVALID_PTX");
 	BCHECK_MSG("Parsing error"); /* the JIT error log */
 	BCHECK_MSG("PTX");
-	BCHECK_ST(B->module_load(dev, cubin, sizeof(cubin), &mod), VGPU_ERR_BAD_MODULE);
+	memcpy(cubin, "\177ELF\2\1\1", 7);
+	BCHECK_ST(B->module_load(dev, cubin, 64, &mod), VGPU_ERR_BAD_MODULE);
 	BCHECK_MSG("cubin");
 	BCHECK_MSG("CUDA_ERROR_NO_BINARY_FOR_GPU");
 	BCHECK_ST(B->module_load(dev, fatbin, sizeof(fatbin), &mod), VGPU_ERR_BAD_MODULE);
 	BCHECK_MSG("fatbin");
 	CHECK(fk.calls("cuModuleLoadDataEx.cubin") == 1);
 	CHECK(fk.calls("cuModuleLoadDataEx.fatbin") == 1);
+	CHECK(fk.calls("cuModuleLoadDataEx.misaligned") == 0);
 	CHECK(fk.calls("cuModuleLoadDataEx.ptx") == 1);
 	CHECK(fk.live("modules") == 0);
 	return 0;
