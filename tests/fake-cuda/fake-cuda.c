@@ -174,6 +174,7 @@ struct op {
 	struct CUevent_st *ev;
 	uint64_t ev_gen;
 	uint64_t seq;
+	int dev;              /* device of the stream */
 };
 
 struct CUstream_st {
@@ -1103,6 +1104,7 @@ static CUresult enqueue(CUstream s, struct op *o, const char *who, uint64_t *seq
 		return CUDA_ERROR_INVALID_HANDLE;
 	}
 	o->fail = tl_async_fail;
+	o->dev = s->ctx->dev;
 	o->seq = ++s->enqueued;
 	if (s->tail)
 		s->tail->next = o;
@@ -1749,15 +1751,27 @@ static CUresult fk_LaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned
 
 #define P(T, i) (*(const T *)(o->params + o->fn->e->off[i]))
 
-static void *kptr(uint64_t a, size_t n)
+/* A kernel on device dev reaches only memory of that device (no peer
+ * access is ever enabled). */
+static void *kptr(int dev, uint64_t a, size_t n)
 {
 	void *p;
+	int other = 0;
 
 	if (n == 0)
 		return (void *)1; /* nothing accessed */
 	pthread_mutex_lock(&G);
 	p = xlate(a, n, 1);
+	if (p) {
+		for (struct mapping *m = g_maps; m; m = m->next)
+			if (m->alive && a >= m->va && a < m->va + m->size && m->phys->dev != dev)
+				other = 1;
+	}
 	pthread_mutex_unlock(&G);
+	if (other) {
+		note("kernel on device %d accesses 0x%" PRIx64 " of another device", dev, a);
+		return NULL;
+	}
 	if (!p)
 		note("kernel access to 0x%" PRIx64 "+%zu is outside accessible memory", a, n);
 	return p;
@@ -1773,8 +1787,9 @@ static CUresult run_kernel(struct op *o)
 	if (strcmp(name, "vecadd") == 0) {
 		int32_t n = P(int32_t, 3);
 		uint64_t m = n > 0 ? ((uint64_t)n < threads ? (uint64_t)n : threads) : 0;
-		const float *a = kptr(P(uint64_t, 0), m * 4), *b = kptr(P(uint64_t, 1), m * 4);
-		float *c = kptr(P(uint64_t, 2), m * 4);
+		const float *a = kptr(o->dev, P(uint64_t, 0), m * 4);
+		const float *b = kptr(o->dev, P(uint64_t, 1), m * 4);
+		float *c = kptr(o->dev, P(uint64_t, 2), m * 4);
 		if (!a || !b || !c)
 			return CUDA_ERROR_ILLEGAL_ADDRESS;
 		for (uint64_t i = 0; i < m; i++)
@@ -1785,7 +1800,7 @@ static CUresult run_kernel(struct op *o)
 		int fill = name[0] == 'f';
 		uint64_t n = fill ? P(uint64_t, 2) : P(uint64_t, 1);
 		uint64_t m = n < threads ? n : threads;
-		uint32_t *p = kptr(P(uint64_t, 0), m * 4);
+		uint32_t *p = kptr(o->dev, P(uint64_t, 0), m * 4);
 		if (!p)
 			return CUDA_ERROR_ILLEGAL_ADDRESS;
 		for (uint64_t i = 0; i < m; i++)
@@ -1796,8 +1811,8 @@ static CUresult run_kernel(struct op *o)
 		float a = P(float, 0);
 		int32_t n = *(const int32_t *)(o->params + o->fn->e->off[0] + 4);
 		uint64_t m = n > 0 ? ((uint64_t)n < threads ? (uint64_t)n : threads) : 0;
-		const float *x = kptr(P(uint64_t, 1), m * 4);
-		float *y = kptr(P(uint64_t, 2), m * 4);
+		const float *x = kptr(o->dev, P(uint64_t, 1), m * 4);
+		float *y = kptr(o->dev, P(uint64_t, 2), m * 4);
 		if (!x || !y)
 			return CUDA_ERROR_ILLEGAL_ADDRESS;
 		for (uint64_t i = 0; i < m; i++)

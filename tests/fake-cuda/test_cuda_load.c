@@ -330,6 +330,64 @@ static int c_copy_fault(void)
 	return 0;
 }
 
+/* Two GPUs used alternately from one thread: each operation runs in its
+ * device's context; a kernel given the other device's memory faults. */
+static int c_two_devices(void)
+{
+	struct vgpu_backend_dev *d0, *d1;
+	struct vgpu_func_sig sig;
+	void *m0, *m1, *f0, *f1;
+	vgpu_dptr p0, p1;
+	uint32_t out0[8], out1[8];
+	struct fake_cuda fk;
+	static const char ptx[] =
+		".version 8.0\n.target sm_80\n.address_size 64\n"
+		".visible .entry fill_u32(\n\t.param .u64 fill_u32_param_0,\n"
+		"\t.param .u32 fill_u32_param_1,\n\t.param .u64 fill_u32_param_2\n)\n{\n\tret;\n}\n";
+
+	fake_cuda_use();
+	setenv("FAKE_CUDA_DEVICES", "2", 1);
+	CHECK(B->device_count() == 2);
+	BCHECK_OK(B->device_open(0, &uri0, &d0));
+	BCHECK_OK(B->device_open(1, &uri0, &d1));
+	CHECK(d0 != d1);
+	fk = fake_cuda_api();
+	CHECK(fk.live("contexts") == 2);
+	BCHECK_OK(B->module_load(d0, ptx, sizeof(ptx), &m0));
+	BCHECK_OK(B->module_load(d1, ptx, sizeof(ptx), &m1));
+	BCHECK_OK(B->function_get(d0, m0, "fill_u32", &f0, &sig));
+	BCHECK_OK(B->function_get(d1, m1, "fill_u32", &f1, &sig));
+	BCHECK_OK(B->mem_alloc(d0, B->granularity(d0), &p0));
+	BCHECK_OK(B->mem_alloc(d1, B->granularity(d1), &p1));
+	CHECK(fk.mem_used(0) == B->granularity(d0) && fk.mem_used(1) == B->granularity(d1));
+	for (int round = 0; round < 3; round++) {
+		vgpu_arg a0[3] = { vgpu_arg_dptr(p0), vgpu_arg_u32(100 + round), vgpu_arg_u64(8) };
+		vgpu_arg a1[3] = { vgpu_arg_dptr(p1), vgpu_arg_u32(200 + round), vgpu_arg_u64(8) };
+		BCHECK_OK(B->launch(d0, NULL, f0, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(8, 1, 1),
+				    0, a0, 3));
+		BCHECK_OK(B->launch(d1, NULL, f1, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(8, 1, 1),
+				    0, a1, 3));
+		BCHECK_OK(B->memcpy_dtoh(d0, NULL, out0, p0, sizeof(out0)));
+		BCHECK_OK(B->memcpy_dtoh(d1, NULL, out1, p1, sizeof(out1)));
+		CHECK(out0[7] == 100u + (unsigned)round && out1[7] == 200u + (unsigned)round);
+	}
+	{
+		/* device 1's kernel on device 0's memory */
+		vgpu_arg bad[3] = { vgpu_arg_dptr(p0), vgpu_arg_u32(1), vgpu_arg_u64(8) };
+		BCHECK_ST(B->launch(d1, NULL, f1, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(8, 1, 1),
+				    0, bad, 3), VGPU_ERR_LAUNCH);
+		BCHECK_MSG("cuda:1");
+		BCHECK_MSG("CUDA_ERROR_ILLEGAL_ADDRESS");
+	}
+	/* device 0 is unaffected by device 1's fault */
+	BCHECK_OK(B->memcpy_dtoh(d0, NULL, out0, p0, sizeof(out0)));
+	BCHECK_OK(B->mem_free(d0, p0, B->granularity(d0)));
+	B->function_free(d0, f0);
+	B->module_unload(d0, m0);
+	B->device_close(d0);
+	return 0;
+}
+
 int main(void)
 {
 	unsetenv("FAKE_CUDA_FAIL");
@@ -350,5 +408,6 @@ int main(void)
 	CASE(trap_sync_stream);
 	CASE(illegal_address);
 	CASE(copy_fault);
+	CASE(two_devices);
 	return vt_finish();
 }
