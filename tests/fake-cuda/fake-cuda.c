@@ -1779,8 +1779,21 @@ static void *kptr(int dev, uint64_t a, size_t n)
 
 static CUresult run_kernel(struct op *o)
 {
+	static const struct { const char *name; unsigned nparams; size_t bytes; } known[] = {
+		{ "empty", 0, 0 }, { "vecadd", 4, 28 }, { "fill_u32", 3, 24 },
+		{ "inc_u32", 2, 16 }, { "saxpy_s", 3, 24 }, { "spin_us", 1, 8 }, { "trap", 1, 4 },
+	};
 	const char *name = o->fn->e->name;
 	uint64_t threads = (uint64_t)o->grid[0] * o->block[0];
+
+	/* The host versions read the parameters at the test kernels' layout. */
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (strcmp(known[i].name, name) == 0 &&
+		    (o->fn->e->nparams != known[i].nparams || o->fn->e->param_bytes < known[i].bytes)) {
+			note("kernel '%s' has %u parameters (%zu bytes), not those of the test"
+			     " kernel", name, o->fn->e->nparams, o->fn->e->param_bytes);
+			return CUDA_ERROR_LAUNCH_FAILED;
+		}
 
 	if (strcmp(name, "empty") == 0)
 		return CUDA_SUCCESS;
