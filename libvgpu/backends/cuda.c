@@ -87,6 +87,8 @@
 	X(MemMap, 10020, 1)                      \
 	X(MemUnmap, 10020, 1)                    \
 	X(MemSetAccess, 10020, 1)                \
+	X(MemAlloc, 3020, 1)                     \
+	X(MemFree, 3020, 1)                      \
 	X(MemHostAlloc, 2020, 1)                 \
 	X(MemFreeHost, 2000, 1)                  \
 	X(MemcpyHtoDAsync, 3020, 1)              \
@@ -393,6 +395,7 @@ struct cuda_dev {
 	CUdevice cudev;
 	CUcontext ctx;           /* the retained primary context */
 	size_t gran;
+	int vmm;                 /* virtual memory management (else cuMemAlloc) */
 	CUmemAllocationProp prop;
 	CUmemAccessDesc access;
 	/* The synchronous (NULL) stream: a few CUDA streams, so that callers
@@ -678,12 +681,11 @@ static vgpu_status cuda_device_open_locked(int index, struct cuda_dev **out)
 		st = cuda_fail(label, "cuDeviceGetAttribute", r, VGPU_ERR_DRIVER);
 		goto fail;
 	}
-	if (!vmm) {
-		st = vgpu__error(VGPU_ERR_UNSUPPORTED,
-				 "%s: the device does not support CUDA virtual memory management"
-				 " (cuMemCreate/cuMemMap), which the cuda backend requires", label);
-		goto fail;
-	}
+	d->vmm = vmm != 0;
+	if (!d->vmm)
+		vgpu_warn("%s: the device does not support CUDA virtual memory management"
+			  " (cuMemCreate/cuMemMap): memory comes from cuMemAlloc and cannot be"
+			  " evicted (no oversubscription)", label);
 	r = drv.DevicePrimaryCtxRetain(&d->ctx, d->cudev);
 	if (r != CUDA_SUCCESS) {
 		st = cuda_fail(label, "cuDevicePrimaryCtxRetain", r, VGPU_ERR_DRIVER);
@@ -698,7 +700,10 @@ static vgpu_status cuda_device_open_locked(int index, struct cuda_dev **out)
 	d->prop.location.id = d->cudev;
 	d->access.location = d->prop.location;
 	d->access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-	r = drv.MemGetAllocationGranularity(&d->gran, &d->prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM);
+	d->gran = 4096; /* without VMM: cuMemAlloc's own rounding is finer */
+	r = d->vmm ? drv.MemGetAllocationGranularity(&d->gran, &d->prop,
+						     CU_MEM_ALLOC_GRANULARITY_MINIMUM)
+		   : CUDA_SUCCESS;
 	if (r != CUDA_SUCCESS || d->gran == 0) {
 		st = cuda_fail(label, "cuMemGetAllocationGranularity", r, VGPU_ERR_DRIVER);
 		goto fail_ctx;
@@ -843,6 +848,17 @@ static vgpu_status cuda_mem_alloc(struct vgpu_backend_dev *dev, size_t size, vgp
 	if (size == 0 || size % d->gran)
 		return vgpu__error(VGPU_ERR_INVALID, "%s: allocation size %zu is not a multiple"
 				   " of the granularity %zu", d->label, size, d->gran);
+	if (!d->vmm) {
+		r = drv.MemAlloc(&p, size);
+		if (r != CUDA_SUCCESS) {
+			char what[64], b[32];
+			snprintf(what, sizeof(what), "cuMemAlloc(%s)",
+				 vgpu__fmt_bytes(b, sizeof(b), size));
+			return cuda_fail(d->label, what, r, VGPU_ERR_DRIVER);
+		}
+		*out = (vgpu_dptr)p;
+		return VGPU_OK;
+	}
 	r = drv.MemAddressReserve(&p, size, d->gran, 0, 0);
 	if (r != CUDA_SUCCESS)
 		return cuda_fail(d->label, "cuMemAddressReserve", r, VGPU_ERR_DRIVER);
@@ -880,6 +896,10 @@ static vgpu_status cuda_mem_free(struct vgpu_backend_dev *dev, vgpu_dptr p, size
 
 	if ((st = cuda_enter(d)) < 0)
 		return st;
+	if (!d->vmm) {
+		CU_CALL(d, "cuMemFree", VGPU_ERR_DRIVER, drv.MemFree((CUdeviceptr)p));
+		return VGPU_OK;
+	}
 	if (!cuda_evicted_take(d, (CUdeviceptr)p))
 		CU_CALL(d, "cuMemUnmap", VGPU_ERR_DRIVER, drv.MemUnmap((CUdeviceptr)p, size));
 	CU_CALL(d, "cuMemAddressFree", VGPU_ERR_DRIVER, drv.MemAddressFree((CUdeviceptr)p, size));
@@ -1253,6 +1273,9 @@ static vgpu_status cuda_mem_evict(struct vgpu_backend_dev *dev, vgpu_dptr p, siz
 
 	if ((st = cuda_enter(d)) < 0)
 		return st;
+	if (!d->vmm)
+		return vgpu__error(VGPU_ERR_UNSUPPORTED, "%s: cannot evict: the device does not"
+				   " support CUDA virtual memory management", d->label);
 	e = malloc(sizeof(*e));
 	if (!e)
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "%s: out of host memory", d->label);
@@ -1291,7 +1314,7 @@ static vgpu_status cuda_mem_restore(struct vgpu_backend_dev *dev, vgpu_dptr p, s
 
 	if ((st = cuda_enter(d)) < 0)
 		return st;
-	if (!cuda_evicted_take(d, (CUdeviceptr)p))
+	if (!d->vmm || !cuda_evicted_take(d, (CUdeviceptr)p))
 		return vgpu__error(VGPU_ERR_BAD_ADDRESS, "%s: restore of 0x%" PRIx64
 				   ": not an evicted allocation", d->label, p);
 	st = cuda_map(d, (CUdeviceptr)p, size);

@@ -140,6 +140,7 @@ struct mapping {
 	struct phys *phys;
 	int access;
 	int alive;
+	int legacy; /* from cuMemAlloc: only cuMemFree takes it back */
 };
 struct hostbuf {
 	struct hostbuf *next;
@@ -854,7 +855,7 @@ static CUresult fk_MemUnmap(CUdeviceptr ptr, size_t size)
 	pthread_rwlock_wrlock(&exec_lock);
 	pthread_mutex_lock(&G);
 	for (m = g_maps; m; m = m->next)
-		if (m->alive && m->va == ptr && m->size == size)
+		if (m->alive && !m->legacy && m->va == ptr && m->size == size)
 			break;
 	if (m) {
 		m->alive = 0;
@@ -962,6 +963,97 @@ static CUresult fk_MemFreeHost(void *p)
 	pthread_rwlock_unlock(&exec_lock);
 	if (!h) {
 		note("cuMemFreeHost(%p): not from cuMemHostAlloc", p);
+		return CUDA_ERROR_INVALID_VALUE;
+	}
+	return CUDA_SUCCESS;
+}
+
+/* cuMemAlloc/cuMemFree: a reservation, physical memory and an accessible
+ * mapping in one, given back only by cuMemFree. */
+static CUresult fk_MemAlloc(CUdeviceptr *p, size_t size)
+{
+	size_t sz = (size + FK_GRAN - 1) / FK_GRAN * FK_GRAN;
+	struct reservation *r;
+	struct phys *ph;
+	struct mapping *m;
+	void *mem = MAP_FAILED;
+	int dev;
+
+	ENTER("cuMemAlloc", CTXCALL);
+	dev = tl_ctx->dev;
+	r = calloc(1, sizeof(*r));
+	ph = calloc(1, sizeof(*ph));
+	m = calloc(1, sizeof(*m));
+	if (!p || size == 0 || !r || !ph || !m)
+		goto fail;
+	pthread_mutex_lock(&G);
+	if (g_used[dev] + sz > g_mem) {
+		pthread_mutex_unlock(&G);
+		free(r), free(ph), free(m);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	g_used[dev] += sz;
+	pthread_mutex_unlock(&G);
+	mem = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		   -1, 0);
+	if (mem == MAP_FAILED) {
+		pthread_mutex_lock(&G);
+		g_used[dev] -= sz;
+		pthread_mutex_unlock(&G);
+		goto fail;
+	}
+	pthread_mutex_lock(&G);
+	r->base = g_next_va;
+	r->size = sz;
+	r->alive = 1;
+	g_next_va += sz + FK_GRAN;
+	r->next = g_res;
+	g_res = r;
+	ph->dev = dev;
+	ph->size = sz;
+	ph->mem = mem;
+	ph->maps = 1;
+	ph->released = 1;
+	ph->next = g_phys;
+	g_phys = ph;
+	m->va = r->base;
+	m->size = sz;
+	m->phys = ph;
+	m->access = 1;
+	m->alive = 1;
+	m->legacy = 1;
+	m->next = g_maps;
+	g_maps = m;
+	pthread_mutex_unlock(&G);
+	*p = r->base;
+	return CUDA_SUCCESS;
+fail:
+	free(r), free(ph), free(m);
+	return p && size ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_ERROR_INVALID_VALUE;
+}
+
+static CUresult fk_MemFree(CUdeviceptr p)
+{
+	struct mapping *m;
+
+	ENTER("cuMemFree", CTXCALL);
+	pthread_rwlock_wrlock(&exec_lock);
+	pthread_mutex_lock(&G);
+	for (m = g_maps; m; m = m->next)
+		if (m->alive && m->legacy && m->va == p)
+			break;
+	if (m) {
+		m->alive = 0;
+		m->phys->maps--;
+		phys_maybe_free(m->phys);
+		for (struct reservation *r = g_res; r; r = r->next)
+			if (r->alive && r->base == p)
+				r->alive = 0;
+	}
+	pthread_mutex_unlock(&G);
+	pthread_rwlock_unlock(&exec_lock);
+	if (!m) {
+		note("cuMemFree(0x%" PRIx64 "): not from cuMemAlloc", (uint64_t)p);
 		return CUDA_ERROR_INVALID_VALUE;
 	}
 	return CUDA_SUCCESS;
@@ -1905,6 +1997,7 @@ static const struct {
 	S(MemGetInfo, 3020), S(MemGetAllocationGranularity, 10020),
 	S(MemAddressReserve, 10020), S(MemAddressFree, 10020), S(MemCreate, 10020),
 	S(MemRelease, 10020), S(MemMap, 10020), S(MemUnmap, 10020), S(MemSetAccess, 10020),
+	S(MemAlloc, 3020), S(MemFree, 3020),
 	S(MemHostAlloc, 2020), S(MemFreeHost, 2000), S(MemcpyHtoDAsync, 3020),
 	S(MemcpyDtoHAsync, 3020), S(MemcpyDtoDAsync, 3020), S(MemsetD8Async, 3020),
 	S(StreamCreate, 2000), S(StreamDestroy, 4000), S(StreamSynchronize, 2000),

@@ -131,17 +131,36 @@ static int c_no_device(void)
 	return 0;
 }
 
+/* A GPU without virtual memory management: memory from cuMemAlloc, no
+ * eviction, everything else the same. */
 static int c_no_vmm(void)
 {
 	struct vgpu_backend_dev *dev;
 	struct fake_cuda fk;
+	vgpu_dptr p;
+	size_t g;
+	char in[10000], out[10000], host[16384];
 
 	fake_cuda_use();
 	setenv("FAKE_CUDA_NO_VMM", "1", 1);
-	BCHECK_ST(B->device_open(0, &uri0, &dev), VGPU_ERR_UNSUPPORTED);
-	BCHECK_MSG("virtual memory management");
+	BCHECK_OK(B->device_open(0, &uri0, &dev));
 	fk = fake_cuda_api();
-	CHECK(fk.live("contexts") == 0);
+	g = B->granularity(dev);
+	CHECK(g == 4096);
+	BCHECK_OK(B->mem_alloc(dev, 3 * g, &p));
+	CHECK(fk.calls("cuMemAlloc") == 1 && fk.calls("cuMemCreate") == 0);
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (char)(i * 7);
+	BCHECK_OK(B->memcpy_htod(dev, NULL, p, in, sizeof(in)));
+	BCHECK_OK(B->memcpy_dtoh(dev, NULL, out, p, sizeof(out)));
+	CHECK(memcmp(in, out, sizeof(in)) == 0);
+	BCHECK_ST(B->mem_evict(dev, p, 3 * g, host), VGPU_ERR_UNSUPPORTED);
+	BCHECK_MSG("virtual memory management");
+	BCHECK_OK(B->mem_free(dev, p, 3 * g));
+	CHECK(fk.calls("cuMemFree") == 1);
+	B->device_close(dev);
+	CHECK(fk.live("contexts") == 0 && fk.live("mappings") == 0 && fk.live("phys") == 0);
+	CHECK(fk.mem_used(0) == 0);
 	return 0;
 }
 
