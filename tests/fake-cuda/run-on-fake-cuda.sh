@@ -31,10 +31,18 @@ unset FAKE_CUDA_FAIL FAKE_CUDA_DRIVER_VERSION FAKE_CUDA_DEVICES FAKE_CUDA_NO_VMM
 KNOWN="tests/test_launch:bad_args"
 
 tests=${FAKE_CUDA_ENGINE_TESTS:-"tests/test_basic tests/test_memory tests/test_launch tests/test_streams tests/test_threads"}
+# and some of them on a GPU without virtual memory management (cuMemAlloc)
+novmm_tests=${FAKE_CUDA_NOVMM_TESTS:-"tests/test_memory tests/test_launch"}
 out=$(mktemp) || exit 1
 trap 'rm -f "$out"' EXIT
 rc=0
-for t in $tests; do
+for t in $tests novmm: $novmm_tests; do
+	if [ "$t" = novmm: ]; then
+		FAKE_CUDA_NO_VMM=1
+		export FAKE_CUDA_NO_VMM
+		echo "== the following with FAKE_CUDA_NO_VMM=1"
+		continue
+	fi
 	if [ ! -x "$top_builddir/$t" ]; then
 		echo "FAIL $t: not built"
 		rc=1
@@ -59,6 +67,8 @@ for t in $tests; do
 		rc=1
 	fi
 done
+
+unset FAKE_CUDA_NO_VMM
 
 # The vecadd example on cuda:0: it loads examples/vecadd.ptx.
 : "${top_srcdir:=.}"
