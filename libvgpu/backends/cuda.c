@@ -39,6 +39,9 @@
 #include <string.h>
 
 #include <cuda.h>
+#if CUDA_VERSION < 12000
+#error "the cuda backend needs the headers of CUDA 12.0 or newer (configure --with-cuda=DIR or --without-cuda)"
+#endif
 #include <cudaTypedefs.h> /* PFN_cu<name>_v<version>: one type per ABI variant */
 
 #include "backend.h"
