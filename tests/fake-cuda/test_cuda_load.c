@@ -273,10 +273,7 @@ static int c_trap_is_fatal(void)
 	B->stream_destroy(k.dev, bs);
 	kit_close(&k);
 	/* Closing and reopening does not bring the GPU back. */
-	if (kit_open(&k) == 0) {
-		fprintf(stderr, "  device usable again after a fault\n");
-		return VT_FAIL;
-	}
+	BCHECK_ST(B->device_open(0, &uri0, &k.dev), VGPU_ERR_LAUNCH);
 	BCHECK_MSG("CUDA_ERROR_LAUNCH_FAILED");
 	return 0;
 }
