@@ -63,15 +63,17 @@ void vgpu__hdr_decode(const uint8_t in[VGPU_PROTO_HDR], struct vgpu_hdr *h)
 	h->bulk_len = get64(in + 24);
 }
 
-vgpu_status vgpu__hdr_check(const struct vgpu_hdr *h, uint64_t max_bulk)
+vgpu_status vgpu__hdr_check(const struct vgpu_hdr *h, uint64_t max_bulk, const char *peer)
 {
+	const char *self = strcmp(peer, "server") ? "server" : "client";
+
 	if (h->magic != VGPU_PROTO_MAGIC)
 		return vgpu__error(VGPU_ERR_PROTOCOL, "bad frame: magic 0x%08x is not a libvgpu peer",
 				   h->magic);
 	if (h->version != VGPU_PROTO_VERSION)
 		return vgpu__error(VGPU_ERR_PROTOCOL,
-				   "protocol version mismatch: peer speaks version %u, this side speaks version %u",
-				   h->version, VGPU_PROTO_VERSION);
+				   "protocol version mismatch: %s speaks version %u, %s speaks version %u",
+				   peer, h->version, self, VGPU_PROTO_VERSION);
 	if (h->type < VGPU_MSG_HELLO || h->type > VGPU_MSG_RESP)
 		return vgpu__error(VGPU_ERR_PROTOCOL, "bad frame: unknown message type %u", h->type);
 	if (h->body_len > VGPU_PROTO_MAX_BODY)
@@ -476,7 +478,7 @@ vgpu_status vgpu__rbuf_discard(struct vgpu_rbuf *r, uint64_t n)
 }
 
 vgpu_status vgpu__rbuf_frame(struct vgpu_rbuf *r, struct vgpu_hdr *h, uint8_t *body,
-			     uint64_t max_bulk)
+			     uint64_t max_bulk, const char *peer)
 {
 	uint8_t raw[VGPU_PROTO_HDR];
 	vgpu_status st = vgpu__rbuf_read(r, raw, sizeof(raw));
@@ -484,7 +486,7 @@ vgpu_status vgpu__rbuf_frame(struct vgpu_rbuf *r, struct vgpu_hdr *h, uint8_t *b
 	if (st < 0)
 		return st;
 	vgpu__hdr_decode(raw, h);
-	st = vgpu__hdr_check(h, max_bulk);
+	st = vgpu__hdr_check(h, max_bulk, peer);
 	if (st < 0)
 		return st;
 	return vgpu__rbuf_read(r, body, h->body_len);

@@ -94,9 +94,9 @@ struct vgpu_hdr {
 
 void vgpu__hdr_encode(uint8_t out[VGPU_PROTO_HDR], const struct vgpu_hdr *h);
 void vgpu__hdr_decode(const uint8_t in[VGPU_PROTO_HDR], struct vgpu_hdr *h);
-/* Check magic, version and limits (max_bulk: the receiver's cap).
- * Sets "<what>: ..." messages: VGPU_ERR_PROTOCOL. */
-vgpu_status vgpu__hdr_check(const struct vgpu_hdr *h, uint64_t max_bulk);
+/* Check magic, version and limits (max_bulk: the receiver's cap). peer is
+ * "client" or "server" (who sent it). VGPU_ERR_PROTOCOL with a message. */
+vgpu_status vgpu__hdr_check(const struct vgpu_hdr *h, uint64_t max_bulk, const char *peer);
 
 /* ---- packing into a fixed buffer (msgpack-c packer) ---- */
 struct vgpu_wbuf {
@@ -144,7 +144,7 @@ vgpu_status vgpu__rbuf_read(struct vgpu_rbuf *r, void *dst, size_t n);
 /* Read a header, then its body into body[VGPU_PROTO_MAX_BODY]. Bulk is left
  * for the caller (vgpu__rbuf_read or vgpu__rbuf_discard). */
 vgpu_status vgpu__rbuf_frame(struct vgpu_rbuf *r, struct vgpu_hdr *h, uint8_t *body,
-			     uint64_t max_bulk);
+			     uint64_t max_bulk, const char *peer);
 vgpu_status vgpu__rbuf_discard(struct vgpu_rbuf *r, uint64_t n);
 
 /* Send header + body + bulk as one iovec message. */
