@@ -74,6 +74,9 @@ struct vgpu_backend_ops {
 	vgpu_status (*function_get)(struct vgpu_backend_dev *dev, void *mod,
 				    const char *name, void **fn,
 				    struct vgpu_func_sig *sig);
+	/* Release what function_get returned (optional). Called before the
+	 * module is unloaded. */
+	void (*function_free)(struct vgpu_backend_dev *dev, void *fn);
 	/* Args are validated against sig by the engine; DPTR values are device
 	 * addresses inside allocations of the launching session. */
 	vgpu_status (*launch)(struct vgpu_backend_dev *dev, void *bs, void *fn,

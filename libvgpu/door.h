@@ -45,13 +45,25 @@ struct vgpu_door_ops {
 struct vgpu {
 	const struct vgpu_door_ops *ops;
 	void *door;               /* local: struct vgpu_session *; remote: client */
+	struct vgpu_engine *door_engine; /* local door: the engine */
 	char uri[VGPU_URI_MAX];   /* normalised, no secrets */
+	pthread_mutex_t objlock;  /* the wrappers below */
+	struct vgpu_obj *objs;    /* streams/events/modules/functions not yet destroyed */
 };
 
-struct vgpu_stream { vgpu_t *v; uint32_t id; };
-struct vgpu_event { vgpu_t *v; uint32_t id; };
-struct vgpu_module { vgpu_t *v; uint32_t id; };
-struct vgpu_function { vgpu_t *v; uint32_t id; vgpu_module *m; };
+/* Every public object wrapper starts with this, so vgpu_close can free the
+ * ones the user did not destroy. */
+struct vgpu_obj {
+	struct vgpu_obj *next, *prev;
+	vgpu_t *v;
+	uint32_t id;
+	int kind;
+};
+
+struct vgpu_stream { struct vgpu_obj o; };
+struct vgpu_event { struct vgpu_obj o; };
+struct vgpu_module { struct vgpu_obj o; };
+struct vgpu_function { struct vgpu_obj o; vgpu_module *m; };
 
 /* Door constructors: parse done, uri checked. Fill v->ops/v->door. */
 vgpu_status vgpu__door_local_open(vgpu_t *v, const struct vgpu_uri *uri,
