@@ -146,12 +146,14 @@ struct ini_ctx {
 	int failed;
 };
 
-static int ini_cb(void *user, const char *section, const char *name, const char *value, int lineno)
+/* inih reports the line of the first error as ini_parse()'s result. */
+static int ini_cb(void *user, const char *section, const char *name, const char *value)
 {
 	struct ini_ctx *c = user;
-	char where[512];
+	const char *where = c->path;
 
-	snprintf(where, sizeof(where), "%s:%d", c->path, lineno);
+	if (c->failed)
+		return 0;
 	if (section[0] && strcmp(section, "vgpud")) {
 		fprintf(stderr, "vgpud: %s: unknown section [%s] (use [vgpud])\n", where, section);
 		c->failed = 1;
@@ -251,8 +253,9 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		if (e > 0 || ic.failed) {
-			if (!ic.failed)
-				fprintf(stderr, "vgpud: %s:%d: syntax error\n", config, e);
+			fprintf(stderr, "vgpud: %s:%d: %s\n", config, e,
+				ic.failed ? "bad setting (see above)" : "syntax error");
+			rc = 2;
 			goto out;
 		}
 	}
