@@ -3,8 +3,13 @@
  * client.c - the remote door: a vgpu_t behind a protocol connection.
  *
  * Synchronous calls are one round trip: the caller registers a pending
- * entry under the request id, sends, and sleeps until the reader thread
- * completes it. Asynchronous calls (work on a stream) are sent without a
+ * entry under the request id, sends, and reads the socket itself until its
+ * reply arrives (leader/follower: one thread reads at a time and completes
+ * whatever replies it meets; the others sleep until theirs is done or the
+ * reading role is free). No thread hand-off on the fast path, so a round
+ * trip costs what the raw transport does. A background reader takes the
+ * role only while asynchronous dtoh copies are in flight, so their data is
+ * drained even when nobody waits. Asynchronous calls (work on a stream) are sent without a
  * reply (VGPU_MSGF_NOREPLY) and coalesced in a small buffer that is flushed
  * by the next synchronous call, when it fills, or after a few tens of
  * microseconds by the flusher thread; the server keeps their errors for the
@@ -12,7 +17,7 @@
  * as pipelined chunks (htod: straight from the caller's memory with
  * sendmsg; dtoh: received straight into the caller's memory).
  *
- * When the connection is lost, the reader completes every pending entry
+ * When the connection is lost, the reading thread completes every pending entry
  * with VGPU_ERR_CONNECTION ("<uri>: connection lost: ...") and every later
  * call fails the same way at once. vgpu_close stays safe.
  */
@@ -42,7 +47,7 @@ struct pending {
 	struct pending *next;
 	uint64_t id;
 	int done;
-	int async;         /* heap entry of an async dtoh: freed by the reader */
+	int async;         /* heap entry of an async dtoh: freed when completed */
 	vgpu_status st;
 	char msg[VGPU_ERRMSG_MAX];
 	uint8_t res[RES_MAX];  /* final response body (results) */
@@ -69,6 +74,11 @@ struct client {
 	int fstop;
 	pthread_t flusher, reader;
 	int threads;
+	int reading;          /* a thread holds the reading role */
+	int nwaiters;         /* threads in pend_wait */
+	unsigned nasync;      /* async dtoh entries in flight */
+	int bgstop;
+	pthread_cond_t bgcond;
 
 	atomic_uint_fast64_t next_id;
 	uint64_t session_id;
@@ -100,6 +110,7 @@ static void fail_all(struct client *cl, const char *why)
 		next = p->next;
 		if (p->async) {
 			free(p);
+			cl->nasync--;
 			continue;
 		}
 		p->st = VGPU_ERR_CONNECTION;
@@ -119,7 +130,7 @@ static void conn_broken(struct client *cl, const char *why)
 		snprintf(cl->dead_msg, sizeof(cl->dead_msg), "%s: connection lost: %s", cl->uri, why);
 	}
 	pthread_mutex_unlock(&cl->lock);
-	/* the reader wakes up and completes every pending entry */
+	/* whoever reads next fails and completes every pending entry */
 	cl->tp->shutdown(cl->tc, 0);
 }
 
@@ -233,15 +244,43 @@ static vgpu_status pend_add(struct client *cl, struct pending *p)
 	}
 	p->next = cl->pend;
 	cl->pend = p;
+	if (p->async) {
+		cl->nasync++;
+		pthread_cond_signal(&cl->bgcond);
+	}
 	pthread_mutex_unlock(&cl->lock);
 	return VGPU_OK;
 }
 
+static vgpu_status read_one(struct client *cl);
+
+/* Wait for p, reading the socket ourselves when nobody else does. */
 static void pend_wait(struct client *cl, struct pending *p)
 {
 	pthread_mutex_lock(&cl->lock);
-	while (!p->done)
+	cl->nwaiters++;
+	while (!p->done) {
+		if (!cl->reading) {
+			vgpu_status st;
+
+			cl->reading = 1;
+			pthread_mutex_unlock(&cl->lock);
+			st = read_one(cl);
+			if (st < 0)
+				fail_all(cl, vgpu__error_msg());
+			pthread_mutex_lock(&cl->lock);
+			cl->reading = 0;
+			if (cl->nwaiters > 1)
+				pthread_cond_broadcast(&cl->cond);
+			if (cl->nasync)
+				pthread_cond_signal(&cl->bgcond);
+			continue;
+		}
 		pthread_cond_wait(&cl->cond, &cl->lock);
+	}
+	cl->nwaiters--;
+	if (cl->nwaiters && !cl->reading)
+		pthread_cond_broadcast(&cl->cond); /* hand the role on */
 	pthread_mutex_unlock(&cl->lock);
 }
 
@@ -259,7 +298,7 @@ static vgpu_status call(struct client *cl, struct pending *p, const struct vgpu_
 	pthread_mutex_lock(&cl->slock);
 	send_locked(cl, 0, p->id, w, bulk, bulk_len, 0);
 	pthread_mutex_unlock(&cl->slock);
-	/* a failed send breaks the connection: the reader completes p */
+	/* a failed send breaks the connection: the next read completes p */
 	pend_wait(cl, p);
 	if (p->st < 0)
 		return vgpu__error(p->st, "%s", p->msg);
@@ -300,7 +339,7 @@ static vgpu_status bad_reply(struct client *cl, unsigned op)
 			   vgpu__op_name(op));
 }
 
-/* ---- the reader ---- */
+/* ---- reading (one thread at a time) ---- */
 
 static struct pending *pend_find(struct client *cl, uint64_t id, int unlink)
 {
@@ -316,89 +355,103 @@ static struct pending *pend_find(struct client *cl, uint64_t id, int unlink)
 	return NULL;
 }
 
+/* Read one frame and complete what it answers. Caller holds the reading role. */
+static vgpu_status read_one(struct client *cl)
+{
+	struct vgpu_hdr h;
+	struct pending *p;
+	struct vgpu_mp m;
+	uint32_t n;
+	int64_t status;
+	int last;
+	const char *emsg;
+	uint32_t emsg_len;
+	vgpu_status st;
+
+	st = vgpu__rbuf_frame(&cl->rb, &h, cl->body, VGPU_PROTO_CHUNK, "server");
+	if (st < 0)
+		return st;
+	if (h.type != VGPU_MSG_RESP)
+		return vgpu__error(VGPU_ERR_PROTOCOL, "unexpected message type %u from the server", h.type);
+	vgpu__mp_init(&m, cl->body, h.body_len);
+	if (vgpu__mp_array(&m, &n) || n < 2 || vgpu__mp_i64(&m, &status) || status > 0 ||
+	    status < INT32_MIN || vgpu__mp_str(&m, &emsg, &emsg_len))
+		return vgpu__error(VGPU_ERR_PROTOCOL, "malformed response from the server");
+	last = !(h.flags & VGPU_MSGF_MORE);
+	pthread_mutex_lock(&cl->lock);
+	p = pend_find(cl, h.id, 0);
+	pthread_mutex_unlock(&cl->lock);
+	if (!p) /* nobody waits (e.g. a chunk after an early error): skip */
+		return vgpu__rbuf_discard(&cl->rb, h.bulk_len);
+	if (h.bulk_len) {
+		uint64_t off;
+
+		if (!p->dst || status < 0 || n < 3 || vgpu__mp_u64(&m, &off) || off > p->n ||
+		    h.bulk_len > p->n - off)
+			return vgpu__error(VGPU_ERR_PROTOCOL,
+					   "server sent %llu bulk bytes the request did not ask for",
+					   (unsigned long long)h.bulk_len);
+		/* straight into the caller's buffer */
+		st = vgpu__rbuf_read(&cl->rb, p->dst + off, h.bulk_len);
+		if (st < 0)
+			return st;
+		p->got += h.bulk_len;
+	}
+	if (status < 0 && p->st == VGPU_OK) {
+		p->st = (vgpu_status)status;
+		snprintf(p->msg, sizeof(p->msg), "%.*s", (int)emsg_len, emsg);
+	}
+	if (!last)
+		return VGPU_OK;
+	if (p->dst && p->st == VGPU_OK && p->got != p->n) {
+		p->st = VGPU_ERR_PROTOCOL;
+		snprintf(p->msg, sizeof(p->msg), "%s: server sent %llu of %llu bytes", cl->uri,
+			 (unsigned long long)p->got, (unsigned long long)p->n);
+	}
+	if (h.body_len <= sizeof(p->res)) {
+		memcpy(p->res, cl->body, h.body_len);
+		p->res_len = h.body_len;
+	} else if (p->st == VGPU_OK) {
+		p->st = VGPU_ERR_PROTOCOL;
+		snprintf(p->msg, sizeof(p->msg), "%s: reply too large", cl->uri);
+	}
+	pthread_mutex_lock(&cl->lock);
+	pend_find(cl, h.id, 1);
+	if (p->async) {
+		free(p);
+		cl->nasync--;
+	} else {
+		p->done = 1;
+		pthread_cond_broadcast(&cl->cond);
+	}
+	pthread_mutex_unlock(&cl->lock);
+	return VGPU_OK;
+}
+
+/* Background reader: holds the role while async dtoh data is in flight. */
 static void *reader_main(void *arg)
 {
 	struct client *cl = arg;
-	struct vgpu_hdr h;
-	vgpu_status st;
 
+	pthread_mutex_lock(&cl->lock);
 	for (;;) {
-		struct pending *p;
-		struct vgpu_mp m;
-		uint32_t n;
-		int64_t status;
-		int last;
-		const char *emsg;
-		uint32_t emsg_len;
+		vgpu_status st;
 
-		st = vgpu__rbuf_frame(&cl->rb, &h, cl->body, VGPU_PROTO_CHUNK, "server");
+		while (!cl->bgstop && (!cl->nasync || cl->reading || cl->dead))
+			pthread_cond_wait(&cl->bgcond, &cl->lock);
+		if (cl->bgstop)
+			break;
+		cl->reading = 1;
+		pthread_mutex_unlock(&cl->lock);
+		st = read_one(cl);
 		if (st < 0)
-			break;
-		if (h.type != VGPU_MSG_RESP) {
-			st = vgpu__error(VGPU_ERR_PROTOCOL, "unexpected message type %u from the server", h.type);
-			break;
-		}
-		vgpu__mp_init(&m, cl->body, h.body_len);
-		if (vgpu__mp_array(&m, &n) || n < 2 || vgpu__mp_i64(&m, &status) || status > 0 ||
-		    status < INT32_MIN || vgpu__mp_str(&m, &emsg, &emsg_len)) {
-			st = vgpu__error(VGPU_ERR_PROTOCOL, "malformed response from the server");
-			break;
-		}
-		last = !(h.flags & VGPU_MSGF_MORE);
+			fail_all(cl, vgpu__error_msg());
 		pthread_mutex_lock(&cl->lock);
-		p = pend_find(cl, h.id, 0);
-		pthread_mutex_unlock(&cl->lock);
-		if (!p) {
-			/* nobody waits (e.g. a chunk after an early error): skip */
-			if ((st = vgpu__rbuf_discard(&cl->rb, h.bulk_len)) < 0)
-				break;
-			continue;
-		}
-		if (h.bulk_len) {
-			uint64_t off;
-
-			if (!p->dst || status < 0 || n < 3 || vgpu__mp_u64(&m, &off) || off > p->n ||
-			    h.bulk_len > p->n - off) {
-				st = vgpu__error(VGPU_ERR_PROTOCOL,
-						 "server sent %llu bulk bytes the request did not ask for",
-						 (unsigned long long)h.bulk_len);
-				break;
-			}
-			/* straight into the caller's buffer */
-			st = vgpu__rbuf_read(&cl->rb, p->dst + off, h.bulk_len);
-			if (st < 0)
-				break;
-			p->got += h.bulk_len;
-		}
-		if (status < 0 && p->st == VGPU_OK) {
-			p->st = (vgpu_status)status;
-			snprintf(p->msg, sizeof(p->msg), "%.*s", (int)emsg_len, emsg);
-		}
-		if (!last)
-			continue;
-		if (p->dst && p->st == VGPU_OK && p->got != p->n) {
-			p->st = VGPU_ERR_PROTOCOL;
-			snprintf(p->msg, sizeof(p->msg), "%s: server sent %llu of %llu bytes", cl->uri,
-				 (unsigned long long)p->got, (unsigned long long)p->n);
-		}
-		if (h.body_len <= sizeof(p->res)) {
-			memcpy(p->res, cl->body, h.body_len);
-			p->res_len = h.body_len;
-		} else if (p->st == VGPU_OK) {
-			p->st = VGPU_ERR_PROTOCOL;
-			snprintf(p->msg, sizeof(p->msg), "%s: reply too large", cl->uri);
-		}
-		pthread_mutex_lock(&cl->lock);
-		pend_find(cl, h.id, 1);
-		if (p->async) {
-			free(p);
-		} else {
-			p->done = 1;
+		cl->reading = 0;
+		if (cl->nwaiters)
 			pthread_cond_broadcast(&cl->cond);
-		}
-		pthread_mutex_unlock(&cl->lock);
 	}
-	fail_all(cl, vgpu__error_msg());
+	pthread_mutex_unlock(&cl->lock);
 	return NULL;
 }
 
@@ -467,7 +520,11 @@ static void r_close(vgpu_t *v)
 		pthread_cond_broadcast(&cl->fcond);
 		pthread_mutex_unlock(&cl->slock);
 		pthread_join(cl->flusher, NULL);
-		cl->tp->shutdown(cl->tc, 0);
+		cl->tp->shutdown(cl->tc, 0); /* wakes a background read */
+		pthread_mutex_lock(&cl->lock);
+		cl->bgstop = 1;
+		pthread_cond_broadcast(&cl->bgcond);
+		pthread_mutex_unlock(&cl->lock);
 		pthread_join(cl->reader, NULL);
 	}
 	while ((p = cl->pend)) {
@@ -480,6 +537,7 @@ static void r_close(vgpu_t *v)
 	pthread_cond_destroy(&cl->cond);
 	pthread_mutex_destroy(&cl->slock);
 	pthread_cond_destroy(&cl->fcond);
+	pthread_cond_destroy(&cl->bgcond);
 	free(cl->obuf);
 	free(cl);
 	v->door = NULL;
@@ -600,7 +658,7 @@ static vgpu_status r_memcpy_dtoh(vgpu_t *v, uint32_t sid, void *dst, vgpu_dptr s
 		p.n = n;
 		return call(cl, &p, &w, NULL, 0);
 	}
-	/* async: the reader fills dst as the chunks arrive (before the stream's
+	/* async: whoever reads fills dst as the chunks arrive (before the stream's
 	 * sync reply, which the server sends after them) */
 	ap = calloc(1, sizeof(*ap));
 	if (!ap)
@@ -617,7 +675,7 @@ static vgpu_status r_memcpy_dtoh(vgpu_t *v, uint32_t sid, void *dst, vgpu_dptr s
 	pthread_mutex_lock(&cl->slock);
 	st = send_locked(cl, 0, ap->id, &w, NULL, 0, 1);
 	pthread_mutex_unlock(&cl->slock);
-	return st; /* on failure the reader frees ap */
+	return st; /* on failure the next read frees ap */
 }
 
 static vgpu_status r_copy3(vgpu_t *v, unsigned op, uint32_t sid, uint64_t a, uint64_t b, uint64_t n)
@@ -1038,6 +1096,7 @@ vgpu_status vgpu__door_remote_open(vgpu_t *v, const struct vgpu_uri *u,
 	pthread_cond_init(&cl->cond, NULL);
 	pthread_mutex_init(&cl->slock, NULL);
 	pthread_cond_init(&cl->fcond, NULL);
+	pthread_cond_init(&cl->bgcond, NULL);
 	if (opts && opts->size > offsetof(struct vgpu_open_opts, timeout_ms))
 		timeout = opts->timeout_ms;
 	if (!timeout)
@@ -1061,7 +1120,10 @@ vgpu_status vgpu__door_remote_open(vgpu_t *v, const struct vgpu_uri *u,
 		goto fail_conn;
 	}
 	if (pthread_create(&cl->flusher, NULL, flusher_main, cl) != 0) {
-		cl->tp->shutdown(cl->tc, 0);
+		pthread_mutex_lock(&cl->lock);
+		cl->bgstop = 1;
+		pthread_cond_broadcast(&cl->bgcond);
+		pthread_mutex_unlock(&cl->lock);
 		pthread_join(cl->reader, NULL);
 		st = vgpu__error(VGPU_ERR_INTERNAL, "%s: cannot start the flusher thread", cl->uri);
 		goto fail_conn;
@@ -1077,6 +1139,7 @@ fail:
 	pthread_cond_destroy(&cl->cond);
 	pthread_mutex_destroy(&cl->slock);
 	pthread_cond_destroy(&cl->fcond);
+	pthread_cond_destroy(&cl->bgcond);
 	free(cl->obuf);
 	free(cl);
 	return st;

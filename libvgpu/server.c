@@ -99,7 +99,8 @@ struct srv_conn {
 	struct srv_conn *next, *prev;
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
+	pthread_cond_t cond;   /* credits, outstanding completions, queue drained */
+	pthread_cond_t wcond;  /* the writer: something to send */
 	struct outmsg *qh, *qt;
 	int sending, wdead, wstop;
 	pthread_t writer;
@@ -112,6 +113,10 @@ struct srv_conn {
 	pthread_mutex_t olock; /* ostreams */
 	struct ord_stream *ostreams;
 	struct xfer *htod_x;   /* chunked synchronous htod in progress */
+
+	pthread_mutex_t plock; /* pool */
+	void *pool;            /* free VGPU_PROTO_CHUNK buffers (no page faults per chunk) */
+	unsigned npool;
 
 	struct vgpu_rbuf rb;
 	uint8_t body[VGPU_PROTO_MAX_BODY];
@@ -133,6 +138,41 @@ struct vgpu_server {
 	unsigned nconns;
 	int started, stopping;
 };
+
+/* ------------------------------------------------------------------------ */
+/* Chunk buffers                                                            */
+
+#define POOL_MAX (CONN_CREDIT / VGPU_PROTO_CHUNK + 2)
+
+static void *chunk_get(struct srv_conn *c, size_t n)
+{
+	void *p = NULL;
+
+	if (n == VGPU_PROTO_CHUNK) {
+		pthread_mutex_lock(&c->plock);
+		if ((p = c->pool)) {
+			c->pool = *(void **)p;
+			c->npool--;
+		}
+		pthread_mutex_unlock(&c->plock);
+	}
+	return p ? p : malloc(n ? n : 1);
+}
+
+static void chunk_put(struct srv_conn *c, void *p, size_t n)
+{
+	if (p && n == VGPU_PROTO_CHUNK) {
+		pthread_mutex_lock(&c->plock);
+		if (c->npool < POOL_MAX) {
+			*(void **)p = c->pool;
+			c->pool = p;
+			c->npool++;
+			p = NULL;
+		}
+		pthread_mutex_unlock(&c->plock);
+	}
+	free(p);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Sending                                                                  */
@@ -166,6 +206,7 @@ static void conn_dead_locked(struct srv_conn *c)
 		c->tp->shutdown(c->tc, 0); /* wake the reader too */
 	}
 	pthread_cond_broadcast(&c->cond);
+	pthread_cond_signal(&c->wcond);
 }
 
 /*
@@ -194,7 +235,8 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 			vgpu_debug("%s: send failed: %s", c->label, vgpu__error_msg());
 			conn_dead_locked(c);
 		}
-		pthread_cond_broadcast(&c->cond);
+		if (c->qh) /* queued by a completion meanwhile */
+			pthread_cond_signal(&c->wcond);
 		goto drop;
 	}
 	m = malloc(sizeof(*m) + body_len + (bulk_owned ? 0 : bulk_len));
@@ -223,12 +265,12 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 	else
 		c->qh = m;
 	c->qt = m;
-	pthread_cond_broadcast(&c->cond);
+	pthread_cond_signal(&c->wcond);
 	pthread_mutex_unlock(&c->lock);
 	return;
 drop:
 	if (bulk_owned && bulk) {
-		free(bulk);
+		chunk_put(c, bulk, bulk_len);
 		credit_put_locked(c, bulk_len);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -244,7 +286,7 @@ static void *writer_main(void *arg)
 		vgpu_status st = VGPU_OK;
 
 		while ((!c->qh || c->sending) && !c->wstop)
-			pthread_cond_wait(&c->cond, &c->lock);
+			pthread_cond_wait(&c->wcond, &c->lock);
 		if (!c->qh && c->wstop)
 			break;
 		if (c->sending)
@@ -264,7 +306,7 @@ static void *writer_main(void *arg)
 				conn_dead_locked(c);
 		}
 		if (m->bulk_owned && m->bulk) {
-			free(m->bulk);
+			chunk_put(c, m->bulk, m->bulk_len);
 			credit_put_locked(c, m->bulk_len);
 		}
 		free(m);
@@ -484,7 +526,7 @@ static void htod_done_fn(void *arg, vgpu_status st, const char *msg)
 	struct htod_done *d = arg;
 	struct srv_conn *c = d->c;
 
-	free(d->buf);
+	chunk_put(c, d->buf, d->n);
 	pthread_mutex_lock(&c->lock);
 	credit_put_locked(c, d->n);
 	if (st < 0) {
@@ -531,7 +573,7 @@ static void dtoh_done_fn(void *arg, vgpu_status st, const char *msg)
 	if (st >= 0)
 		msgpack_pack_uint64(&w.pk, d->off);
 	if (st < 0) {
-		free(d->buf);
+		chunk_put(c, d->buf, d->n);
 		credit_put(c, d->n);
 		conn_send(c, 0, VGPU_MSG_RESP, VGPU_MSGF_MORE, x->id, w.buf, w.len, NULL, 0, 0);
 	} else {
@@ -645,7 +687,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		return VGPU_OK;
 	}
 	credit_take(c, n);
-	buf = malloc(n ? n : 1);
+	buf = chunk_get(c, n);
 	if (!buf) {
 		credit_put(c, n);
 		vgpu__rbuf_discard(&c->rb, n);
@@ -655,7 +697,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 	}
 	st = vgpu__rbuf_read(&c->rb, buf, n);
 	if (st < 0) {
-		free(buf);
+		chunk_put(c, buf, n);
 		credit_put(c, n);
 		return st;
 	}
@@ -666,7 +708,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		uint32_t esid = sid;
 
 		if (!d) {
-			free(buf);
+			chunk_put(c, buf, n);
 			credit_put(c, n);
 			st = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
 			goto failed;
@@ -676,7 +718,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 			if (!c->htod_x) {
 				c->htod_x = calloc(1, sizeof(*c->htod_x));
 				if (!c->htod_x) {
-					free(buf);
+					chunk_put(c, buf, n);
 					free(d);
 					credit_put(c, n);
 					st = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
@@ -687,7 +729,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 			}
 			st = xfer_stream(c, &esid);
 			if (st < 0) {
-				free(buf);
+				chunk_put(c, buf, n);
 				free(d);
 				credit_put(c, n);
 				goto failed;
@@ -701,7 +743,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		d->n = n;
 		it = ord_prepare(c, esid, htod_done_fn, d, &done);
 		if (!it) {
-			free(buf);
+			chunk_put(c, buf, n);
 			free(d);
 			credit_put(c, n);
 			st = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
@@ -710,7 +752,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		st = vgpu__s_memcpy_htod(c->sess, esid, dst, buf, n, &done);
 		if (st < 0) {
 			ord_cancel(it);
-			free(buf);
+			chunk_put(c, buf, n);
 			free(d);
 			credit_put(c, n);
 			goto failed;
@@ -792,12 +834,12 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 
 		if (d) {
 			credit_take(c, k);
-			buf = malloc(k);
+			buf = chunk_get(c, k);
 			if (!buf)
 				credit_put(c, k);
 		}
 		if (d && buf && !(it = ord_prepare(c, esid, dtoh_done_fn, d, &done))) {
-			free(buf);
+			chunk_put(c, buf, k);
 			credit_put(c, k);
 			buf = NULL;
 		}
@@ -812,7 +854,7 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 			st = vgpu__s_memcpy_dtoh(c->sess, esid, buf, src + off, k, &done);
 			if (st < 0) {
 				ord_cancel(it);
-				free(buf);
+				chunk_put(c, buf, k);
 				free(d);
 				credit_put(c, k);
 			}
@@ -1300,7 +1342,7 @@ static void conn_free(struct srv_conn *c)
 	while (c->outstanding)
 		pthread_cond_wait(&c->cond, &c->lock);
 	c->wstop = 1;
-	pthread_cond_broadcast(&c->cond);
+	pthread_cond_signal(&c->wcond);
 	pthread_mutex_unlock(&c->lock);
 	if (c->writer_started)
 		pthread_join(c->writer, NULL);
@@ -1315,9 +1357,16 @@ static void conn_free(struct srv_conn *c)
 		free(os);
 	}
 	c->tp->close(c->tc);
+	while (c->pool) {
+		void *p = c->pool;
+		c->pool = *(void **)p;
+		free(p);
+	}
+	pthread_mutex_destroy(&c->plock);
 	pthread_mutex_destroy(&c->olock);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->cond);
+	pthread_cond_destroy(&c->wcond);
 
 	pthread_mutex_lock(&s->lock);
 	if (c->prev)
@@ -1406,7 +1455,9 @@ static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
 	snprintf(c->tenant, sizeof(c->tenant), "?");
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->olock, NULL);
+	pthread_mutex_init(&c->plock, NULL);
 	pthread_cond_init(&c->cond, NULL);
+	pthread_cond_init(&c->wcond, NULL);
 	if (pthread_create(&c->writer, NULL, writer_main, c) == 0)
 		c->writer_started = 1;
 
