@@ -171,6 +171,36 @@ static void server_kill(struct server *s, int sig)
 	}
 }
 
+/* SIGTERM; the server must exit 0 with a clean log (no sanitizer report). */
+static int server_stop_clean(struct server *s)
+{
+	int status = -1;
+	char buf[65536];
+	FILE *f;
+	size_t n;
+
+	if (s->pid <= 0)
+		return -1;
+	kill(s->pid, SIGTERM);
+	waitpid(s->pid, &status, 0);
+	for (int i = 0; i < npids; i++)
+		if (all_pids[i] == s->pid)
+			all_pids[i] = 0;
+	s->pid = 0;
+	f = fopen(s->log, "r");
+	n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+	if (f)
+		fclose(f);
+	buf[n] = 0;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || strstr(buf, "Sanitizer") ||
+	    strstr(buf, "runtime error:")) {
+		fprintf(stderr, "  vgpud did not stop cleanly (status 0x%x)\n", status);
+		dump_log(s);
+		return -1;
+	}
+	return 0;
+}
+
 static const char *const native[] = { "--allow-native-modules", NULL };
 static struct server S; /* the shared server */
 
@@ -411,7 +441,7 @@ static int t_auth(void *d)
 	o.token = "wonderland";
 	CHECK_OK(vgpu_open_ex(&v, a.tcp, &o));
 	vgpu_close(v);
-	server_kill(&a, SIGTERM);
+	CHECK(server_stop_clean(&a) == 0);
 	return 0;
 }
 
@@ -825,7 +855,7 @@ static int t_big_copy(void *d)
 		return VT_FAIL;
 	}
 	vgpu_close(v);
-	server_kill(&b, SIGTERM);
+	CHECK(server_stop_clean(&b) == 0);
 	free(src);
 	free(dst);
 	return 0;
@@ -844,7 +874,7 @@ static int t_native_refused(void *d)
 	CHECK_MSG("--allow-native-modules");
 	CHECK(well_behaved() == 0);
 	vgpu_close(v);
-	server_kill(&r, SIGTERM);
+	CHECK(server_stop_clean(&r) == 0);
 	return 0;
 }
 
@@ -870,6 +900,14 @@ static int t_sigterm(void *d)
 	CHECK(now_s() - t0 < 5);
 	CHECK_ST(vgpu_mem_alloc(v, 64, &p), VGPU_ERR_CONNECTION);
 	vgpu_close(v);
+	return 0;
+}
+
+/* The server that served every case above stops cleanly: exit 0, no leak
+ * or sanitizer report (with --enable-sanitizers). */
+static int t_clean_exit(void *d)
+{
+	CHECK(server_stop_clean(&S) == 0);
 	return 0;
 }
 
@@ -901,7 +939,7 @@ int main(int argc, char **argv)
 	vt_run("native_modules_refused", t_native_refused, NULL);
 	vt_run("copy_1GiB_checksum", t_big_copy, NULL);
 	vt_run("sigterm", t_sigterm, NULL);
-	server_kill(&S, SIGTERM);
+	vt_run("shared_server_clean_exit", t_clean_exit, NULL);
 	kill_all();
 	{
 		char cmd[300];
