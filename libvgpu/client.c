@@ -31,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "addrmap.h"
 #include "door.h"
 #include "error.h"
 #include "proto.h"
@@ -79,6 +80,12 @@ struct client {
 	unsigned nasync;      /* async dtoh entries in flight */
 	int bgstop;
 	pthread_cond_t bgcond;
+
+	/* this handle's allocations (base, asked size), so that bad ranges of
+	 * asynchronous calls are refused at once, as on a local handle, instead
+	 * of at the next synchronization */
+	pthread_mutex_t amlock;
+	struct vgpu_addrmap allocs;
 
 	atomic_uint_fast64_t next_id;
 	uint64_t session_id;
@@ -455,6 +462,55 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
+/* ---- local checks of asynchronous calls (the server checks again) ---- */
+
+static vgpu_status check_range(struct client *cl, const char *what, vgpu_dptr p, size_t n)
+{
+	struct vgpu_range *r;
+	vgpu_status st = VGPU_OK;
+
+	pthread_mutex_lock(&cl->amlock);
+	r = vgpu__am_find(&cl->allocs, p);
+	if (!r)
+		st = vgpu__error(VGPU_ERR_BAD_ADDRESS,
+				 "%s: %s: device address 0x%llx is not allocated by this handle",
+				 cl->uri, what, (unsigned long long)p);
+	else if (n > r->size - (p - r->base))
+		st = vgpu__error(VGPU_ERR_BAD_ADDRESS,
+				 "%s: %s: %zu bytes at 0x%llx run past the end of the %llu-byte "
+				 "allocation at 0x%llx", cl->uri, what, n, (unsigned long long)p,
+				 (unsigned long long)r->size, (unsigned long long)r->base);
+	pthread_mutex_unlock(&cl->amlock);
+	return st;
+}
+
+static vgpu_status check_args(struct client *cl, const vgpu_arg *args, unsigned nargs)
+{
+	static const uint32_t size_of[] = { 0, 8, 4, 4, 8, 8, 4, 8 };
+	vgpu_status st = VGPU_OK;
+
+	for (unsigned i = 0; i < nargs && st == VGPU_OK; i++) {
+		uint32_t t = args[i].type;
+
+		if (t == VGPU_ARG_BYTES) {
+			if (!args[i].size || !args[i].v.ptr)
+				st = vgpu__error(VGPU_ERR_KERNEL_ARGS, "%s: launch: argument %u: empty bytes",
+						 cl->uri, i);
+		} else if (t < VGPU_ARG_DPTR || t > VGPU_ARG_BYTES || args[i].size != size_of[t]) {
+			st = vgpu__error(VGPU_ERR_KERNEL_ARGS, "%s: launch: argument %u: bad type %u or size %u",
+					 cl->uri, i, t, args[i].size);
+		} else if (t == VGPU_ARG_DPTR && args[i].v.dptr) {
+			pthread_mutex_lock(&cl->amlock);
+			if (!vgpu__am_find(&cl->allocs, args[i].v.dptr))
+				st = vgpu__error(VGPU_ERR_BAD_ADDRESS,
+						 "%s: launch: argument %u (0x%llx) is not inside an allocation "
+						 "of this handle", cl->uri, i, (unsigned long long)args[i].v.dptr);
+			pthread_mutex_unlock(&cl->amlock);
+		}
+	}
+	return st;
+}
+
 /* ---- door operations ---- */
 
 static vgpu_status r_simple(vgpu_t *v, unsigned op, int nargs, uint64_t a, uint64_t b)
@@ -538,6 +594,8 @@ static void r_close(vgpu_t *v)
 	pthread_mutex_destroy(&cl->slock);
 	pthread_cond_destroy(&cl->fcond);
 	pthread_cond_destroy(&cl->bgcond);
+	vgpu__am_fini(&cl->allocs);
+	pthread_mutex_destroy(&cl->amlock);
 	free(cl->obuf);
 	free(cl);
 	v->door = NULL;
@@ -571,16 +629,30 @@ static vgpu_status r_synchronize(vgpu_t *v)
 static vgpu_status r_mem_alloc(vgpu_t *v, size_t size, vgpu_dptr *out)
 {
 	uint64_t p = 0;
+	struct client *cl = CL(v);
 	vgpu_status st = r_get_u64(v, VGPU_OP_MEM_ALLOC, 1, size, 0, &p);
 
-	if (st >= 0)
+	if (st >= 0) {
+		pthread_mutex_lock(&cl->amlock);
+		if (size && vgpu__am_insert(&cl->allocs, p, size, NULL) < 0)
+			vgpu_warn("%s: allocation 0x%llx not tracked", cl->uri, (unsigned long long)p);
+		pthread_mutex_unlock(&cl->amlock);
 		*out = p;
+	}
 	return st;
 }
 
 static vgpu_status r_mem_free(vgpu_t *v, vgpu_dptr p)
 {
-	return r_simple(v, VGPU_OP_MEM_FREE, 1, p, 0);
+	struct client *cl = CL(v);
+	vgpu_status st = r_simple(v, VGPU_OP_MEM_FREE, 1, p, 0);
+
+	if (st >= 0) {
+		pthread_mutex_lock(&cl->amlock);
+		vgpu__am_remove(&cl->allocs, p);
+		pthread_mutex_unlock(&cl->amlock);
+	}
+	return st;
 }
 
 static void pack_copy(struct vgpu_wbuf *w, uint8_t *buf, size_t cap, unsigned op, uint32_t sid,
@@ -606,6 +678,8 @@ static vgpu_status r_memcpy_htod(vgpu_t *v, uint32_t sid, vgpu_dptr dst, const v
 
 	if (sid) {
 		/* async: chunks without replies; errors at the stream's sync */
+		if (n && (st = check_range(cl, "memcpy_htod", dst, n)) < 0)
+			return st;
 		off = 0;
 		do {
 			size_t k = n - off < VGPU_PROTO_CHUNK ? n - off : VGPU_PROTO_CHUNK;
@@ -660,6 +734,8 @@ static vgpu_status r_memcpy_dtoh(vgpu_t *v, uint32_t sid, void *dst, vgpu_dptr s
 	}
 	/* async: whoever reads fills dst as the chunks arrive (before the stream's
 	 * sync reply, which the server sends after them) */
+	if (n && (st = check_range(cl, "memcpy_dtoh", src, n)) < 0)
+		return st;
 	ap = calloc(1, sizeof(*ap));
 	if (!ap)
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
@@ -692,8 +768,16 @@ static vgpu_status r_copy3(vgpu_t *v, unsigned op, uint32_t sid, uint64_t a, uin
 	msgpack_pack_uint64(&w.pk, a);
 	msgpack_pack_uint64(&w.pk, b);
 	msgpack_pack_uint64(&w.pk, n);
-	if (sid)
-		return post(cl, &w, NULL, 0);
+	if (sid) {
+		vgpu_status st = VGPU_OK;
+
+		if (n) {
+			st = check_range(cl, op == VGPU_OP_DTOD ? "memcpy_dtod" : "memset", a, n);
+			if (st == VGPU_OK && op == VGPU_OP_DTOD)
+				st = check_range(cl, "memcpy_dtod", b, n);
+		}
+		return st < 0 ? st : post(cl, &w, NULL, 0);
+	}
 	memset(&p, 0, sizeof(p));
 	return call(cl, &p, &w, NULL, 0);
 }
@@ -881,6 +965,11 @@ static vgpu_status r_launch(vgpu_t *v, uint32_t fid, vgpu_dim3 grid, vgpu_dim3 b
 	if (nargs > VGPU_MAX_KERNEL_ARGS)
 		return vgpu__error(VGPU_ERR_KERNEL_ARGS, "%s: %u arguments (at most %d)", cl->uri, nargs,
 				   VGPU_MAX_KERNEL_ARGS);
+	if (sid) {
+		vgpu_status st = check_args(cl, args, nargs);
+		if (st < 0)
+			return st;
+	}
 	REQ(&w, buf, VGPU_OP_LAUNCH, 10);
 	msgpack_pack_uint32(&w.pk, fid);
 	msgpack_pack_uint32(&w.pk, sid);
@@ -1097,6 +1186,8 @@ vgpu_status vgpu__door_remote_open(vgpu_t *v, const struct vgpu_uri *u,
 	pthread_mutex_init(&cl->slock, NULL);
 	pthread_cond_init(&cl->fcond, NULL);
 	pthread_cond_init(&cl->bgcond, NULL);
+	pthread_mutex_init(&cl->amlock, NULL);
+	vgpu__am_init(&cl->allocs);
 	if (opts && opts->size > offsetof(struct vgpu_open_opts, timeout_ms))
 		timeout = opts->timeout_ms;
 	if (!timeout)
@@ -1140,6 +1231,8 @@ fail:
 	pthread_mutex_destroy(&cl->slock);
 	pthread_cond_destroy(&cl->fcond);
 	pthread_cond_destroy(&cl->bgcond);
+	vgpu__am_fini(&cl->allocs);
+	pthread_mutex_destroy(&cl->amlock);
 	free(cl->obuf);
 	free(cl);
 	return st;
