@@ -617,6 +617,16 @@ static void notify_done_fn(void *arg, vgpu_status st, const char *msg)
 	free(d);
 }
 
+/* Wait until every engine completion of this connection ran (the engine
+ * may report a stream idle just before it calls the last completion). */
+static void drain_completions(struct srv_conn *c)
+{
+	pthread_mutex_lock(&c->lock);
+	while (c->outstanding)
+		pthread_cond_wait(&c->cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+}
+
 /* Queue an end-of-transfer notification; replies at once when it cannot. */
 static void xfer_finish(struct srv_conn *c, struct xfer *x)
 {
@@ -639,10 +649,14 @@ static void xfer_finish(struct srv_conn *c, struct xfer *x)
 	d->x = x;
 	st = vgpu__s_stream_notify(c->sess, x->esid, &done);
 	if (st < 0) {
+		char msg[VGPU_ERRMSG_MAX];
+
+		snprintf(msg, sizeof(msg), "%s", vgpu__error_msg());
 		ord_cancel(it);
 		free(d);
-		reply_status(c, 1, x->id, 0, x->st < 0 ? x->st : st,
-			     x->st < 0 ? x->msg : vgpu__error_msg());
+		/* chunks still queued point at x: let every completion run first */
+		drain_completions(c);
+		reply_status(c, 1, x->id, 0, x->st < 0 ? x->st : st, x->st < 0 ? x->msg : msg);
 		free(x);
 	}
 }
@@ -763,9 +777,13 @@ failed:
 	if (sid == 0 && (h->flags & (VGPU_MSGF_NOREPLY | VGPU_MSGF_LAST))) {
 		struct xfer *x = c->htod_x;
 
-		if (st < 0 && x && x->st == VGPU_OK) {
-			x->st = st;
-			snprintf(x->msg, sizeof(x->msg), "%s", vgpu__error_msg());
+		if (st < 0 && x) {
+			pthread_mutex_lock(&c->lock); /* completions write x too */
+			if (x->st == VGPU_OK) {
+				x->st = st;
+				snprintf(x->msg, sizeof(x->msg), "%s", vgpu__error_msg());
+			}
+			pthread_mutex_unlock(&c->lock);
 		}
 		if (h->flags & VGPU_MSGF_LAST) {
 			c->htod_x = NULL;
@@ -1021,6 +1039,7 @@ static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 	}
 	case VGPU_OP_SYNCHRONIZE:
 		st = vgpu__s_synchronize(c->sess);
+		drain_completions(c); /* their errors are recorded */
 		if (st < 0) {
 			char m2[VGPU_ERRMSG_MAX];
 
@@ -1079,8 +1098,10 @@ static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 		if (vgpu__mp_u32(m, &sid) || sid == c->xfer_sid)
 			return BAD_BODY(op);
 		st = vgpu__s_stream_destroy(c->sess, sid);
-		if (st >= 0)
+		if (st >= 0) {
+			drain_completions(c);
 			take_err(c, sid, 0, msg, sizeof(msg));
+		}
 		resp_begin(&w, rb, sizeof(rb), st, NULL, 0);
 		break;
 	case VGPU_OP_STREAM_SYNC: {
