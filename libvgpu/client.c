@@ -1082,6 +1082,17 @@ static vgpu_status handshake(struct client *cl, const struct vgpu_uri *u,
 	if (st < 0)
 		return vgpu__error_prefix(st == VGPU_ERR_PROTOCOL ? st : VGPU_ERR_CONNECTION, "%s", cl->uri);
 	vgpu__mp_init(&m, cl->body, h.body_len);
+	if (h.type == VGPU_MSG_RESP) {
+		/* refused before the greeting (busy) */
+		const char *s = "";
+		uint32_t sl = 0;
+
+		if (vgpu__mp_array(&m, &n) || n < 2 || vgpu__mp_i64(&m, &status) || status >= 0 ||
+		    status < INT32_MIN || vgpu__mp_str(&m, &s, &sl))
+			return vgpu__error(VGPU_ERR_PROTOCOL, "%s: not a libvgpu server (bad greeting)",
+					   cl->uri);
+		return vgpu__error((vgpu_status)status, "%.*s", (int)sl, s);
+	}
 	if (h.type != VGPU_MSG_HELLO || vgpu__mp_array(&m, &n) || n < 4 || vgpu__mp_u32(&m, &ver) ||
 	    vgpu__mp_bin(&m, &nonce, &nl) || nl != VGPU_PROTO_NONCE ||
 	    vgpu__mp_strcpy(&m, sname, sizeof(sname)) || vgpu__mp_bool(&m, &auth_required))

@@ -1241,6 +1241,24 @@ static const char *find_secret(struct vgpu_server *s, const char *tenant)
 	return any;
 }
 
+/* Too many clients: say so in place of the greeting, then close. */
+static void refuse_busy(struct listener *l, struct vgpu_tp_conn *tc, unsigned n)
+{
+	uint8_t b[VGPU_ERRMSG_MAX + 64];
+	struct vgpu_wbuf w;
+	char msg[256];
+
+	snprintf(msg, sizeof(msg), "%s: server busy: %u connections (the limit)", l->uri, n);
+	vgpu_warn("%s", msg);
+	vgpu__wbuf_init(&w, b, sizeof(b));
+	msgpack_pack_array(&w.pk, 2);
+	msgpack_pack_int(&w.pk, VGPU_ERR_BUSY);
+	msgpack_pack_str_with_body(&w.pk, msg, strlen(msg));
+	l->tp->set_timeout(tc, 1000);
+	vgpu__send_msg(l->tp, tc, VGPU_MSG_RESP, 0, 0, w.buf, w.len, NULL, 0);
+	l->tp->close(tc);
+}
+
 static vgpu_status handshake(struct srv_conn *c)
 {
 	struct vgpu_server *s = c->srv;
@@ -1516,6 +1534,13 @@ static void *accept_main(void *arg)
 			l->tp->close(tc);
 			break;
 		}
+		if (l->srv->nconns >= l->srv->opts.max_connections) {
+			unsigned n = l->srv->nconns;
+
+			pthread_mutex_unlock(&l->srv->lock);
+			refuse_busy(l, tc, n);
+			continue;
+		}
 		pthread_mutex_unlock(&l->srv->lock);
 		conn_start(l, tc);
 	}
@@ -1605,6 +1630,8 @@ VGPU_API vgpu_status vgpu_server_create(vgpu_server **out, const struct vgpu_ser
 	s->opts.backend = NULL;
 	if (!s->opts.stop_timeout_ms)
 		s->opts.stop_timeout_ms = 10000;
+	if (!s->opts.max_connections)
+		s->opts.max_connections = 1024;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	if (s->opts.secrets_file) {

@@ -889,6 +889,31 @@ static int t_native_refused(void *d)
 	return 0;
 }
 
+/* Clients beyond --max-connections are refused with a clear error. */
+static int t_busy(void *d)
+{
+	struct server m;
+	const char *extra[] = { "--max-connections", "2", NULL };
+	vgpu_t *a, *b, *c = NULL;
+	vgpu_status st = VGPU_ERR_BUSY;
+	double t0;
+
+	CHECK(server_start(&m, extra) == 0);
+	CHECK_OK(vgpu_open(&a, m.tcp));
+	CHECK_OK(vgpu_open(&b, m.unix_));
+	CHECK_ST(vgpu_open(&c, m.tcp), VGPU_ERR_BUSY);
+	CHECK_MSG("server busy");
+	vgpu_close(b);
+	/* the server notices the departure at once; allow it a moment */
+	for (t0 = now_s(); st == VGPU_ERR_BUSY && now_s() - t0 < 5; poll(NULL, 0, 20))
+		st = vgpu_open(&c, m.tcp);
+	CHECK_OK(st);
+	vgpu_close(c);
+	vgpu_close(a);
+	CHECK(server_stop_clean(&m) == 0);
+	return 0;
+}
+
 /* SIGTERM with clients connected: vgpud exits 0 promptly. */
 static int t_sigterm(void *d)
 {
@@ -956,6 +981,7 @@ int main(int argc, char **argv)
 	RUN("server_killed", t_server_killed);
 	RUN("native_modules_refused", t_native_refused);
 	RUN("copy_1GiB_checksum", t_big_copy);
+	RUN("max_connections", t_busy);
 	RUN("sigterm", t_sigterm);
 	RUN("shared_server_clean_exit", t_clean_exit);
 	kill_all();
