@@ -39,6 +39,7 @@
 #define MAX_LISTENERS 16
 #define CONN_CREDIT (32u * 1024 * 1024) /* bulk bytes in flight per connection */
 #define HANDSHAKE_MS 10000
+#define QUEUE_MAX 4096 /* replies waiting for a client that does not read */
 
 struct secret {
 	char tenant[64];
@@ -102,6 +103,7 @@ struct srv_conn {
 	pthread_cond_t cond;   /* credits, outstanding completions, queue drained */
 	pthread_cond_t wcond;  /* the writer: something to send */
 	struct outmsg *qh, *qt;
+	unsigned qlen;
 	int sending, wdead, wstop;
 	pthread_t writer;
 	int writer_started;
@@ -265,6 +267,7 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 	else
 		c->qh = m;
 	c->qt = m;
+	c->qlen++;
 	pthread_cond_signal(&c->wcond);
 	pthread_mutex_unlock(&c->lock);
 	return;
@@ -295,6 +298,7 @@ static void *writer_main(void *arg)
 		c->qh = m->next;
 		if (!c->qh)
 			c->qt = NULL;
+		c->qlen--;
 		if (!c->wdead) {
 			c->sending = 1;
 			pthread_mutex_unlock(&c->lock);
@@ -1449,6 +1453,11 @@ static void *reader_main(void *arg)
 		st = vgpu__rbuf_read(&c->rb, c->body, h.body_len);
 		if (st < 0)
 			break;
+		/* a client that sends but does not read: stop reading it too */
+		pthread_mutex_lock(&c->lock);
+		while (c->qlen > QUEUE_MAX && !c->wdead)
+			pthread_cond_wait(&c->cond, &c->lock);
+		pthread_mutex_unlock(&c->lock);
 		st = serve(c, &h);
 		if (st == VGPU_ERR_PROTOCOL) {
 			reply_status(c, 1, h.id, 0, st, NULL);
