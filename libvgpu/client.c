@@ -645,11 +645,22 @@ static vgpu_status r_mem_alloc(vgpu_t *v, size_t size, vgpu_dptr *out)
 static vgpu_status r_mem_free(vgpu_t *v, vgpu_dptr p)
 {
 	struct client *cl = CL(v);
-	vgpu_status st = r_simple(v, VGPU_OP_MEM_FREE, 1, p, 0);
+	struct vgpu_range *r;
+	uint64_t size = 0;
+	vgpu_status st;
 
-	if (st >= 0) {
-		pthread_mutex_lock(&cl->amlock);
+	/* forget it before the server frees it: another thread may be handed
+	 * the same address the moment it is free */
+	pthread_mutex_lock(&cl->amlock);
+	if ((r = vgpu__am_find_base(&cl->allocs, p))) {
+		size = r->size;
 		vgpu__am_remove(&cl->allocs, p);
+	}
+	pthread_mutex_unlock(&cl->amlock);
+	st = r_simple(v, VGPU_OP_MEM_FREE, 1, p, 0);
+	if (st < 0 && size && st != VGPU_ERR_CONNECTION) {
+		pthread_mutex_lock(&cl->amlock);
+		vgpu__am_insert(&cl->allocs, p, size, NULL);
 		pthread_mutex_unlock(&cl->amlock);
 	}
 	return st;
