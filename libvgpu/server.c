@@ -1818,7 +1818,7 @@ VGPU_API vgpu_status vgpu_server_stop(vgpu_server *s)
 	for (c = s->conns; c; c = c->next)
 		c->tp->shutdown(c->tc, 0);
 	pthread_mutex_unlock(&s->lock);
-	if (wait_conns(s, 5000) == 0) {
+	if (wait_conns(s, 2000) == 0) {
 		reap_zombies(s, 1);
 		return VGPU_OK;
 	}

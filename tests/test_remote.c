@@ -1086,6 +1086,73 @@ static int t_busy(void *d)
 	return 0;
 }
 
+struct spinner {
+	vgpu_t *v;
+	vgpu_function *f;
+	uint64_t us;
+	vgpu_status st;
+};
+
+static void *spin_sync(void *arg)
+{
+	struct spinner *sp = arg;
+	vgpu_arg a[] = { vgpu_arg_u64(sp->us) };
+
+	sp->st = vgpu_launch(sp->v, sp->f, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, NULL,
+			     a, 1);
+	return NULL;
+}
+
+/* SIGTERM lets a call in flight finish (its reply arrives), then exits 0;
+ * a call that outlasts --stop-timeout does not keep vgpud alive. */
+static int t_sigterm_inflight(void *d)
+{
+	struct server t;
+	const char *extra[] = { "--allow-native-modules", "--stop-timeout", "1", NULL };
+	struct spinner sp;
+	vgpu_module *m;
+	pthread_t th;
+	int status = -1;
+	double t0;
+
+	CHECK(server_start(&t, extra) == 0);
+	CHECK_OK(vgpu_open(&sp.v, t.tcp));
+	CHECK_OK(vt_module_load(sp.v, "test_kernels", &m));
+	CHECK_OK(vgpu_module_function(m, "spin_us", &sp.f));
+	sp.us = 500000;
+	CHECK(pthread_create(&th, NULL, spin_sync, &sp) == 0);
+	poll(NULL, 0, 150);
+	kill(t.pid, SIGTERM);
+	pthread_join(th, NULL);
+	CHECK_OK(sp.st); /* the call in flight finished and was answered */
+	waitpid(t.pid, &status, 0);
+	for (int i = 0; i < npids; i++)
+		if (all_pids[i] == t.pid)
+			all_pids[i] = 0;
+	vgpu_close(sp.v);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	/* 30 s of work against a 1 s stop timeout: vgpud is gone well before */
+	CHECK(server_start(&t, extra) == 0);
+	CHECK_OK(vgpu_open(&sp.v, t.tcp));
+	CHECK_OK(vt_module_load(sp.v, "test_kernels", &m));
+	CHECK_OK(vgpu_module_function(m, "spin_us", &sp.f));
+	sp.us = 30000000;
+	CHECK(pthread_create(&th, NULL, spin_sync, &sp) == 0);
+	poll(NULL, 0, 150);
+	t0 = now_s();
+	kill(t.pid, SIGTERM);
+	waitpid(t.pid, &status, 0);
+	for (int i = 0; i < npids; i++)
+		if (all_pids[i] == t.pid)
+			all_pids[i] = 0;
+	CHECK(now_s() - t0 < 10);
+	pthread_join(th, NULL);
+	CHECK_ST(sp.st, VGPU_ERR_CONNECTION);
+	vgpu_close(sp.v);
+	return 0;
+}
+
 /* SIGTERM with clients connected: vgpud exits 0 promptly. */
 static int t_sigterm(void *d)
 {
@@ -1174,6 +1241,7 @@ int main(int argc, char **argv)
 	RUN("copy_1GiB_checksum", t_big_copy);
 	RUN("max_connections", t_busy);
 	RUN("sigterm", t_sigterm);
+	RUN("sigterm_inflight", t_sigterm_inflight);
 	RUN("shared_server_clean_exit", t_clean_exit);
 	kill_all();
 	{
