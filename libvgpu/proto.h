@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proto.h - the libvgpu wire protocol. Internal.
+ *
+ * Every message is a 32-byte little-endian header, a msgpack body and raw
+ * bulk bytes:
+ *
+ *   0  u32 magic "VGPU"    4  u16 version     6  u16 type (HELLO/REQ/RESP)
+ *   8  u32 flags          12  u32 body length
+ *  16  u64 request id     24  u64 bulk length
+ *
+ * Requests: [op, args...]. Responses: [status, message, results...].
+ * The server speaks first (HELLO: [version, nonce, server name, auth
+ * required]); the client answers with OP_HELLO (tenant, HMAC-SHA256 of the
+ * nonce and tenant under the shared secret, device, resource parameters) and
+ * gets [0, "", session id, device info...] or an error and a closed
+ * connection. Bodies are decoded with a bounds-checked cursor: no count or
+ * length read from the wire is trusted before it is checked against the
+ * bytes actually present (msgpack-c's unpacker allocates array storage from
+ * the header before reading the elements, so it is used only to pack).
+ */
+#ifndef VGPU_PROTO_H
+#define VGPU_PROTO_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <msgpack.h>
+#include "vgpu.h"
+#include "transport.h"
+
+#define VGPU_PROTO_MAGIC 0x55504756u /* "VGPU" little-endian */
+#define VGPU_PROTO_VERSION 1
+#define VGPU_PROTO_HDR 32
+
+enum vgpu_msg_type {
+	VGPU_MSG_HELLO = 1, /* server -> client, first message */
+	VGPU_MSG_REQ = 2,
+	VGPU_MSG_RESP = 3,
+};
+
+#define VGPU_MSGF_NOREPLY 0x1u /* async: no response; errors at the next sync */
+#define VGPU_MSGF_MORE 0x2u    /* response: more frames follow for this id */
+#define VGPU_MSGF_LAST 0x4u    /* request: last chunk of a chunked sync copy */
+
+/* Limits checked before anything is allocated. */
+#define VGPU_PROTO_MAX_BODY (64u * 1024)          /* msgpack body */
+#define VGPU_PROTO_MAX_BULK (64ull * 1024 * 1024) /* module images */
+#define VGPU_PROTO_CHUNK (1u * 1024 * 1024)       /* copy chunk */
+#define VGPU_PROTO_INLINE (64u * 1024)            /* copies sent as one frame */
+#define VGPU_PROTO_MAX_DEPTH 4
+#define VGPU_PROTO_NONCE 32
+#define VGPU_PROTO_MAC 32
+
+enum vgpu_op {
+	VGPU_OP_HELLO = 1,
+	VGPU_OP_DEVICE_INFO,
+	VGPU_OP_SYNCHRONIZE,
+	VGPU_OP_MEM_ALLOC,
+	VGPU_OP_MEM_FREE,
+	VGPU_OP_HTOD,          /* sid dst n [+bulk] */
+	VGPU_OP_DTOH,          /* sid src n -> chunks */
+	VGPU_OP_DTOD,
+	VGPU_OP_MEMSET,
+	VGPU_OP_STREAM_CREATE, /* 10 */
+	VGPU_OP_STREAM_DESTROY,
+	VGPU_OP_STREAM_SYNC,
+	VGPU_OP_STREAM_QUERY,
+	VGPU_OP_STREAM_WAIT_EVENT,
+	VGPU_OP_EVENT_CREATE,
+	VGPU_OP_EVENT_DESTROY,
+	VGPU_OP_EVENT_RECORD,
+	VGPU_OP_EVENT_SYNC,
+	VGPU_OP_EVENT_QUERY,
+	VGPU_OP_EVENT_ELAPSED, /* 20 */
+	VGPU_OP_MODULE_LOAD,   /* [+bulk image] */
+	VGPU_OP_MODULE_UNLOAD,
+	VGPU_OP_FUNCTION,
+	VGPU_OP_LAUNCH,
+	VGPU_OP_SERVER_STATS,
+	VGPU_OP_MAX
+};
+
+const char *vgpu__op_name(unsigned op);
+
+struct vgpu_hdr {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;
+	uint32_t flags;
+	uint32_t body_len;
+	uint64_t id;
+	uint64_t bulk_len;
+};
+
+void vgpu__hdr_encode(uint8_t out[VGPU_PROTO_HDR], const struct vgpu_hdr *h);
+void vgpu__hdr_decode(const uint8_t in[VGPU_PROTO_HDR], struct vgpu_hdr *h);
+/* Check magic, version and limits (max_bulk: the receiver's cap). peer is
+ * "client" or "server" (who sent it). VGPU_ERR_PROTOCOL with a message. */
+vgpu_status vgpu__hdr_check(const struct vgpu_hdr *h, uint64_t max_bulk, const char *peer);
+
+/* ---- packing into a fixed buffer (msgpack-c packer) ---- */
+struct vgpu_wbuf {
+	uint8_t *buf;
+	size_t len, cap;
+	int overflow;
+	msgpack_packer pk;
+};
+void vgpu__wbuf_init(struct vgpu_wbuf *w, void *buf, size_t cap);
+#define VGPU_PK(w) (&(w)->pk)
+
+/* ---- bounds-checked cursor over a received body ---- */
+struct vgpu_mp {
+	const uint8_t *p, *end;
+	int err;
+};
+void vgpu__mp_init(struct vgpu_mp *m, const void *buf, size_t len);
+/* Each returns 0 or -1 (and sets m->err, sticky). */
+int vgpu__mp_array(struct vgpu_mp *m, uint32_t *n);
+int vgpu__mp_u64(struct vgpu_mp *m, uint64_t *v);
+int vgpu__mp_u32(struct vgpu_mp *m, uint32_t *v);
+int vgpu__mp_i64(struct vgpu_mp *m, int64_t *v);
+int vgpu__mp_int(struct vgpu_mp *m, int *v);
+int vgpu__mp_f64(struct vgpu_mp *m, double *v);
+int vgpu__mp_bool(struct vgpu_mp *m, int *v);
+/* Strings and bins point into the buffer (not NUL-terminated). */
+int vgpu__mp_str(struct vgpu_mp *m, const char **s, uint32_t *len);
+/* Copy a string into buf (NUL-terminated); too long is an error. */
+int vgpu__mp_strcpy(struct vgpu_mp *m, char *buf, size_t cap);
+int vgpu__mp_bin(struct vgpu_mp *m, const void **p, uint32_t *len);
+/* nil: returns 1 and consumes it; else 0. */
+int vgpu__mp_is_nil(struct vgpu_mp *m);
+/* Skip one object of any type (depth-limited). */
+int vgpu__mp_skip(struct vgpu_mp *m, int depth);
+
+/* ---- framing over a transport: read-ahead buffer ---- */
+struct vgpu_rbuf {
+	const struct vgpu_transport_ops *tp;
+	struct vgpu_tp_conn *c;
+	size_t off, len;
+	uint8_t buf[128 * 1024];
+};
+/* Read exactly n bytes into dst (large reads go straight to dst). */
+vgpu_status vgpu__rbuf_read(struct vgpu_rbuf *r, void *dst, size_t n);
+/* Read a header, then its body into body[VGPU_PROTO_MAX_BODY]. Bulk is left
+ * for the caller (vgpu__rbuf_read or vgpu__rbuf_discard). */
+vgpu_status vgpu__rbuf_frame(struct vgpu_rbuf *r, struct vgpu_hdr *h, uint8_t *body,
+			     uint64_t max_bulk, const char *peer);
+vgpu_status vgpu__rbuf_discard(struct vgpu_rbuf *r, uint64_t n);
+
+/* Send header + body + bulk as one iovec message. */
+vgpu_status vgpu__send_msg(const struct vgpu_transport_ops *tp, struct vgpu_tp_conn *c,
+			   uint16_t type, uint32_t flags, uint64_t id, const void *body,
+			   size_t body_len, const void *bulk, size_t bulk_len);
+
+/* ---- authentication ---- */
+/* mac = HMAC-SHA256(secret, nonce || tenant). */
+vgpu_status vgpu__auth_mac(const char *secret, const uint8_t nonce[VGPU_PROTO_NONCE],
+			   const char *tenant, uint8_t mac[VGPU_PROTO_MAC]);
+vgpu_status vgpu__auth_nonce(uint8_t nonce[VGPU_PROTO_NONCE]);
+
+/* ---- device info codec ---- */
+void vgpu__pack_device_info(msgpack_packer *pk, const struct vgpu_device_info *d);
+int vgpu__unpack_device_info(struct vgpu_mp *m, struct vgpu_device_info *d);
+
+#endif

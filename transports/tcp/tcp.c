@@ -1,0 +1,456 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tcp.c - the tcp and unix socket transport: TCP_NODELAY, sendmsg with
+ * iovecs (header, body and bulk leave in one call, bulk never copied), one
+ * reader thread per connection (the caller's).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "transport.h"
+
+struct vgpu_tp_listener {
+	int fd;
+	int is_unix;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+};
+
+struct vgpu_tp_conn {
+	int fd;
+	char peer[128];
+};
+
+static int is_unix_scheme(const struct vgpu_uri *u)
+{
+	return strcmp(u->scheme, "unix") == 0;
+}
+
+static vgpu_status unix_addr(const struct vgpu_uri *u, struct sockaddr_un *sa)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if (!u->path[0])
+		return vgpu__error(VGPU_ERR_BAD_URI, "unix URI without a socket path");
+	if (strlen(u->path) >= sizeof(sa->sun_path))
+		return vgpu__error(VGPU_ERR_BAD_URI, "unix socket path too long (%zu bytes, at most %zu): %s",
+				   strlen(u->path), sizeof(sa->sun_path) - 1, u->path);
+	memcpy(sa->sun_path, u->path, strlen(u->path) + 1);
+	return VGPU_OK;
+}
+
+static void tune(int fd, int is_unix)
+{
+	int one = 1, buf = 4 << 20;
+
+	if (!is_unix) {
+		/* A peer whose host vanished (no RST) is noticed within about 25 s
+		 * idle, or 30 s of unacknowledged data: waiters get an error, the
+		 * server releases the session. */
+		int idle = 10, intvl = 5, cnt = 3;
+		unsigned int uto = 30000;
+
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
+	}
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+}
+
+static vgpu_status tcp_listen(const struct vgpu_uri *u, struct vgpu_tp_listener **out,
+			      char *bound, size_t boundlen)
+{
+	struct vgpu_tp_listener *l = calloc(1, sizeof(*l));
+	int fd = -1;
+
+	if (!l)
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
+	l->fd = -1;
+	if (is_unix_scheme(u)) {
+		struct sockaddr_un sa;
+		struct stat st;
+		vgpu_status rc = unix_addr(u, &sa);
+
+		if (rc < 0)
+			goto fail_st;
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			goto fail;
+		/* A stale socket of a dead server: replace it. Never remove
+		 * anything that is not a socket. */
+		if (lstat(sa.sun_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+			if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+				close(fd);
+				free(l);
+				return vgpu__error(VGPU_ERR_BUSY, "unix://%s: another server is listening there",
+						   u->path);
+			}
+			close(fd);
+			unlink(sa.sun_path);
+			fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			if (fd < 0)
+				goto fail;
+		}
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0)
+			goto fail;
+		l->is_unix = 1;
+		snprintf(l->path, sizeof(l->path), "%s", sa.sun_path);
+		snprintf(bound, boundlen, "unix://%s", u->path);
+	} else {
+		struct addrinfo hints, *ai = NULL, *p;
+		char port[16];
+		int gai, one = 1;
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		char host[INET6_ADDRSTRLEN];
+
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_PASSIVE;
+		snprintf(port, sizeof(port), "%d", u->port < 0 ? 7100 : u->port);
+		gai = getaddrinfo(u->host[0] ? u->host : NULL, port, &hints, &ai);
+		if (gai) {
+			free(l);
+			return vgpu__error(VGPU_ERR_BAD_URI, "tcp://%s:%s: cannot resolve: %s", u->host, port,
+					   gai_strerror(gai));
+		}
+		errno = EADDRNOTAVAIL;
+		for (p = ai; p; p = p->ai_next) {
+			fd = socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC, p->ai_protocol);
+			if (fd < 0)
+				continue;
+			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+			if (bind(fd, p->ai_addr, p->ai_addrlen) == 0 && listen(fd, 128) == 0)
+				break;
+			close(fd);
+			fd = -1;
+		}
+		freeaddrinfo(ai);
+		if (fd < 0)
+			goto fail;
+		if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+			goto fail;
+		if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+			inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+			snprintf(bound, boundlen, "tcp://[%s]:%u", host, ntohs(s6->sin6_port));
+		} else {
+			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+			inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+			snprintf(bound, boundlen, "tcp://%s:%u", host, ntohs(s4->sin_port));
+		}
+	}
+	l->fd = fd;
+	*out = l;
+	return VGPU_OK;
+fail:
+	{
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		free(l);
+		if (is_unix_scheme(u))
+			return vgpu__error(VGPU_ERR_CONNECTION, "unix://%s: cannot listen: %s", u->path, strerror(e));
+		return vgpu__error(VGPU_ERR_CONNECTION, "tcp://%s:%d: cannot listen: %s", u->host,
+				   u->port, strerror(e));
+	}
+fail_st:
+	free(l);
+	return vgpu__error_status();
+}
+
+static vgpu_status tcp_accept(struct vgpu_tp_listener *l, struct vgpu_tp_conn **out)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	struct vgpu_tp_conn *c;
+	int fd;
+
+	for (;;) {
+		sl = sizeof(ss);
+		fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+		if (fd >= 0)
+			break;
+		if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+			continue;
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			poll(NULL, 0, 50); /* out of descriptors: back off, keep serving */
+			continue;
+		}
+		return vgpu__error(VGPU_ERR_CLOSED, "accept: %s", strerror(errno));
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
+	}
+	c->fd = fd;
+	tune(fd, l->is_unix);
+	if (l->is_unix) {
+		snprintf(c->peer, sizeof(c->peer), "unix");
+	} else if (ss.ss_family == AF_INET6) {
+		char h[INET6_ADDRSTRLEN];
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		inet_ntop(AF_INET6, &s6->sin6_addr, h, sizeof(h));
+		snprintf(c->peer, sizeof(c->peer), "[%s]:%u", h, ntohs(s6->sin6_port));
+	} else {
+		char h[INET_ADDRSTRLEN];
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		inet_ntop(AF_INET, &s4->sin_addr, h, sizeof(h));
+		snprintf(c->peer, sizeof(c->peer), "%s:%u", h, ntohs(s4->sin_port));
+	}
+	*out = c;
+	return VGPU_OK;
+}
+
+static void tcp_listen_shutdown(struct vgpu_tp_listener *l)
+{
+	shutdown(l->fd, SHUT_RDWR); /* wakes accept() (EINVAL) */
+}
+
+static void tcp_listen_close(struct vgpu_tp_listener *l)
+{
+	if (!l)
+		return;
+	close(l->fd);
+	if (l->is_unix && l->path[0])
+		unlink(l->path);
+	free(l);
+}
+
+static int tcp_listen_is_remote(const struct vgpu_uri *u)
+{
+	if (is_unix_scheme(u))
+		return 0;
+	if (!strcmp(u->host, "localhost") || !strcmp(u->host, "::1") ||
+	    !strncmp(u->host, "127.", 4))
+		return 0;
+	return 1;
+}
+
+static int connect_timeout(int fd, const struct sockaddr *sa, socklen_t sl, uint32_t ms)
+{
+	int fl = fcntl(fd, F_GETFL), rc, err = 0;
+	socklen_t el = sizeof(err);
+	struct pollfd pfd = { fd, POLLOUT, 0 };
+
+	fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	rc = connect(fd, sa, sl);
+	if (rc < 0 && errno == EINPROGRESS) {
+		do
+			rc = poll(&pfd, 1, (int)ms);
+		while (rc < 0 && errno == EINTR);
+		if (rc == 0) {
+			errno = ETIMEDOUT;
+			rc = -1;
+		} else if (rc > 0) {
+			getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+			rc = err ? -1 : 0;
+			if (err)
+				errno = err;
+		}
+	}
+	if (rc == 0)
+		fcntl(fd, F_SETFL, fl);
+	return rc;
+}
+
+static vgpu_status tcp_connect(const struct vgpu_uri *u, uint32_t timeout_ms,
+			       struct vgpu_tp_conn **out)
+{
+	struct vgpu_tp_conn *c = calloc(1, sizeof(*c));
+	int fd = -1, e = 0;
+
+	if (!c)
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
+	if (!timeout_ms)
+		timeout_ms = 10000;
+	if (is_unix_scheme(u)) {
+		struct sockaddr_un sa;
+
+		if (unix_addr(u, &sa) < 0) {
+			free(c);
+			return vgpu__error_status();
+		}
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0 || connect_timeout(fd, (struct sockaddr *)&sa, sizeof(sa), timeout_ms) < 0) {
+			e = errno;
+			if (fd >= 0)
+				close(fd);
+			free(c);
+			return vgpu__error(VGPU_ERR_CONNECTION, "cannot connect to unix://%s: %s", u->path,
+					   strerror(e));
+		}
+		snprintf(c->peer, sizeof(c->peer), "unix://%s", u->path);
+		tune(fd, 1);
+	} else {
+		struct addrinfo hints, *ai = NULL, *p;
+		char port[16];
+		int gai;
+
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_socktype = SOCK_STREAM;
+		snprintf(port, sizeof(port), "%d", u->port < 0 ? 7100 : u->port);
+		gai = getaddrinfo(u->host, port, &hints, &ai);
+		if (gai) {
+			free(c);
+			return vgpu__error(VGPU_ERR_CONNECTION, "cannot resolve %s: %s", u->host,
+					   gai_strerror(gai));
+		}
+		e = ECONNREFUSED;
+		for (p = ai; p; p = p->ai_next) {
+			fd = socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC, p->ai_protocol);
+			if (fd < 0) {
+				e = errno;
+				continue;
+			}
+			if (connect_timeout(fd, p->ai_addr, p->ai_addrlen, timeout_ms) == 0)
+				break;
+			e = errno;
+			close(fd);
+			fd = -1;
+		}
+		freeaddrinfo(ai);
+		if (fd < 0) {
+			free(c);
+			return vgpu__error(VGPU_ERR_CONNECTION, "cannot connect to %s:%s: %s", u->host, port,
+					   strerror(e));
+		}
+		snprintf(c->peer, sizeof(c->peer), "%s:%s", u->host, port);
+		tune(fd, 0);
+	}
+	c->fd = fd;
+	*out = c;
+	return VGPU_OK;
+}
+
+static vgpu_status tcp_send(struct vgpu_tp_conn *c, const struct iovec *iov_in, int n)
+{
+	struct iovec iov[16];
+	struct msghdr mh;
+	int i = 0;
+
+	if (n > 16)
+		return vgpu__error(VGPU_ERR_INTERNAL, "tcp send: %d iovecs (at most 16)", n);
+	memcpy(iov, iov_in, (size_t)n * sizeof(*iov));
+	while (i < n) {
+		ssize_t w;
+
+		if (iov[i].iov_len == 0) {
+			i++;
+			continue;
+		}
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = iov + i;
+		mh.msg_iovlen = (size_t)(n - i);
+		w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return vgpu__error(VGPU_ERR_CONNECTION, "send to %s: timed out", c->peer);
+			return vgpu__error(VGPU_ERR_CONNECTION, "send to %s: %s", c->peer, strerror(errno));
+		}
+		while (w > 0 && i < n) {
+			if ((size_t)w >= iov[i].iov_len) {
+				w -= (ssize_t)iov[i].iov_len;
+				iov[i].iov_len = 0;
+				i++;
+			} else {
+				iov[i].iov_base = (char *)iov[i].iov_base + w;
+				iov[i].iov_len -= (size_t)w;
+				w = 0;
+			}
+		}
+	}
+	return VGPU_OK;
+}
+
+static ssize_t tcp_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t max)
+{
+	size_t got = 0;
+
+	while (got < min || (got == 0 && max > 0)) {
+		ssize_t r = recv(c->fd, (char *)buf + got, max - got, 0);
+
+		if (r > 0) {
+			got += (size_t)r;
+			continue;
+		}
+		if (r == 0)
+			return vgpu__error(VGPU_ERR_CONNECTION, "connection closed by peer%s",
+					   got ? " mid-message" : "");
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: timed out", c->peer);
+		return vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: %s", c->peer, strerror(errno));
+	}
+	return (ssize_t)got;
+}
+
+static vgpu_status tcp_set_timeout(struct vgpu_tp_conn *c, uint32_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	return VGPU_OK;
+}
+
+static void tcp_shutdown(struct vgpu_tp_conn *c, int read_only)
+{
+	shutdown(c->fd, read_only ? SHUT_RD : SHUT_RDWR);
+}
+
+static void tcp_close(struct vgpu_tp_conn *c)
+{
+	if (!c)
+		return;
+	close(c->fd);
+	free(c);
+}
+
+static const char *tcp_peer(struct vgpu_tp_conn *c)
+{
+	return c->peer;
+}
+
+static const char *const tcp_schemes[] = { "tcp", "unix", NULL };
+
+const struct vgpu_transport_ops vgpu__transport_tcp = {
+	.size = sizeof(struct vgpu_transport_ops),
+	.name = "tcp",
+	.schemes = tcp_schemes,
+	.caps = VGPU_TP_CAP_ZEROCOPY_SEND,
+	.listen = tcp_listen,
+	.accept = tcp_accept,
+	.listen_shutdown = tcp_listen_shutdown,
+	.listen_close = tcp_listen_close,
+	.listen_is_remote = tcp_listen_is_remote,
+	.connect = tcp_connect,
+	.send = tcp_send,
+	.recv = tcp_recv,
+	.set_timeout = tcp_set_timeout,
+	.shutdown = tcp_shutdown,
+	.close = tcp_close,
+	.peer = tcp_peer,
+};
