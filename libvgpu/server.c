@@ -1075,6 +1075,12 @@ static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 		st = vgpu__s_mem_free(c->sess, a64);
 		resp_begin(&w, rb, sizeof(rb), st, NULL, 0);
 		break;
+	case VGPU_OP_MEM_ADVISE:
+		if (vgpu__mp_u64(m, &a64) || vgpu__mp_u64(m, &b64) || b64 > UINT32_MAX)
+			return BAD_BODY(op);
+		st = vgpu__s_mem_advise(c->sess, a64, (unsigned)b64);
+		resp_begin(&w, rb, sizeof(rb), st, NULL, 0);
+		break;
 	case VGPU_OP_DTOD:
 	case VGPU_OP_MEMSET:
 		if (vgpu__mp_u32(m, &sid) || vgpu__mp_u64(m, &a64) || vgpu__mp_u64(m, &b64) ||
