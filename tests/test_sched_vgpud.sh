@@ -41,8 +41,13 @@ for t in test_basic test_streams; do
 	VGPU_TEST_URI="$tcp/0?tenant=alice" "$b/tests/$t" >"$tmp/out" 2>&1 || {
 		cat "$tmp/out"; fail "$t under sched-fair in vgpud"; }
 done
-# a remote tenant with a configured share
+# a remote tenant with a configured share; a client's scheduling parameters
+# reach the server's engine (and are checked there)
 out=$(VGPU_URI="$tcp/0?tenant=carol" "$b/examples/vecadd" 2>&1) || fail "vecadd: $out"
+out=$(VGPU_URI="$tcp/0?tenant=bob&share=0.5&priority=2" "$b/examples/vecadd" 2>&1) ||
+	fail "vecadd with share and priority: $out"
+out=$(VGPU_URI="$tcp/0?share=2" "$b/examples/vecadd" 2>&1) && fail "share=2 accepted"
+echo "$out" | grep -q "share=2" || fail "share message: $out"
 kill -TERM $pid; wait $pid; st=$?; pid=
 [ $st -eq 0 ] || fail "vgpud exit status $st"
 if grep -q "Sanitizer\|runtime error:" "$tmp/log"; then fail "sanitizer report"; fi
