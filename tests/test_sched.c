@@ -183,8 +183,8 @@ static int t_fair(void *d)
 	double r;
 
 	CHECK(e);
-	CHECK_OK(client_start(&ca, e, "cpu:0?tenant=alice", 2000, 4));
-	CHECK_OK(client_start(&cb, e, "cpu:0?tenant=bob", 2000, 4));
+	CHECK_OK(client_start(&ca, e, "cpu:0?tenant=alice", 2000, 16));
+	CHECK_OK(client_start(&cb, e, "cpu:0?tenant=bob", 2000, 16));
 	window(c, 2, 200, 1500, ns, &el);
 	client_stop(&ca);
 	client_stop(&cb);
@@ -208,8 +208,8 @@ static int t_fair_default(void *d)
 	double r;
 
 	CHECK(e);
-	CHECK_OK(client_start(&ca, e, "cpu:0?tenant=a", 2000, 4));
-	CHECK_OK(client_start(&cb, e, "cpu:0?tenant=b&weight=2", 2000, 4));
+	CHECK_OK(client_start(&ca, e, "cpu:0?tenant=a", 2000, 16));
+	CHECK_OK(client_start(&cb, e, "cpu:0?tenant=b&weight=2", 2000, 16));
 	window(c, 2, 200, 1000, ns, &el);
 	client_stop(&ca);
 	client_stop(&cb);
@@ -229,8 +229,8 @@ static int t_share_busy(void *d)
 	double f;
 
 	CHECK(e);
-	CHECK_OK(client_start(&ca, e, "cpu:0?tenant=a&share=0.25", 2000, 4));
-	CHECK_OK(client_start(&cb, e, "cpu:0?tenant=b", 2000, 4));
+	CHECK_OK(client_start(&ca, e, "cpu:0?tenant=a&share=0.25", 2000, 16));
+	CHECK_OK(client_start(&cb, e, "cpu:0?tenant=b", 2000, 16));
 	window(c, 2, 300, 1500, ns, &el);
 	client_stop(&ca);
 	client_stop(&cb);
@@ -253,7 +253,7 @@ static int t_share_alone(void *d)
 	double f;
 
 	CHECK(e);
-	CHECK_OK(client_start(&ca, e, "cpu:0?share=0.25", 2000, 4));
+	CHECK_OK(client_start(&ca, e, "cpu:0?share=0.25", 2000, 16));
 	window(c, 1, 300, 1500, ns, &el);
 	client_stop(&ca);
 	f = (double)ns[0] / (double)el;
@@ -280,7 +280,7 @@ static int t_share_tenant(void *d)
 	o.plugins = "sched-fifo";
 	o.tenant_shares = "carol=0.5;dave=0.1";
 	CHECK_OK(vgpu__engine_create("cpu", &o, &e));
-	CHECK_OK(client_start(&ca, e, "cpu:0?tenant=carol", 2000, 4));
+	CHECK_OK(client_start(&ca, e, "cpu:0?tenant=carol", 2000, 16));
 	window(c, 1, 300, 1000, ns, &el);
 	client_stop(&ca);
 	f = (double)ns[0] / (double)el;
@@ -347,9 +347,9 @@ static int t_priority_aging(void *d)
 		uint64_t ns[2], el;
 
 		CHECK(e);
-		CHECK_OK(client_start(&ch, e, "cpu:0?priority=5", 2000, 4));
+		CHECK_OK(client_start(&ch, e, "cpu:0?priority=5", 2000, 16));
 		sleep_ms(20);
-		CHECK_OK(client_start(&cl, e, "cpu:0?priority=0", 2000, 4));
+		CHECK_OK(client_start(&cl, e, "cpu:0?priority=0", 2000, 16));
 		vgpu__session_stats(cl.s, &a);
 		window(c, 2, 50, 800, ns, &el);
 		vgpu__session_stats(cl.s, &b);

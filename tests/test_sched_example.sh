@@ -47,3 +47,20 @@ echo "$out"
 echo "$out" | grep -q "plugin sched-lottery: 10 tickets per session" || {
 	echo "the example plugin did not run"; exit 1; }
 echo "$out" | grep -q '^vecadd: OK cpu:0' || exit 1
+
+# and in a vgpud, for its remote clients
+[ -x "$b/tools/vgpud" ] || exit 0
+VGPU_PLUGIN_PATH="$tmp/build" "$b/tools/vgpud" --listen tcp://127.0.0.1:0 --allow-native-modules \
+	--plugin sched-lottery:tickets=10,seed=42 --log-level info 2> "$tmp/vgpud.log" &
+pid=$!
+trap 'kill -9 $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+i=0
+while [ $i -lt 200 ] && ! grep -q "listening on tcp" "$tmp/vgpud.log"; do sleep 0.05; i=$((i+1)); done
+tcp=$(sed -n 's/^vgpud: listening on \(tcp:.*\)$/\1/p' "$tmp/vgpud.log")
+[ -n "$tcp" ] || { echo "vgpud did not start:"; cat "$tmp/vgpud.log"; exit 1; }
+out=$(VGPU_URI="$tcp/0" "$b/examples/vecadd" 2>&1) || { echo "$out"; cat "$tmp/vgpud.log"; exit 1; }
+echo "$out"
+echo "$out" | grep -q "^vecadd: OK $tcp/0" || exit 1
+kill -TERM $pid; wait $pid || { echo "vgpud exit status $?"; cat "$tmp/vgpud.log"; exit 1; }
+grep -q "plugin sched-lottery: 10 tickets per session" "$tmp/vgpud.log" || {
+	cat "$tmp/vgpud.log"; echo "the example plugin did not run in vgpud"; exit 1; }
