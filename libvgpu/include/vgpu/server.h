@@ -26,6 +26,7 @@
 #define VGPU_SERVER_H
 
 #include <vgpu.h>
+#include <vgpu/pool.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -50,8 +51,15 @@ struct vgpu_server_opts {
 	const char *secrets_file;
 	uint32_t stop_timeout_ms;  /* in-flight calls at stop; 0 = 10 s */
 	int workers;               /* engine worker threads; 0 = default */
+	/* Sessions at once (all devices); one more is refused with
+	 * VGPU_ERR_BUSY "server full" so pool clients place it elsewhere.
+	 * 0: unlimited. */
+	uint32_t max_sessions;
+	/* Autoscale plugins: blank-separated "NAME[:key=value,...]" specs
+	 * (see docs/autoscale.md). NULL: none. */
+	const char *plugins;
 };
-#define VGPU_SERVER_OPTS_INIT { sizeof(struct vgpu_server_opts), 0, NULL, NULL, 0, 0 }
+#define VGPU_SERVER_OPTS_INIT { sizeof(struct vgpu_server_opts), 0, NULL, NULL, 0, 0, 0, NULL }
 
 VGPU_API vgpu_status vgpu_server_create(vgpu_server **srv, const struct vgpu_server_opts *opts);
 /*
@@ -68,6 +76,22 @@ VGPU_API vgpu_status vgpu_server_start(vgpu_server *srv);
 /* Stop accepting, let in-flight calls finish (bounded by stop_timeout_ms),
  * close every session. VGPU_ERR_TIMEOUT if some client could not be drained. */
 VGPU_API vgpu_status vgpu_server_stop(vgpu_server *srv);
+/*
+ * The server's status as vgpu_node_status_get() would return it to a
+ * client (devices, sessions with tenant names and usage, waiting pool
+ * clients). Free with vgpu_node_status_free().
+ */
+VGPU_API vgpu_status vgpu_server_status(vgpu_server *srv, struct vgpu_node_status **out);
+/*
+ * Serve Prometheus metrics (text format 0.0.4) on http://HOSTPORT/metrics
+ * from a small responder thread. hostport: "127.0.0.1:9400" (port 0: any;
+ * bound receives "HOST:PORT"). Call once, before or after start.
+ */
+VGPU_API vgpu_status vgpu_server_metrics_listen(vgpu_server *srv, const char *hostport,
+						char *bound, size_t boundlen);
+/* The metrics text (malloc'd, NUL-terminated; free() it). */
+VGPU_API vgpu_status vgpu_server_metrics_text(vgpu_server *srv, char **text);
+
 /* Stops if needed, then frees everything. NULL is ignored. */
 VGPU_API void vgpu_server_destroy(vgpu_server *srv);
 
