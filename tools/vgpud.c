@@ -46,6 +46,7 @@ struct settings {
 	char *log_level;
 	long stop_timeout;
 	long workers;
+	long max_sessions;
 };
 
 enum stype { S_STR, S_LIST, S_BOOL, S_INT };
@@ -61,10 +62,10 @@ static const struct setting {
 	  "listen on URI (repeatable): tcp://HOST:PORT (port 0: any free port), unix:///PATH" },
 	{ "backend", S_STR, offsetof(struct settings, backend), "cpu|cuda", "device backend (default cpu)" },
 	{ "plugin", S_LIST, offsetof(struct settings, plugin), "NAME[:k=v,...]",
-	  "load a plugin (repeatable; not supported yet)" },
+	  "load a plugin (repeatable): scheduler, memory or autoscale (see vgpud(8))" },
 	{ "config", S_STR, (size_t)-1, "FILE", "read settings from an INI file (keys as these flags)" },
 	{ "metrics", S_STR, offsetof(struct settings, metrics), "HOST:PORT",
-	  "serve Prometheus metrics (not supported yet: ignored with a warning)" },
+	  "serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port)" },
 	{ "secrets", S_STR, offsetof(struct settings, secrets), "FILE",
 	  "tenant:secret lines; clients authenticate with HMAC-SHA256 (required unless only loopback/unix)" },
 	{ "allow_native_modules", S_BOOL, offsetof(struct settings, allow_native_modules), NULL,
@@ -74,6 +75,8 @@ static const struct setting {
 	{ "stop_timeout", S_INT, offsetof(struct settings, stop_timeout), "SECONDS",
 	  "on SIGTERM, wait this long for in-flight calls (default 10)" },
 	{ "workers", S_INT, offsetof(struct settings, workers), "N", "engine worker threads (default 2)" },
+	{ "max_sessions", S_INT, offsetof(struct settings, max_sessions), "N",
+	  "sessions a device admits at once (0: unlimited); pool clients place beyond it elsewhere" },
 };
 #define NSET (sizeof(table) / sizeof(table[0]))
 
@@ -193,13 +196,14 @@ int main(int argc, char **argv)
 	const char *config = NULL;
 	struct vgpu_server_opts so = VGPU_SERVER_OPTS_INIT;
 	vgpu_server *srv = NULL;
+	char *plugins = NULL;
 	sigset_t sigs;
 	int sig, rc = 1, o, idx;
 	vgpu_status st;
 
 	memset(&cfg, 0, sizeof(cfg));
 	memset(&cmd, 0, sizeof(cmd));
-	cmd.stop_timeout = cmd.workers = -1;
+	cmd.stop_timeout = cmd.workers = cmd.max_sessions = -1;
 	cmd.allow_native_modules = -1;
 	for (size_t i = 0; i < NSET; i++) {
 		size_t k;
@@ -282,6 +286,8 @@ int main(int argc, char **argv)
 		cfg.stop_timeout = cmd.stop_timeout;
 	if (cmd.workers >= 0)
 		cfg.workers = cmd.workers;
+	if (cmd.max_sessions >= 0)
+		cfg.max_sessions = cmd.max_sessions;
 
 	if (cfg.log_level) {
 		if (strcmp(cfg.log_level, "error") && strcmp(cfg.log_level, "warn") &&
@@ -298,18 +304,24 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (cfg.plugin.n) {
-		fprintf(stderr, "vgpud: --plugin %s: plugins not supported yet\n", cfg.plugin.v[0]);
-		rc = 2;
-		goto out;
+		size_t len = 1;
+
+		for (int i = 0; i < cfg.plugin.n; i++)
+			len += strlen(cfg.plugin.v[i]) + 1;
+		plugins = calloc(1, len);
+		if (!plugins)
+			goto out;
+		for (int i = 0; i < cfg.plugin.n; i++) {
+			if (i)
+				strcat(plugins, " ");
+			strcat(plugins, cfg.plugin.v[i]);
+		}
 	}
 	if (cfg.backend && strcmp(cfg.backend, "cpu") && strcmp(cfg.backend, "cuda")) {
 		fprintf(stderr, "vgpud: unknown backend '%s' (cpu or cuda)\n", cfg.backend);
 		rc = 2;
 		goto out;
 	}
-	if (cfg.metrics)
-		fprintf(stderr, "vgpud: warning: --metrics %s: metrics are not supported yet; ignored\n",
-			cfg.metrics);
 
 	/* signals are taken by sigwait below; every thread inherits the mask */
 	sigemptyset(&sigs);
@@ -324,6 +336,8 @@ int main(int argc, char **argv)
 	so.flags = cfg.allow_native_modules ? VGPU_SERVER_ALLOW_NATIVE_MODULES : 0;
 	so.stop_timeout_ms = (uint32_t)(cfg.stop_timeout > 0 ? cfg.stop_timeout * 1000 : 0);
 	so.workers = (int)cfg.workers;
+	so.max_sessions = (uint32_t)(cfg.max_sessions > 0 ? cfg.max_sessions : 0);
+	so.plugins = plugins;
 	st = vgpu_server_create(&srv, &so);
 	if (st < 0) {
 		fprintf(stderr, "vgpud: %s\n", vgpu_last_error());
@@ -339,6 +353,16 @@ int main(int argc, char **argv)
 	if (cfg.allow_native_modules && (!cfg.backend || !strcmp(cfg.backend, "cpu")))
 		fprintf(stderr, "vgpud: warning: --allow-native-modules: clients' cpu modules run as native "
 				"code inside vgpud\n");
+	if (cfg.metrics) {
+		char bound[300];
+
+		st = vgpu_server_metrics_listen(srv, cfg.metrics, bound, sizeof(bound));
+		if (st < 0) {
+			fprintf(stderr, "vgpud: %s\n", vgpu_last_error());
+			goto out;
+		}
+		fprintf(stderr, "vgpud: metrics on http://%s/metrics\n", bound);
+	}
 	st = vgpu_server_start(srv);
 	if (st < 0) {
 		fprintf(stderr, "vgpud: %s\n", vgpu_last_error());
@@ -362,6 +386,7 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	vgpu_server_destroy(srv);
+	free(plugins);
 	settings_free(&cfg);
 	settings_free(&cmd);
 	return rc;
