@@ -168,6 +168,8 @@ struct vgpu_session_stats {
 	uint64_t items;
 	uint64_t queued;        /* items queued, not yet run */
 	uint64_t admit_wait_ns; /* how long it waited to be admitted */
+	uint64_t last_seq;      /* scheduled devices: dispatch number (1, 2, ...
+				 * on its device) of its last item */
 };
 void vgpu__session_stats(struct vgpu_session *s, struct vgpu_session_stats *out);
 

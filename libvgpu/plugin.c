@@ -108,7 +108,7 @@ static void dirs_build(struct dirlist *l)
 		n = snprintf(buf, sizeof(buf), "%.*s/vgpu/plugins", (int)dlen, info.dli_fname);
 		if (n > 0 && (size_t)n < sizeof(buf))
 			dirs_add(l, buf, (size_t)n);
-		if (dlen >= 5 && !strncmp(slash - 5, "/.libs", 6)) {
+		if (dlen >= 6 && !strncmp(slash - 6, "/.libs", 6)) {
 			n = snprintf(buf, sizeof(buf), "%.*s/plugins/.libs", (int)dlen - 6,
 				     info.dli_fname);
 			if (n > 0 && (size_t)n < sizeof(buf))
