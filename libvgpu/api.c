@@ -113,7 +113,9 @@ VGPU_API vgpu_status vgpu_open_ex(vgpu_t **out, const char *uri,
 		free(v);
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "vgpu_open: no host memory");
 	}
-	if (strchr(uri, ',') || !strncmp(uri, "pool=", 5)) {
+	if (strchr(uri, ',') || !strncmp(uri, "pool=", 5) ||
+	    (strchr(uri, '?') && (strstr(strchr(uri, '?'), "?wait=") ||
+				  strstr(strchr(uri, '?'), "&wait=")))) {
 		/* a pool of servers (pool.c): the handle lands on one of them */
 		pthread_mutex_init(&v->objlock, NULL);
 		st = vgpu__pool_open(v, uri, &o);

@@ -7,7 +7,7 @@
  *   vgpu_open(&v, "tcp://a:7100/0,tcp://b:7100/0?mem=1G");
  *   VGPU_URI='pool=/etc/vgpu/pool?mem=1G&share=0.5&wait=60s' ./app
  *
- * Items are separated by ','. "pool=FILE" reads URIs from FILE, one per line
+ * Items are separated by ','; a single server with ?wait= is a pool of one. "pool=FILE" reads URIs from FILE, one per line
  * ('#' starts a comment); the file is read again at every placement attempt,
  * so servers that join (an autoscaler appends a line) are seen at once.
  * Query parameters of the LAST item (or of the pool=FILE item) apply to
