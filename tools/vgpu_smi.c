@@ -280,7 +280,7 @@ static void json_server(FILE *f, const char *uri, const struct vgpu_node_status 
 }
 
 #define RULE "+-----+--------------------------------+---------+----------------------+-------+--------+\n"
-#define SRULE "+-----+--------+------------------+-----+------------+-------+------------+------------+\n"
+#define SRULE "+-----+--------+------------------+------------+------------+-------+------------+-----------+\n"
 
 static void table_server(const char *uri, const struct vgpu_node_status *st)
 {
@@ -323,7 +323,7 @@ static void table_server(const char *uri, const struct vgpu_node_status *st)
 	printf(RULE);
 	printf("\n");
 	printf(SRULE);
-	printf("| Dev | ID     | Tenant           | Mem | Used       | Share | Swap       | Device time|\n");
+	printf("| Dev | ID     | Tenant           | Mem used   | Mem limit  | Share | Swapped    | Dev time  |\n");
 	printf(SRULE);
 	if (!st->nsessions)
 		printf("| %-84s |\n", "no sessions");
@@ -332,11 +332,11 @@ static void table_server(const char *uri, const struct vgpu_node_status *st)
 		char lim[32];
 
 		if (x->mem_limit)
-			snprintf(lim, sizeof(lim), "lim");
+			mib(x->mem_limit, lim, sizeof(lim));
 		else
 			snprintf(lim, sizeof(lim), "-");
-		printf("| %3d | %-6llu | %-16.16s | %-3s | %10s | %5.2f | %10s | %10s |\n", x->device,
-		       (unsigned long long)x->id, x->tenant, lim, mib(x->mem_used, a, sizeof(a)),
+		printf("| %3d | %-6llu | %-16.16s | %10s | %10s | %5.2f | %10s | %9s |\n", x->device,
+		       (unsigned long long)x->id, x->tenant, mib(x->mem_used, a, sizeof(a)), lim,
 		       x->share, mib(x->mem_on_host, b, sizeof(b)), dur(x->device_ns, c, sizeof(c)));
 	}
 	printf(SRULE);
