@@ -326,7 +326,7 @@ static void table_server(const char *uri, const struct vgpu_node_status *st)
 	printf("| Dev | ID     | Tenant           | Mem used   | Mem limit  | Share | Swapped    | Dev time  |\n");
 	printf(SRULE);
 	if (!st->nsessions)
-		printf("| %-84s |\n", "no sessions");
+		printf("| %-90s |\n", "no sessions");
 	for (uint32_t i = 0; i < st->nsessions; i++) {
 		const struct vgpu_node_session *x = &st->session[i];
 		char lim[32];
