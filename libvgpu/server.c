@@ -113,7 +113,8 @@ struct srv_conn {
 	struct srv_conn *next, *prev;
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
+	pthread_cond_t cond;   /* credits, outstanding completions, queue drained */
+	pthread_cond_t wcond;  /* the writer: something to send */
 	struct outmsg *qh, *qt;
 	int sending, wdead, wstop;
 	pthread_t writer;
@@ -126,6 +127,10 @@ struct srv_conn {
 	pthread_mutex_t olock; /* ostreams */
 	struct ord_stream *ostreams;
 	struct xfer *htod_x;   /* chunked synchronous htod in progress */
+
+	pthread_mutex_t plock; /* pool */
+	void *pool;            /* free VGPU_PROTO_CHUNK buffers (no page faults per chunk) */
+	unsigned npool;
 
 	struct vgpu_rbuf rb;
 	uint8_t body[VGPU_PROTO_MAX_BODY];
@@ -166,6 +171,41 @@ static uint64_t mono_ns(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Chunk buffers                                                            */
+
+#define POOL_MAX (CONN_CREDIT / VGPU_PROTO_CHUNK + 2)
+
+static void *chunk_get(struct srv_conn *c, size_t n)
+{
+	void *p = NULL;
+
+	if (n == VGPU_PROTO_CHUNK) {
+		pthread_mutex_lock(&c->plock);
+		if ((p = c->pool)) {
+			c->pool = *(void **)p;
+			c->npool--;
+		}
+		pthread_mutex_unlock(&c->plock);
+	}
+	return p ? p : malloc(n ? n : 1);
+}
+
+static void chunk_put(struct srv_conn *c, void *p, size_t n)
+{
+	if (p && n == VGPU_PROTO_CHUNK) {
+		pthread_mutex_lock(&c->plock);
+		if (c->npool < POOL_MAX) {
+			*(void **)p = c->pool;
+			c->pool = p;
+			c->npool++;
+			p = NULL;
+		}
+		pthread_mutex_unlock(&c->plock);
+	}
+	free(p);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Sending                                                                  */
 
 static void credit_put_locked(struct srv_conn *c, size_t n)
@@ -197,6 +237,7 @@ static void conn_dead_locked(struct srv_conn *c)
 		c->tp->shutdown(c->tc, 0); /* wake the reader too */
 	}
 	pthread_cond_broadcast(&c->cond);
+	pthread_cond_signal(&c->wcond);
 }
 
 /*
@@ -226,7 +267,8 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 			vgpu_debug("%s: send failed: %s", c->label, vgpu__error_msg());
 			conn_dead_locked(c);
 		}
-		pthread_cond_broadcast(&c->cond);
+		if (c->qh) /* queued by a completion meanwhile */
+			pthread_cond_signal(&c->wcond);
 		goto drop;
 	}
 	m = malloc(sizeof(*m) + body_len + (bulk_owned ? 0 : bulk_len));
@@ -255,12 +297,12 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 	else
 		c->qh = m;
 	c->qt = m;
-	pthread_cond_broadcast(&c->cond);
+	pthread_cond_signal(&c->wcond);
 	pthread_mutex_unlock(&c->lock);
 	return;
 drop:
 	if (bulk_owned && bulk) {
-		free(bulk);
+		chunk_put(c, bulk, bulk_len);
 		credit_put_locked(c, bulk_len);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -276,7 +318,7 @@ static void *writer_main(void *arg)
 		vgpu_status st = VGPU_OK;
 
 		while ((!c->qh || c->sending) && !c->wstop)
-			pthread_cond_wait(&c->cond, &c->lock);
+			pthread_cond_wait(&c->wcond, &c->lock);
 		if (!c->qh && c->wstop)
 			break;
 		if (c->sending)
@@ -298,7 +340,7 @@ static void *writer_main(void *arg)
 				conn_dead_locked(c);
 		}
 		if (m->bulk_owned && m->bulk) {
-			free(m->bulk);
+			chunk_put(c, m->bulk, m->bulk_len);
 			credit_put_locked(c, m->bulk_len);
 		}
 		free(m);
@@ -518,7 +560,7 @@ static void htod_done_fn(void *arg, vgpu_status st, const char *msg)
 	struct htod_done *d = arg;
 	struct srv_conn *c = d->c;
 
-	free(d->buf);
+	chunk_put(c, d->buf, d->n);
 	pthread_mutex_lock(&c->lock);
 	credit_put_locked(c, d->n);
 	if (st < 0) {
@@ -565,7 +607,7 @@ static void dtoh_done_fn(void *arg, vgpu_status st, const char *msg)
 	if (st >= 0)
 		msgpack_pack_uint64(&w.pk, d->off);
 	if (st < 0) {
-		free(d->buf);
+		chunk_put(c, d->buf, d->n);
 		credit_put(c, d->n);
 		conn_send(c, 0, VGPU_MSG_RESP, VGPU_MSGF_MORE, x->id, w.buf, w.len, NULL, 0, 0);
 	} else {
@@ -609,6 +651,16 @@ static void notify_done_fn(void *arg, vgpu_status st, const char *msg)
 	free(d);
 }
 
+/* Wait until every engine completion of this connection ran (the engine
+ * may report a stream idle just before it calls the last completion). */
+static void drain_completions(struct srv_conn *c)
+{
+	pthread_mutex_lock(&c->lock);
+	while (c->outstanding)
+		pthread_cond_wait(&c->cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+}
+
 /* Queue an end-of-transfer notification; replies at once when it cannot. */
 static void xfer_finish(struct srv_conn *c, struct xfer *x)
 {
@@ -631,10 +683,14 @@ static void xfer_finish(struct srv_conn *c, struct xfer *x)
 	d->x = x;
 	st = vgpu__s_stream_notify(c->sess, x->esid, &done);
 	if (st < 0) {
+		char msg[VGPU_ERRMSG_MAX];
+
+		snprintf(msg, sizeof(msg), "%s", vgpu__error_msg());
 		ord_cancel(it);
 		free(d);
-		reply_status(c, 1, x->id, 0, x->st < 0 ? x->st : st,
-			     x->st < 0 ? x->msg : vgpu__error_msg());
+		/* chunks still queued point at x: let every completion run first */
+		drain_completions(c);
+		reply_status(c, 1, x->id, 0, x->st < 0 ? x->st : st, x->st < 0 ? x->msg : msg);
 		free(x);
 	}
 }
@@ -679,7 +735,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		return VGPU_OK;
 	}
 	credit_take(c, n);
-	buf = malloc(n ? n : 1);
+	buf = chunk_get(c, n);
 	if (!buf) {
 		credit_put(c, n);
 		vgpu__rbuf_discard(&c->rb, n);
@@ -689,7 +745,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 	}
 	st = vgpu__rbuf_read(&c->rb, buf, n);
 	if (st < 0) {
-		free(buf);
+		chunk_put(c, buf, n);
 		credit_put(c, n);
 		return st;
 	}
@@ -700,7 +756,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		uint32_t esid = sid;
 
 		if (!d) {
-			free(buf);
+			chunk_put(c, buf, n);
 			credit_put(c, n);
 			st = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
 			goto failed;
@@ -710,7 +766,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 			if (!c->htod_x) {
 				c->htod_x = calloc(1, sizeof(*c->htod_x));
 				if (!c->htod_x) {
-					free(buf);
+					chunk_put(c, buf, n);
 					free(d);
 					credit_put(c, n);
 					st = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
@@ -721,7 +777,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 			}
 			st = xfer_stream(c, &esid);
 			if (st < 0) {
-				free(buf);
+				chunk_put(c, buf, n);
 				free(d);
 				credit_put(c, n);
 				goto failed;
@@ -735,7 +791,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		d->n = n;
 		it = ord_prepare(c, esid, htod_done_fn, d, &done);
 		if (!it) {
-			free(buf);
+			chunk_put(c, buf, n);
 			free(d);
 			credit_put(c, n);
 			st = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
@@ -744,7 +800,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		st = vgpu__s_memcpy_htod(c->sess, esid, dst, buf, n, &done);
 		if (st < 0) {
 			ord_cancel(it);
-			free(buf);
+			chunk_put(c, buf, n);
 			free(d);
 			credit_put(c, n);
 			goto failed;
@@ -755,9 +811,13 @@ failed:
 	if (sid == 0 && (h->flags & (VGPU_MSGF_NOREPLY | VGPU_MSGF_LAST))) {
 		struct xfer *x = c->htod_x;
 
-		if (st < 0 && x && x->st == VGPU_OK) {
-			x->st = st;
-			snprintf(x->msg, sizeof(x->msg), "%s", vgpu__error_msg());
+		if (st < 0 && x) {
+			pthread_mutex_lock(&c->lock); /* completions write x too */
+			if (x->st == VGPU_OK) {
+				x->st = st;
+				snprintf(x->msg, sizeof(x->msg), "%s", vgpu__error_msg());
+			}
+			pthread_mutex_unlock(&c->lock);
 		}
 		if (h->flags & VGPU_MSGF_LAST) {
 			c->htod_x = NULL;
@@ -826,12 +886,12 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 
 		if (d) {
 			credit_take(c, k);
-			buf = malloc(k);
+			buf = chunk_get(c, k);
 			if (!buf)
 				credit_put(c, k);
 		}
 		if (d && buf && !(it = ord_prepare(c, esid, dtoh_done_fn, d, &done))) {
-			free(buf);
+			chunk_put(c, buf, k);
 			credit_put(c, k);
 			buf = NULL;
 		}
@@ -846,7 +906,7 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 			st = vgpu__s_memcpy_dtoh(c->sess, esid, buf, src + off, k, &done);
 			if (st < 0) {
 				ord_cancel(it);
-				free(buf);
+				chunk_put(c, buf, k);
 				free(d);
 				credit_put(c, k);
 			}
@@ -1248,6 +1308,7 @@ static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 	}
 	case VGPU_OP_SYNCHRONIZE:
 		st = vgpu__s_synchronize(c->sess);
+		drain_completions(c); /* their errors are recorded */
 		if (st < 0) {
 			char m2[VGPU_ERRMSG_MAX];
 
@@ -1306,8 +1367,10 @@ static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 		if (vgpu__mp_u32(m, &sid) || sid == c->xfer_sid)
 			return BAD_BODY(op);
 		st = vgpu__s_stream_destroy(c->sess, sid);
-		if (st >= 0)
+		if (st >= 0) {
+			drain_completions(c);
 			take_err(c, sid, 0, msg, sizeof(msg));
+		}
 		resp_begin(&w, rb, sizeof(rb), st, NULL, 0);
 		break;
 	case VGPU_OP_STREAM_SYNC: {
@@ -1610,7 +1673,7 @@ static void conn_free(struct srv_conn *c)
 	while (c->outstanding)
 		pthread_cond_wait(&c->cond, &c->lock);
 	c->wstop = 1;
-	pthread_cond_broadcast(&c->cond);
+	pthread_cond_signal(&c->wcond);
 	pthread_mutex_unlock(&c->lock);
 	if (c->writer_started)
 		pthread_join(c->writer, NULL);
@@ -1625,9 +1688,16 @@ static void conn_free(struct srv_conn *c)
 		free(os);
 	}
 	c->tp->close(c->tc);
+	while (c->pool) {
+		void *p = c->pool;
+		c->pool = *(void **)p;
+		free(p);
+	}
+	pthread_mutex_destroy(&c->plock);
 	pthread_mutex_destroy(&c->olock);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->cond);
+	pthread_cond_destroy(&c->wcond);
 
 	pthread_mutex_lock(&s->lock);
 	if (c->prev)
@@ -1720,7 +1790,9 @@ static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
 	snprintf(c->tenant, sizeof(c->tenant), "?");
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->olock, NULL);
+	pthread_mutex_init(&c->plock, NULL);
 	pthread_cond_init(&c->cond, NULL);
+	pthread_cond_init(&c->wcond, NULL);
 	if (pthread_create(&c->writer, NULL, writer_main, c) == 0)
 		c->writer_started = 1;
 

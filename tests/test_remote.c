@@ -171,6 +171,36 @@ static void server_kill(struct server *s, int sig)
 	}
 }
 
+/* SIGTERM; the server must exit 0 with a clean log (no sanitizer report). */
+static int server_stop_clean(struct server *s)
+{
+	int status = -1;
+	char buf[65536];
+	FILE *f;
+	size_t n;
+
+	if (s->pid <= 0)
+		return -1;
+	kill(s->pid, SIGTERM);
+	waitpid(s->pid, &status, 0);
+	for (int i = 0; i < npids; i++)
+		if (all_pids[i] == s->pid)
+			all_pids[i] = 0;
+	s->pid = 0;
+	f = fopen(s->log, "r");
+	n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+	if (f)
+		fclose(f);
+	buf[n] = 0;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || strstr(buf, "Sanitizer") ||
+	    strstr(buf, "runtime error:")) {
+		fprintf(stderr, "  vgpud did not stop cleanly (status 0x%x)\n", status);
+		dump_log(s);
+		return -1;
+	}
+	return 0;
+}
+
 static const char *const native[] = { "--allow-native-modules", NULL };
 static struct server S; /* the shared server */
 
@@ -348,15 +378,26 @@ static int t_async_errors(void *d)
 	CHECK(out == 9);
 	CHECK_OK(vgpu_stream_synchronize(s)); /* reported once */
 
-	/* errors the server finds when queueing (bad address, bad args) */
-	CHECK_OK(vgpu_memcpy_htod(v, p + 1000000, buf, sizeof(buf), s));
-	CHECK_ST(vgpu_stream_synchronize(s), VGPU_ERR_BAD_ADDRESS);
+	/* ranges outside this handle's memory are refused at once, as locally
+	 * (the client knows its allocations; the server checks again) */
+	CHECK_ST(vgpu_memcpy_htod(v, p + 1000000, buf, sizeof(buf), s), VGPU_ERR_BAD_ADDRESS);
+	CHECK_ST(vgpu_memcpy_htod(v, p, buf, 100000, s), VGPU_ERR_BAD_ADDRESS);
+	CHECK_MSG("run past the end");
+	CHECK_ST(vgpu_memcpy_dtoh(v, buf, p + 4096, 4, s), VGPU_ERR_BAD_ADDRESS);
+	vgpu_arg wild[] = { vgpu_arg_dptr(p + 8192), vgpu_arg_u32(1), vgpu_arg_u64(1) };
+	CHECK_ST(vgpu_launch(v, fill, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, wild, 3),
+		 VGPU_ERR_BAD_ADDRESS);
+	CHECK_OK(vgpu_stream_synchronize(s));
+	/* what only the server can tell (the kernel's signature) waits for the sync */
 	vgpu_arg bad[] = { vgpu_arg_dptr(p), vgpu_arg_f32(1) };
 	CHECK_OK(vgpu_launch(v, fill, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, bad, 2));
 	CHECK_ST(vgpu_stream_synchronize(s), VGPU_ERR_KERNEL_ARGS);
-	CHECK_OK(vgpu_memcpy_dtoh(v, buf, p + 1000000, sizeof(buf), s));
-	CHECK_ST(vgpu_synchronize(v), VGPU_ERR_BAD_ADDRESS); /* the device-wide sync too */
+	CHECK_MSG("fill_u32");
+	/* the device-wide sync reports stream errors too */
+	CHECK_OK(vgpu_launch(v, trap, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, t, 1));
+	CHECK_ST(vgpu_synchronize(v), VGPU_ERR_LAUNCH);
 	CHECK_OK(vgpu_synchronize(v));
+	CHECK_OK(vgpu_stream_synchronize(s));
 
 	/* many pipelined launches, then one sync */
 	for (int i = 0; i < 2000; i++)
@@ -411,7 +452,7 @@ static int t_auth(void *d)
 	o.token = "wonderland";
 	CHECK_OK(vgpu_open_ex(&v, a.tcp, &o));
 	vgpu_close(v);
-	server_kill(&a, SIGTERM);
+	CHECK(server_stop_clean(&a) == 0);
 	return 0;
 }
 
@@ -801,10 +842,10 @@ static int t_big_copy(void *d)
 	snprintf(uri, sizeof(uri), "%s?mem=1280M", b.tcp);
 	CHECK_OK(vgpu_open(&v, uri));
 	CHECK_OK(vgpu_mem_alloc(v, n, &p));
+	memset(dst, 0, n);
 	t0 = now_s();
 	CHECK_OK(vgpu_memcpy_htod(v, p, src, n, NULL));
 	t1 = now_s();
-	memset(dst, 0, n);
 	CHECK_OK(vgpu_memcpy_dtoh(v, dst, p, n, NULL));
 	t2 = now_s();
 	CHECK(sum64(dst, n) == h0);
@@ -825,7 +866,7 @@ static int t_big_copy(void *d)
 		return VT_FAIL;
 	}
 	vgpu_close(v);
-	server_kill(&b, SIGTERM);
+	CHECK(server_stop_clean(&b) == 0);
 	free(src);
 	free(dst);
 	return 0;
@@ -844,7 +885,7 @@ static int t_native_refused(void *d)
 	CHECK_MSG("--allow-native-modules");
 	CHECK(well_behaved() == 0);
 	vgpu_close(v);
-	server_kill(&r, SIGTERM);
+	CHECK(server_stop_clean(&r) == 0);
 	return 0;
 }
 
@@ -873,6 +914,21 @@ static int t_sigterm(void *d)
 	return 0;
 }
 
+/* The server that served every case above stops cleanly: exit 0, no leak
+ * or sanitizer report (with --enable-sanitizers). */
+static int t_clean_exit(void *d)
+{
+	CHECK(server_stop_clean(&S) == 0);
+	return 0;
+}
+
+/* $VGPU_TEST_ONLY=substring runs only the matching cases. */
+#define RUN(name, fn) do { \
+	const char *only_ = getenv("VGPU_TEST_ONLY"); \
+	if (!only_ || strstr(name, only_)) \
+		vt_run(name, fn, NULL); \
+} while (0)
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && !strcmp(argv[1], "--child-transfer"))
@@ -890,18 +946,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "cannot start vgpud\n");
 		return 1;
 	}
-	vt_run("vecadd_tcp", t_vecadd_tcp, NULL);
-	vt_run("vecadd_unix", t_vecadd_unix, NULL);
-	vt_run("two_clients_isolation", t_isolation, NULL);
-	vt_run("async_errors_at_sync", t_async_errors, NULL);
-	vt_run("malformed_frames", t_malformed, NULL);
-	vt_run("auth_tokens", t_auth, NULL);
-	vt_run("client_killed_mid_transfer", t_client_killed, NULL);
-	vt_run("server_killed", t_server_killed, NULL);
-	vt_run("native_modules_refused", t_native_refused, NULL);
-	vt_run("copy_1GiB_checksum", t_big_copy, NULL);
-	vt_run("sigterm", t_sigterm, NULL);
-	server_kill(&S, SIGTERM);
+	RUN("vecadd_tcp", t_vecadd_tcp);
+	RUN("vecadd_unix", t_vecadd_unix);
+	RUN("two_clients_isolation", t_isolation);
+	RUN("async_errors_at_sync", t_async_errors);
+	RUN("malformed_frames", t_malformed);
+	RUN("auth_tokens", t_auth);
+	RUN("client_killed_mid_transfer", t_client_killed);
+	RUN("server_killed", t_server_killed);
+	RUN("native_modules_refused", t_native_refused);
+	RUN("copy_1GiB_checksum", t_big_copy);
+	RUN("sigterm", t_sigterm);
+	RUN("shared_server_clean_exit", t_clean_exit);
 	kill_all();
 	{
 		char cmd[300];
