@@ -619,8 +619,10 @@ static void sched_done(struct engine *e, struct session *s, uint64_t ns, uint64_
 	d->running--;
 	account_locked(s, ns, now);
 	if (SOPS_HAS(d->sched->sched, charge)) {
+		uint64_t c0 = vgpu__now_ns();
+
 		PLUGIN_CALL(d->sched->sched->charge(d->sched->state, &s->ps, ns, now));
-		d->sched_ns += vgpu__now_ns() - now;
+		d->sched_ns += vgpu__now_ns() - c0;
 	}
 	if (share > 0 && share < 1) {
 		/* token bucket: refills at share of wall time, holds at most
@@ -2723,7 +2725,8 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 		vgpu_arg *a = (vgpu_arg *)w->data;
 		unsigned char *b = w->data + nargs * sizeof(vgpu_arg);
 
-		memcpy(a, args, nargs * sizeof(vgpu_arg));
+		if (nargs)
+			memcpy(a, args, nargs * sizeof(vgpu_arg));
 		for (unsigned i = 0; i < nargs; i++)
 			if (a[i].type == VGPU_ARG_BYTES) {
 				memcpy(b, a[i].v.ptr, a[i].size);

@@ -8,7 +8,8 @@
  * tenant with the smallest virtual time (its sessions take turns), so busy
  * tenants receive device time in the ratio of their weights. A tenant that
  * becomes runnable again starts at the current virtual clock: idle time is
- * not banked as credit.
+ * not banked as credit. Runnable tenants sit in a binary heap ordered by
+ * virtual time: a decision costs O(log tenants).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,7 @@ struct tenant {
 	double weight;
 	double vtime;             /* ns of device time / weight */
 	unsigned nsessions, nrunnable;
+	unsigned hidx;            /* position in the heap while nrunnable > 0 */
 	struct node head;
 };
 
@@ -46,7 +48,74 @@ struct fair {
 	const struct vgpu_plugin_config *cfg;
 	struct tenant *tenants;
 	double vclock;            /* virtual time of the last tenant picked */
+	struct tenant **heap;     /* runnable tenants, min vtime first */
+	unsigned nheap, cap;
 };
+
+/* ---- min-heap of runnable tenants by vtime ---- */
+static void heap_set(struct fair *f, unsigned i, struct tenant *t)
+{
+	f->heap[i] = t;
+	t->hidx = i;
+}
+
+static void sift_up(struct fair *f, unsigned i)
+{
+	struct tenant *t = f->heap[i];
+
+	while (i > 0 && f->heap[(i - 1) / 2]->vtime > t->vtime) {
+		heap_set(f, i, f->heap[(i - 1) / 2]);
+		i = (i - 1) / 2;
+	}
+	heap_set(f, i, t);
+}
+
+static void sift_down(struct fair *f, unsigned i)
+{
+	struct tenant *t = f->heap[i];
+
+	for (;;) {
+		unsigned c = 2 * i + 1;
+
+		if (c >= f->nheap)
+			break;
+		if (c + 1 < f->nheap && f->heap[c + 1]->vtime < f->heap[c]->vtime)
+			c++;
+		if (f->heap[c]->vtime >= t->vtime)
+			break;
+		heap_set(f, i, f->heap[c]);
+		i = c;
+	}
+	heap_set(f, i, t);
+}
+
+static int heap_push(struct fair *f, struct tenant *t)
+{
+	if (f->nheap == f->cap) {
+		unsigned nc = f->cap ? 2 * f->cap : 16;
+		struct tenant **h = realloc(f->heap, nc * sizeof(*h));
+
+		if (!h)
+			return -1;
+		f->heap = h;
+		f->cap = nc;
+	}
+	heap_set(f, f->nheap++, t);
+	sift_up(f, f->nheap - 1);
+	return 0;
+}
+
+static void heap_remove(struct fair *f, struct tenant *t)
+{
+	unsigned i = t->hidx;
+	struct tenant *last = f->heap[--f->nheap];
+
+	if (i == f->nheap)
+		return;
+	heap_set(f, i, last);
+	sift_up(f, i);
+	sift_down(f, last->hidx);
+}
 
 static int conf_weight(const struct vgpu_plugin_config *c, const char *tenant, double *w)
 {
@@ -102,6 +171,7 @@ static void fair_fini(void *state)
 		f->tenants = t->next;
 		free(t);
 	}
+	free(f->heap);
 	free(f);
 }
 
@@ -137,26 +207,30 @@ static vgpu_status fair_open(void *state, struct vgpu_plugin_session *s)
 	return VGPU_OK;
 }
 
-static void unlink_node(struct node *n)
+static void unlink_node(struct fair *f, struct node *n)
 {
 	if (!n->queued)
 		return;
 	n->prev->next = n->next;
 	n->next->prev = n->prev;
 	n->queued = 0;
-	n->t->nrunnable--;
+	if (--n->t->nrunnable == 0)
+		heap_remove(f, n->t);
 }
 
-static void append(struct node *n)
+static int append(struct fair *f, struct node *n)
 {
 	struct tenant *t = n->t;
 
+	if (t->nrunnable == 0 && heap_push(f, t))
+		return -1;
 	n->prev = t->head.prev;
 	n->next = &t->head;
 	t->head.prev->next = n;
 	t->head.prev = n;
 	n->queued = 1;
 	t->nrunnable++;
+	return 0;
 }
 
 static void fair_close(void *state, struct vgpu_plugin_session *s)
@@ -166,7 +240,7 @@ static void fair_close(void *state, struct vgpu_plugin_session *s)
 
 	if (!n)
 		return;
-	unlink_node(n);
+	unlink_node(f, n);
 	if (--n->t->nsessions == 0) {
 		/* forget the tenant */
 		for (struct tenant **pp = &f->tenants; *pp; pp = &(*pp)->next)
@@ -189,7 +263,9 @@ static void fair_runnable(void *state, struct vgpu_plugin_session *s, uint64_t n
 		return;
 	if (n->t->nrunnable == 0 && n->t->vtime < f->vclock)
 		n->t->vtime = f->vclock; /* no credit for idle time */
-	append(n);
+	if (append(f, n))
+		f->h->log(f->h, VGPU_PLUGIN_LOG_ERROR, "out of memory: session %llu not scheduled",
+			  (unsigned long long)s->id);
 }
 
 static void fair_idle(void *state, struct vgpu_plugin_session *s, uint64_t now)
@@ -197,34 +273,42 @@ static void fair_idle(void *state, struct vgpu_plugin_session *s, uint64_t now)
 	struct node *n = s->sched_priv;
 
 	if (n)
-		unlink_node(n);
+		unlink_node(state, n);
 }
 
 static struct vgpu_plugin_session *fair_pick(void *state, uint64_t now, uint64_t *wake)
 {
 	struct fair *f = state;
-	struct tenant *best = NULL;
+	struct tenant *best;
 	struct node *n;
 
-	for (struct tenant *t = f->tenants; t; t = t->next)
-		if (t->nrunnable && (!best || t->vtime < best->vtime))
-			best = t;
-	if (!best)
+	if (!f->nheap)
 		return NULL;
+	best = f->heap[0];
 	f->vclock = best->vtime;
 	n = best->head.next;
-	/* sessions of a tenant take turns */
-	unlink_node(n);
-	append(n);
+	/* sessions of a tenant take turns (the tenant stays runnable) */
+	if (n->next != &best->head) {
+		n->prev->next = n->next;
+		n->next->prev = n->prev;
+		n->prev = best->head.prev;
+		n->next = &best->head;
+		best->head.prev->next = n;
+		best->head.prev = n;
+	}
 	return n->s;
 }
 
 static void fair_charge(void *state, struct vgpu_plugin_session *s, uint64_t ns, uint64_t now)
 {
+	struct fair *f = state;
 	struct node *n = s->sched_priv;
 
-	if (n)
-		n->t->vtime += (double)ns / n->t->weight;
+	if (!n)
+		return;
+	n->t->vtime += (double)ns / n->t->weight;
+	if (n->t->nrunnable)
+		sift_down(f, n->t->hidx);
 }
 
 static const struct vgpu_sched_ops fair_ops = {

@@ -8,6 +8,11 @@
  * every `aging` it has waited since it last ran, so low priority work is
  * never starved forever. Ties go to the session that waited longest.
  * aging=0 disables aging (strict priority; low priority may starve).
+ *
+ * Comparing prio_a + (now - since_a)/aging with the same for b does not
+ * depend on now, so runnable sessions sit in a binary heap keyed by
+ * prio - since/aging, which changes only when a session is picked: a
+ * decision costs O(log sessions).
  */
 #include <stdlib.h>
 #include <vgpu/plugin.h>
@@ -23,8 +28,8 @@ static const struct vgpu_plugin_param prio_params[] = {
 };
 
 struct node {
-	struct node *prev, *next;
 	int queued;
+	unsigned hidx;
 	int prio;
 	uint64_t since; /* became runnable or last picked */
 	struct vgpu_plugin_session *s;
@@ -34,8 +39,60 @@ struct prio {
 	const struct vgpu_plugin_host *h;
 	uint64_t aging;
 	int64_t def;
-	struct node head;
+	struct node **heap; /* runnable sessions, best first */
+	unsigned n, cap;
 };
+
+/* Does a go before b? */
+static int better(const struct prio *p, const struct node *a, const struct node *b)
+{
+	if (p->aging) {
+		double ka = a->prio - (double)a->since / (double)p->aging;
+		double kb = b->prio - (double)b->since / (double)p->aging;
+
+		if (ka != kb)
+			return ka > kb;
+	} else if (a->prio != b->prio) {
+		return a->prio > b->prio;
+	}
+	return a->since < b->since;
+}
+
+static void heap_set(struct prio *p, unsigned i, struct node *n)
+{
+	p->heap[i] = n;
+	n->hidx = i;
+}
+
+static void sift_up(struct prio *p, unsigned i)
+{
+	struct node *n = p->heap[i];
+
+	while (i > 0 && better(p, n, p->heap[(i - 1) / 2])) {
+		heap_set(p, i, p->heap[(i - 1) / 2]);
+		i = (i - 1) / 2;
+	}
+	heap_set(p, i, n);
+}
+
+static void sift_down(struct prio *p, unsigned i)
+{
+	struct node *n = p->heap[i];
+
+	for (;;) {
+		unsigned c = 2 * i + 1;
+
+		if (c >= p->n)
+			break;
+		if (c + 1 < p->n && better(p, p->heap[c + 1], p->heap[c]))
+			c++;
+		if (!better(p, p->heap[c], n))
+			break;
+		heap_set(p, i, p->heap[c]);
+		i = c;
+	}
+	heap_set(p, i, n);
+}
 
 static vgpu_status prio_init(const struct vgpu_plugin_host *h, const struct vgpu_plugin_config *c,
 			     void **state)
@@ -47,14 +104,16 @@ static vgpu_status prio_init(const struct vgpu_plugin_host *h, const struct vgpu
 	p->h = h;
 	p->aging = c->values[P_AGING].u;
 	p->def = c->values[P_DEFAULT_PRIORITY].i;
-	p->head.prev = p->head.next = &p->head;
 	*state = p;
 	return VGPU_OK;
 }
 
 static void prio_fini(void *state)
 {
-	free(state);
+	struct prio *p = state;
+
+	free(p->heap);
+	free(p);
 }
 
 static vgpu_status prio_open(void *state, struct vgpu_plugin_session *s)
@@ -70,13 +129,20 @@ static vgpu_status prio_open(void *state, struct vgpu_plugin_session *s)
 	return VGPU_OK;
 }
 
-static void unlink_node(struct node *n)
+static void unlink_node(struct prio *p, struct node *n)
 {
+	unsigned i = n->hidx;
+	struct node *last;
+
 	if (!n->queued)
 		return;
-	n->prev->next = n->next;
-	n->next->prev = n->prev;
 	n->queued = 0;
+	last = p->heap[--p->n];
+	if (i == p->n)
+		return;
+	heap_set(p, i, last);
+	sift_up(p, i);
+	sift_down(p, last->hidx);
 }
 
 static void prio_close(void *state, struct vgpu_plugin_session *s)
@@ -84,7 +150,7 @@ static void prio_close(void *state, struct vgpu_plugin_session *s)
 	struct node *n = s->sched_priv;
 
 	if (n) {
-		unlink_node(n);
+		unlink_node(state, n);
 		free(n);
 		s->sched_priv = NULL;
 	}
@@ -97,12 +163,22 @@ static void prio_runnable(void *state, struct vgpu_plugin_session *s, uint64_t n
 
 	if (!n || n->queued)
 		return;
+	if (p->n == p->cap) {
+		unsigned nc = p->cap ? 2 * p->cap : 16;
+		struct node **h = realloc(p->heap, nc * sizeof(*h));
+
+		if (!h) {
+			p->h->log(p->h, VGPU_PLUGIN_LOG_ERROR, "out of memory: session %llu not "
+				  "scheduled", (unsigned long long)s->id);
+			return;
+		}
+		p->heap = h;
+		p->cap = nc;
+	}
 	n->since = now;
-	n->prev = p->head.prev;
-	n->next = &p->head;
-	p->head.prev->next = n;
-	p->head.prev = n;
 	n->queued = 1;
+	heap_set(p, p->n++, n);
+	sift_up(p, p->n - 1);
 }
 
 static void prio_idle(void *state, struct vgpu_plugin_session *s, uint64_t now)
@@ -110,28 +186,19 @@ static void prio_idle(void *state, struct vgpu_plugin_session *s, uint64_t now)
 	struct node *n = s->sched_priv;
 
 	if (n)
-		unlink_node(n);
+		unlink_node(state, n);
 }
 
 static struct vgpu_plugin_session *prio_pick(void *state, uint64_t now, uint64_t *wake)
 {
 	struct prio *p = state;
-	struct node *best = NULL;
-	double best_eff = 0;
+	struct node *best;
 
-	for (struct node *n = p->head.next; n != &p->head; n = n->next) {
-		double eff = n->prio;
-
-		if (p->aging && now > n->since)
-			eff += (double)(now - n->since) / (double)p->aging;
-		if (!best || eff > best_eff || (eff == best_eff && n->since < best->since)) {
-			best = n;
-			best_eff = eff;
-		}
-	}
-	if (!best)
+	if (!p->n)
 		return NULL;
+	best = p->heap[0];
 	best->since = now; /* served: it ages again from now */
+	sift_down(p, 0);
 	return best->s;
 }
 
