@@ -51,7 +51,8 @@ spec="autoscale-slurm:pool_file=$pool,script_dir=$tmp,job_name=$job,vgpud=$b/too
 spec="$spec,vgpud_args=--allow-native-modules;--max-sessions;1,up_after=500ms,cooldown=3s,max=1"
 "$b/tools/vgpud" --listen tcp://127.0.0.1:0 --max-sessions 1 --allow-native-modules \
 	--log-level info --plugin "$spec" 2> "$tmp/ctl.log" &
-pids="$pids $!"
+cpid=$!
+pids="$pids $cpid"
 i=0
 while [ $i -lt 100 ] && ! grep -q "listening on" "$tmp/ctl.log"; do sleep 0.1; i=$((i+1)); done
 ctl=$(sed -n 's/^vgpud: listening on //p' "$tmp/ctl.log")
@@ -60,7 +61,8 @@ echo "$ctl/0  # the controller" >> "$pool"
 
 # client 1 takes the only session
 "$b/tests/vgpu_hold" "pool=$pool" 1 > "$tmp/client1.out" &
-pids="$pids $!"
+hpid=$!
+pids="$pids $hpid"
 i=0
 while [ $i -lt 100 ] && ! grep -q held "$tmp/client1.out"; do sleep 0.1; i=$((i+1)); done
 grep -q "held $ctl/0" "$tmp/client1.out" || fail "client 1 not on the controller: $(cat "$tmp/client1.out")"
@@ -91,4 +93,9 @@ i=0
 while [ $i -lt 60 ] && ! grep -q "Slurm job $id has ended" "$tmp/ctl.log"; do sleep 0.1; i=$((i+1)); done
 grep -q "Slurm job $id has ended" "$tmp/ctl.log" || fail "controller did not see the job end"
 [ "$(grep -c 'submitted Slurm job' "$tmp/ctl.log")" = 1 ] || fail "more than one job submitted"
+# clean stop of the controller (plugin finished, no sanitizer report)
+kill -TERM $hpid; wait $hpid
+kill -TERM $cpid; wait $cpid; rc=$?
+[ $rc -eq 0 ] || fail "controller exit status $rc after SIGTERM"
+grep -q "Sanitizer\|runtime error" "$tmp/ctl.log" "$tmp/$job-$id.log" && fail "sanitizer report"
 echo ok

@@ -18,15 +18,16 @@ if ! command -v promtool >/dev/null; then
 fi
 
 "$vgpud" --listen tcp://127.0.0.1:0 --max-sessions 4 --metrics 127.0.0.1:0 2> "$tmp/log" &
-pids="$pids $!"
+vpid=$!
+pids="$pids $vpid"
 i=0
 while [ $i -lt 100 ] && ! grep -q "listening on" "$tmp/log"; do sleep 0.1; i=$((i+1)); done
 uri=$(sed -n 's/^vgpud: listening on //p' "$tmp/log")
 maddr=$(sed -n 's|^vgpud: metrics on http://\(.*\)/metrics$|\1|p' "$tmp/log")
 [ -n "$uri" ] && [ -n "$maddr" ] || fail "vgpud did not start"
 
-"$hold" "$uri/0?tenant=alice" 16 > "$tmp/h1" & pids="$pids $!"
-"$hold" "$uri/0?tenant=bob&token=not-for-your-eyes" 4 > "$tmp/h2" & pids="$pids $!"
+"$hold" "$uri/0?tenant=alice" 16 > "$tmp/h1" & h1=$!; pids="$pids $h1"
+"$hold" "$uri/0?tenant=bob&token=not-for-your-eyes" 4 > "$tmp/h2" & h2=$!; pids="$pids $h2"
 i=0
 while [ $i -lt 100 ] && ! { grep -q held "$tmp/h1" && grep -q held "$tmp/h2"; }; do sleep 0.1; i=$((i+1)); done
 grep -q held "$tmp/h1" && grep -q held "$tmp/h2" || fail "holders did not start"
@@ -97,4 +98,9 @@ grep -q "not-for-your-eyes" "$tmp/metrics" && fail "a token shows in the metrics
 exec 3<>"/dev/tcp/${maddr%:*}/${maddr##*:}"; printf 'GET /nope HTTP/1.0\r\n\r\n' >&3
 head -1 <&3 | grep -q "404" || fail "404 for other paths"
 exec 3<&-
+# clean stop: holders, then vgpud (exit 0, no sanitizer report)
+kill -TERM $h1 $h2; wait $h1 $h2
+kill -TERM $vpid; wait $vpid; rc=$?
+[ $rc -eq 0 ] || fail "vgpud exit status $rc after SIGTERM"
+grep -q "Sanitizer\|runtime error" "$tmp/log" && fail "sanitizer report"
 echo ok
