@@ -645,11 +645,22 @@ static vgpu_status r_mem_alloc(vgpu_t *v, size_t size, vgpu_dptr *out)
 static vgpu_status r_mem_free(vgpu_t *v, vgpu_dptr p)
 {
 	struct client *cl = CL(v);
-	vgpu_status st = r_simple(v, VGPU_OP_MEM_FREE, 1, p, 0);
+	struct vgpu_range *r;
+	uint64_t size = 0;
+	vgpu_status st;
 
-	if (st >= 0) {
-		pthread_mutex_lock(&cl->amlock);
+	/* forget it before the server frees it: another thread may be handed
+	 * the same address the moment it is free */
+	pthread_mutex_lock(&cl->amlock);
+	if ((r = vgpu__am_find_base(&cl->allocs, p))) {
+		size = r->size;
 		vgpu__am_remove(&cl->allocs, p);
+	}
+	pthread_mutex_unlock(&cl->amlock);
+	st = r_simple(v, VGPU_OP_MEM_FREE, 1, p, 0);
+	if (st < 0 && size && st != VGPU_ERR_CONNECTION) {
+		pthread_mutex_lock(&cl->amlock);
+		vgpu__am_insert(&cl->allocs, p, size, NULL);
 		pthread_mutex_unlock(&cl->amlock);
 	}
 	return st;
@@ -1082,6 +1093,17 @@ static vgpu_status handshake(struct client *cl, const struct vgpu_uri *u,
 	if (st < 0)
 		return vgpu__error_prefix(st == VGPU_ERR_PROTOCOL ? st : VGPU_ERR_CONNECTION, "%s", cl->uri);
 	vgpu__mp_init(&m, cl->body, h.body_len);
+	if (h.type == VGPU_MSG_RESP) {
+		/* refused before the greeting (busy) */
+		const char *s = "";
+		uint32_t sl = 0;
+
+		if (vgpu__mp_array(&m, &n) || n < 2 || vgpu__mp_i64(&m, &status) || status >= 0 ||
+		    status < INT32_MIN || vgpu__mp_str(&m, &s, &sl))
+			return vgpu__error(VGPU_ERR_PROTOCOL, "%s: not a libvgpu server (bad greeting)",
+					   cl->uri);
+		return vgpu__error((vgpu_status)status, "%.*s", (int)sl, s);
+	}
 	if (h.type != VGPU_MSG_HELLO || vgpu__mp_array(&m, &n) || n < 4 || vgpu__mp_u32(&m, &ver) ||
 	    vgpu__mp_bin(&m, &nonce, &nl) || nl != VGPU_PROTO_NONCE ||
 	    vgpu__mp_strcpy(&m, sname, sizeof(sname)) || vgpu__mp_bool(&m, &auth_required))

@@ -41,6 +41,7 @@
 #define MAX_LISTENERS 16
 #define CONN_CREDIT (32u * 1024 * 1024) /* bulk bytes in flight per connection */
 #define HANDSHAKE_MS 10000
+#define QUEUE_MAX 4096 /* replies waiting for a client that does not read */
 #define MAX_WAITERS 64
 #define WAITER_TTL_NS (3ull * 1000000000ull) /* a waiting pool client polls every 250 ms */
 
@@ -116,6 +117,7 @@ struct srv_conn {
 	pthread_cond_t cond;   /* credits, outstanding completions, queue drained */
 	pthread_cond_t wcond;  /* the writer: something to send */
 	struct outmsg *qh, *qt;
+	unsigned qlen;
 	int sending, wdead, wstop;
 	pthread_t writer;
 	int writer_started;
@@ -297,6 +299,7 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 	else
 		c->qh = m;
 	c->qt = m;
+	c->qlen++;
 	pthread_cond_signal(&c->wcond);
 	pthread_mutex_unlock(&c->lock);
 	return;
@@ -327,6 +330,7 @@ static void *writer_main(void *arg)
 		c->qh = m->next;
 		if (!c->qh)
 			c->qt = NULL;
+		c->qlen--;
 		if (!c->wdead) {
 			c->sending = 1;
 			pthread_mutex_unlock(&c->lock);
@@ -1519,6 +1523,24 @@ static const char *find_secret(struct vgpu_server *s, const char *tenant)
 	return any;
 }
 
+/* Too many clients: say so in place of the greeting, then close. */
+static void refuse_busy(struct listener *l, struct vgpu_tp_conn *tc, unsigned n)
+{
+	uint8_t b[VGPU_ERRMSG_MAX + 64];
+	struct vgpu_wbuf w;
+	char msg[256];
+
+	snprintf(msg, sizeof(msg), "%s: server busy: %u connections (the limit)", l->uri, n);
+	vgpu_warn("%s", msg);
+	vgpu__wbuf_init(&w, b, sizeof(b));
+	msgpack_pack_array(&w.pk, 2);
+	msgpack_pack_int(&w.pk, VGPU_ERR_BUSY);
+	msgpack_pack_str_with_body(&w.pk, msg, strlen(msg));
+	l->tp->set_timeout(tc, 1000);
+	vgpu__send_msg(l->tp, tc, VGPU_MSG_RESP, 0, 0, w.buf, w.len, NULL, 0);
+	l->tp->close(tc);
+}
+
 static vgpu_status handshake(struct srv_conn *c)
 {
 	struct vgpu_server *s = c->srv;
@@ -1743,6 +1765,11 @@ static void *reader_main(void *arg)
 		st = vgpu__rbuf_read(&c->rb, c->body, h.body_len);
 		if (st < 0)
 			break;
+		/* a client that sends but does not read: stop reading it too */
+		pthread_mutex_lock(&c->lock);
+		while (c->qlen > QUEUE_MAX && !c->wdead)
+			pthread_cond_wait(&c->cond, &c->lock);
+		pthread_mutex_unlock(&c->lock);
 		__atomic_add_fetch(&c->lis->rx, VGPU_PROTO_HDR + h.body_len + h.bulk_len, __ATOMIC_RELAXED);
 		st = serve(c, &h);
 		if (st == VGPU_ERR_PROTOCOL) {
@@ -1829,6 +1856,13 @@ static void *accept_main(void *arg)
 			pthread_mutex_unlock(&l->srv->lock);
 			l->tp->close(tc);
 			break;
+		}
+		if (l->srv->nconns >= l->srv->opts.max_connections) {
+			unsigned n = l->srv->nconns;
+
+			pthread_mutex_unlock(&l->srv->lock);
+			refuse_busy(l, tc, n);
+			continue;
 		}
 		pthread_mutex_unlock(&l->srv->lock);
 		conn_start(l, tc);
@@ -1919,6 +1953,8 @@ VGPU_API vgpu_status vgpu_server_create(vgpu_server **out, const struct vgpu_ser
 	s->opts.backend = NULL;
 	if (!s->opts.stop_timeout_ms)
 		s->opts.stop_timeout_ms = 10000;
+	if (!s->opts.max_connections)
+		s->opts.max_connections = 1024;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	s->start_ns = mono_ns();

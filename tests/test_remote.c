@@ -654,6 +654,60 @@ static int t_malformed(void *d)
 	return 0;
 }
 
+/* A server of another protocol version: the client names both versions. */
+struct fake {
+	struct vgpu_tp_listener *l;
+	uint16_t version;
+};
+
+static void *fake_server(void *arg)
+{
+	struct fake *f = arg;
+	struct vgpu_tp_conn *c;
+	uint8_t raw[VGPU_PROTO_HDR], b[128], x;
+	struct vgpu_wbuf w;
+	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, f->version, VGPU_MSG_HELLO, 0, 0, 0, 0 };
+	struct iovec iov[2];
+
+	if (vgpu__transport_tcp.accept(f->l, &c))
+		return NULL;
+	vgpu__wbuf_init(&w, b, sizeof(b));
+	msgpack_pack_array(&w.pk, 4);
+	msgpack_pack_uint32(&w.pk, f->version);
+	msgpack_pack_bin_with_body(&w.pk, b + 64, 32);
+	msgpack_pack_str_with_body(&w.pk, "future", 6);
+	msgpack_pack_false(&w.pk);
+	h.body_len = (uint32_t)w.len;
+	vgpu__hdr_encode(raw, &h);
+	iov[0] = (struct iovec){ raw, sizeof(raw) };
+	iov[1] = (struct iovec){ w.buf, w.len };
+	vgpu__transport_tcp.send(c, iov, 2);
+	vgpu__transport_tcp.set_timeout(c, 2000);
+	vgpu__transport_tcp.recv(c, &x, 1, 1); /* until the client hangs up */
+	vgpu__transport_tcp.close(c);
+	return NULL;
+}
+
+static int t_server_version(void *d)
+{
+	struct fake f = { NULL, 7 };
+	struct vgpu_uri u;
+	char bound[256], uri[300];
+	pthread_t th;
+	vgpu_t *v;
+
+	CHECK_OK(vgpu__uri_parse("tcp://127.0.0.1:0", &u));
+	CHECK_OK(vgpu__transport_tcp.listen(&u, &f.l, bound, sizeof(bound)));
+	snprintf(uri, sizeof(uri), "%s/0", bound);
+	CHECK(pthread_create(&th, NULL, fake_server, &f) == 0);
+	CHECK_ST(vgpu_open(&v, uri), VGPU_ERR_PROTOCOL);
+	CHECK_MSG("server speaks version 7, client speaks version 1");
+	CHECK_MSG(bound);
+	pthread_join(th, NULL);
+	vgpu__transport_tcp.listen_close(f.l);
+	return 0;
+}
+
 /* A client killed with SIGKILL mid-transfer: its memory is released. */
 static int t_client_killed(void *d)
 {
@@ -889,6 +943,31 @@ static int t_native_refused(void *d)
 	return 0;
 }
 
+/* Clients beyond --max-connections are refused with a clear error. */
+static int t_busy(void *d)
+{
+	struct server m;
+	const char *extra[] = { "--max-connections", "2", NULL };
+	vgpu_t *a, *b, *c = NULL;
+	vgpu_status st = VGPU_ERR_BUSY;
+	double t0;
+
+	CHECK(server_start(&m, extra) == 0);
+	CHECK_OK(vgpu_open(&a, m.tcp));
+	CHECK_OK(vgpu_open(&b, m.unix_));
+	CHECK_ST(vgpu_open(&c, m.tcp), VGPU_ERR_BUSY);
+	CHECK_MSG("server busy");
+	vgpu_close(b);
+	/* the server notices the departure at once; allow it a moment */
+	for (t0 = now_s(); st == VGPU_ERR_BUSY && now_s() - t0 < 5; poll(NULL, 0, 20))
+		st = vgpu_open(&c, m.tcp);
+	CHECK_OK(st);
+	vgpu_close(c);
+	vgpu_close(a);
+	CHECK(server_stop_clean(&m) == 0);
+	return 0;
+}
+
 /* SIGTERM with clients connected: vgpud exits 0 promptly. */
 static int t_sigterm(void *d)
 {
@@ -952,10 +1031,12 @@ int main(int argc, char **argv)
 	RUN("async_errors_at_sync", t_async_errors);
 	RUN("malformed_frames", t_malformed);
 	RUN("auth_tokens", t_auth);
+	RUN("server_of_another_version", t_server_version);
 	RUN("client_killed_mid_transfer", t_client_killed);
 	RUN("server_killed", t_server_killed);
 	RUN("native_modules_refused", t_native_refused);
 	RUN("copy_1GiB_checksum", t_big_copy);
+	RUN("max_connections", t_busy);
 	RUN("sigterm", t_sigterm);
 	RUN("shared_server_clean_exit", t_clean_exit);
 	kill_all();

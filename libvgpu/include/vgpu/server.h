@@ -51,15 +51,17 @@ struct vgpu_server_opts {
 	const char *secrets_file;
 	uint32_t stop_timeout_ms;  /* in-flight calls at stop; 0 = 10 s */
 	int workers;               /* engine worker threads; 0 = default */
-	/* Sessions at once (all devices); one more is refused with
-	 * VGPU_ERR_BUSY "server full" so pool clients place it elsewhere.
-	 * 0: unlimited. */
+	unsigned int max_connections; /* more are refused (VGPU_ERR_BUSY); 0 = 1024 */
+	/* Sessions a device admits at once (the engine's admission limit; one
+	 * more waits in its admission queue). Pool clients see the server as
+	 * full in its status and place the session elsewhere. 0: unlimited. */
 	uint32_t max_sessions;
-	/* Autoscale plugins: blank-separated "NAME[:key=value,...]" specs
+	/* Plugins: blank-separated "NAME[:key=value,...]" specs. Scheduler and
+	 * memory plugins go to the engine, autoscale plugins to the server
 	 * (see docs/autoscale.md). NULL: none. */
 	const char *plugins;
 };
-#define VGPU_SERVER_OPTS_INIT { sizeof(struct vgpu_server_opts), 0, NULL, NULL, 0, 0, 0, NULL }
+#define VGPU_SERVER_OPTS_INIT { sizeof(struct vgpu_server_opts), 0, NULL, NULL, 0, 0, 0, 0, NULL }
 
 VGPU_API vgpu_status vgpu_server_create(vgpu_server **srv, const struct vgpu_server_opts *opts);
 /*
