@@ -95,12 +95,19 @@ struct edev {
 	uint64_t device_ns, items, sched_decisions, sched_ns;
 	uint64_t last_done_ns, dispatch_seq;
 	uint64_t queued, queue_wait_ns; /* items queued or running; their waits */
+	uint64_t last_active_ns;  /* devlock: opened, or last session closed */
 	struct edev *snext;   /* engine->sdevs */
 	/* admission (devlock) */
 	unsigned admitted, waiting, max_sessions;
 	int admit_queue;
 	uint32_t admit_timeout_ms;
 	uint64_t admit_waits, admit_wait_ns, admit_wait_max_ns, admit_rejected;
+	struct admit_waiter *waiters; /* devlock: sessions waiting now */
+};
+
+struct admit_waiter {
+	uint64_t t0;
+	struct admit_waiter *next;
 };
 
 struct event {
@@ -229,6 +236,15 @@ struct vgpu_engine {
 	uint64_t share_window_ns;
 	char *tenant_shares;
 	int uri_device_params;
+	/* autoscale plugins: engine-wide instances, signalled under scale_lock
+	 * (a leaf but for qlock, which host functions take) */
+	struct pinst **scalers;
+	unsigned nscalers;
+	pthread_mutex_t scale_lock;
+	pthread_cond_t scale_cv;
+	pthread_t scale_thread;
+	int scale_running;
+	uint64_t scale_period_ns;
 	struct stream *ready_head, *ready_tail;
 	int stop;
 	int nworkers;
@@ -865,6 +881,159 @@ static void stream_drain_locked(struct engine *e, struct stream *st)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Autoscale signals                                                        */
+
+/* Fill sig for d (devlock held; takes qlock). */
+static void scale_fill(struct engine *e, struct edev *d, uint32_t event, uint64_t now,
+		       struct vgpu_autoscale_signal *sig)
+{
+	memset(sig, 0, sizeof(*sig));
+	sig->size = sizeof(*sig);
+	sig->event = event;
+	sig->device = d->index;
+	sig->now_ns = now;
+	sig->sessions = d->admitted;
+	sig->waiting = d->waiting;
+	for (struct admit_waiter *w = d->waiters; w; w = w->next)
+		if (now - w->t0 > sig->wait_ns_max)
+			sig->wait_ns_max = now - w->t0;
+	pthread_mutex_lock(&e->qlock);
+	sig->mem_total = d->mem_total;
+	sig->mem_used = d->mem_used;
+	if (d->admitted == 0)
+		sig->idle_ns = now - d->last_active_ns;
+	else if (d->sched && !d->running && !d->nrunnable)
+		sig->idle_ns = now - (d->last_done_ns ? d->last_done_ns : d->last_active_ns);
+	pthread_mutex_unlock(&e->qlock);
+}
+
+static void scale_send(struct engine *e, const struct vgpu_autoscale_signal *sig)
+{
+	pthread_mutex_lock(&e->scale_lock);
+	for (unsigned i = 0; i < e->nscalers; i++) {
+		const struct vgpu_autoscale_ops *o = e->scalers[i]->d->ops;
+
+		o->signal(e->scalers[i]->state, sig);
+	}
+	pthread_mutex_unlock(&e->scale_lock);
+}
+
+/* Sessions wait for admission or one was refused with st (devlock held;
+ * the thread's error message is kept). */
+static void scale_pressure(struct engine *e, struct edev *d, vgpu_status st)
+{
+	struct vgpu_autoscale_signal sig;
+	char msg[VGPU_ERRMSG_MAX];
+
+	if (!e->nscalers)
+		return;
+	snprintf(msg, sizeof(msg), "%s", vgpu__error_msg());
+	scale_fill(e, d, VGPU_SCALE_PRESSURE, vgpu__now_ns(), &sig);
+	scale_send(e, &sig);
+	if (st)
+		vgpu__error_set_raw(st, msg);
+}
+
+/* Every period: a TICK per open device, IDLE when it was idle a period. */
+static void *scale_main(void *arg)
+{
+	struct engine *e = arg;
+
+	pthread_mutex_lock(&e->scale_lock);
+	while (e->scale_running) {
+		uint64_t next = vgpu__now_ns() + e->scale_period_ns;
+		struct timespec ts = { (time_t)(next / 1000000000ull), (long)(next % 1000000000ull) };
+		struct vgpu_autoscale_signal sigs[ENGINE_MAX_DEVICES];
+		unsigned n = 0;
+
+		pthread_cond_timedwait(&e->scale_cv, &e->scale_lock, &ts);
+		if (!e->scale_running)
+			break;
+		pthread_mutex_unlock(&e->scale_lock);
+		pthread_mutex_lock(&e->devlock);
+		for (int i = 0; i < ENGINE_MAX_DEVICES; i++) {
+			uint64_t now = vgpu__now_ns();
+
+			if (!e->devs[i])
+				continue;
+			scale_fill(e, e->devs[i], VGPU_SCALE_TICK, now, &sigs[n]);
+			if (sigs[n].idle_ns >= e->scale_period_ns && !sigs[n].waiting)
+				sigs[n].event = VGPU_SCALE_IDLE;
+			n++;
+		}
+		pthread_mutex_unlock(&e->devlock);
+		for (unsigned i = 0; i < n; i++)
+			scale_send(e, &sigs[i]);
+		pthread_mutex_lock(&e->scale_lock);
+	}
+	pthread_mutex_unlock(&e->scale_lock);
+	return NULL;
+}
+
+/* Instantiate the autoscale plugins and start their thread. */
+static vgpu_status scale_start(struct engine *e)
+{
+	unsigned k = 0;
+	vgpu_status st;
+	int rc;
+
+	pthread_mutex_init(&e->scale_lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&e->scale_cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	if (!e->nscalers)
+		return VGPU_OK;
+	e->scalers = calloc(e->nscalers, sizeof(*e->scalers));
+	if (!e->scalers) {
+		e->nscalers = 0;
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
+	}
+	for (unsigned i = 0; i < e->plugins.n; i++) {
+		const struct vgpu__plugin_conf *c = e->plugins.v[i];
+
+		if (c->plugin->desc->kind != VGPU_PLUGIN_AUTOSCALE)
+			continue;
+		st = pinst_new(e, c, -1, &e->scalers[k]);
+		if (st) {
+			e->nscalers = k;
+			return st;
+		}
+		k++;
+	}
+	e->scale_running = 1;
+	rc = pthread_create(&e->scale_thread, NULL, scale_main, e);
+	if (rc) {
+		e->scale_running = 0;
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "cannot start the autoscale thread: %s",
+				   strerror(rc));
+	}
+	return VGPU_OK;
+}
+
+static void scale_stop(struct engine *e)
+{
+	pthread_mutex_lock(&e->scale_lock);
+	if (e->scale_running) {
+		e->scale_running = 0;
+		pthread_cond_broadcast(&e->scale_cv);
+		pthread_mutex_unlock(&e->scale_lock);
+		pthread_join(e->scale_thread, NULL);
+	} else {
+		pthread_mutex_unlock(&e->scale_lock);
+	}
+	for (unsigned i = 0; i < e->nscalers; i++)
+		pinst_free(e->scalers[i]);
+	free(e->scalers);
+	e->scalers = NULL;
+	e->nscalers = 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Engine                                                                   */
 
 vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_opts *opts,
@@ -908,6 +1077,8 @@ vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_op
 					 c->plugin->name);
 		else if (c->plugin->desc->kind == VGPU_PLUGIN_SCHEDULER)
 			e->sched_conf = c;
+		else if (!st && c->plugin->desc->kind == VGPU_PLUGIN_AUTOSCALE)
+			e->nscalers++;
 		else if (!st)
 			vgpu_warn("plugin %s: %s plugins are not run by this engine yet (ignored)",
 				  c->plugin->name, vgpu_plugin_kind_name(c->plugin->desc->kind));
@@ -936,6 +1107,8 @@ vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_op
 	e->admit_timeout_ms = o.admit_timeout_ms ? o.admit_timeout_ms : DEFAULT_ADMIT_TIMEOUT_MS;
 	e->share_window_ns = o.share_window_ns ? o.share_window_ns : DEFAULT_SHARE_WINDOW_NS;
 	e->uri_device_params = o.uri_device_params;
+	e->scale_period_ns = (uint64_t)(o.autoscale_period_ms ? o.autoscale_period_ms : 1000) *
+			     1000000ull;
 	pthread_mutex_init(&e->qlock, NULL);
 	pthread_mutex_init(&e->devlock, NULL);
 	pthread_condattr_init(&ca);
@@ -957,12 +1130,23 @@ vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_op
 
 		if (rc) {
 			e->nworkers = i;
+			pthread_mutex_init(&e->scale_lock, NULL);
+			pthread_cond_init(&e->scale_cv, NULL);
 			vgpu__engine_destroy(e);
 			return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "cannot start engine threads: %s",
 					   strerror(rc));
 		}
 	}
 	e->nworkers = n;
+	st = scale_start(e);
+	if (st) {
+		char msg[VGPU_ERRMSG_MAX];
+
+		snprintf(msg, sizeof(msg), "%s", vgpu__error_msg());
+		vgpu__engine_destroy(e);
+		vgpu__error_set_raw(st, msg);
+		return st;
+	}
 	*out = e;
 	return VGPU_OK;
 }
@@ -981,6 +1165,7 @@ void vgpu__engine_destroy(struct engine *e)
 			break;
 		vgpu__session_close(s);
 	}
+	scale_stop(e);
 	pthread_mutex_lock(&e->qlock);
 	e->stop = 1;
 	pthread_cond_broadcast(&e->work_cv);
@@ -1007,6 +1192,8 @@ void vgpu__engine_destroy(struct engine *e)
 	pthread_cond_destroy(&e->work_cv);
 	pthread_cond_destroy(&e->done_cv);
 	pthread_cond_destroy(&e->admit_cv);
+	pthread_mutex_destroy(&e->scale_lock);
+	pthread_cond_destroy(&e->scale_cv);
 	free(e);
 }
 
@@ -1276,18 +1463,17 @@ static void dev_release(struct engine *e, struct edev *d)
 {
 	if (--d->nsessions || !e->refs)
 		return;
-	if (d->sched) {
-		pthread_mutex_lock(&e->qlock);
-		for (struct edev **pp = &e->sdevs; *pp; pp = &(*pp)->snext)
-			if (*pp == d) {
-				*pp = d->snext;
-				break;
-			}
-		pthread_mutex_unlock(&e->qlock);
-		pinst_free(d->sched);
-	}
-	e->be->device_close(d->bdev);
+	/* e->devs and e->sdevs change under both devlock and qlock */
+	pthread_mutex_lock(&e->qlock);
+	for (struct edev **pp = &e->sdevs; *pp; pp = &(*pp)->snext)
+		if (*pp == d) {
+			*pp = d->snext;
+			break;
+		}
 	e->devs[d->index] = NULL;
+	pthread_mutex_unlock(&e->qlock);
+	pinst_free(d->sched);
+	e->be->device_close(d->bdev);
 	free(d);
 }
 
@@ -1445,13 +1631,14 @@ static vgpu_status dev_open(struct engine *e, int idx, const struct vgpu_uri *ur
 	d->gran = e->be->granularity(d->bdev);
 	d->max_threads_per_block = info.max_threads_per_block;
 	d->mem_total = info.total_mem;
+	d->last_active_ns = vgpu__now_ns();
+	pthread_mutex_lock(&e->qlock);
 	e->devs[idx] = d;
 	if (d->sched) {
-		pthread_mutex_lock(&e->qlock);
 		d->snext = e->sdevs;
 		e->sdevs = d;
-		pthread_mutex_unlock(&e->qlock);
 	}
+	pthread_mutex_unlock(&e->qlock);
 	*out = d;
 	return VGPU_OK;
 }
@@ -1463,6 +1650,7 @@ static vgpu_status admit(struct engine *e, struct edev *d, struct session *s)
 	uint64_t t0 = vgpu__now_ns(), deadline = t0 + (uint64_t)d->admit_timeout_ms * 1000000ull;
 	int waited = 0;
 	vgpu_status st = VGPU_OK;
+	struct admit_waiter me = { t0, NULL };
 
 	for (;;) {
 		int full = d->max_sessions && d->admitted >= d->max_sessions;
@@ -1498,11 +1686,15 @@ static vgpu_status admit(struct engine *e, struct edev *d, struct session *s)
 						 d->index, d->admitted, d->admitted == 1 ? "" : "s",
 						 d->max_sessions, why, d->waiting,
 						 d->admit_queue < 0 ? 0 : d->admit_queue);
+				scale_pressure(e, d, st);
 				return st;
 			}
 			waited = 1;
 			d->waiting++;
 			d->admit_waits++;
+			me.next = d->waiters;
+			d->waiters = &me;
+			scale_pressure(e, d, VGPU_OK);
 		}
 		{
 			struct timespec ts = { (time_t)(deadline / 1000000000ull),
@@ -1517,6 +1709,7 @@ static vgpu_status admit(struct engine *e, struct edev *d, struct session *s)
 						 d->admit_timeout_ms, d->admitted,
 						 d->admitted == 1 ? "" : "s", d->max_sessions,
 						 *why ? ";" : "", why);
+				scale_pressure(e, d, st);
 				break;
 			}
 		}
@@ -1524,6 +1717,11 @@ static vgpu_status admit(struct engine *e, struct edev *d, struct session *s)
 	if (waited) {
 		uint64_t w = vgpu__now_ns() - t0;
 
+		for (struct admit_waiter **pp = &d->waiters; *pp; pp = &(*pp)->next)
+			if (*pp == &me) {
+				*pp = me.next;
+				break;
+			}
 		d->waiting--;
 		d->admit_wait_ns += w;
 		if (w > d->admit_wait_max_ns)
@@ -1773,7 +1971,8 @@ void vgpu__session_close(struct session *s)
 		stream_free(s, s->sync_st);
 
 	pthread_mutex_lock(&e->devlock);
-	s->dev->admitted--;
+	if (--s->dev->admitted == 0)
+		s->dev->last_active_ns = vgpu__now_ns();
 	pthread_cond_broadcast(&e->admit_cv);
 	dev_release(e, s->dev);
 	pthread_mutex_unlock(&e->devlock);

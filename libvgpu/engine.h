@@ -47,6 +47,7 @@ struct vgpu_engine_opts {
 	 * admit_timeout=) in the URI of the session that opens a device
 	 * (in-process engines do; a server's clients must not). */
 	int uri_device_params;
+	uint32_t autoscale_period_ms; /* autoscale plugins: TICK/IDLE period; 0 = 1000 */
 };
 
 /* Completion of asynchronous work: called once, from an engine thread (or

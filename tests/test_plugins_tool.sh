@@ -16,4 +16,19 @@ echo "$out" | grep -q 'plugin ABI 999' || { echo "$out"; echo "no ABI refusal"; 
 # logs/errors to stderr, data to stdout
 out=$("$b/tools/vgpu" plugins no-such-plugin 2>/dev/null) && exit 1
 [ -z "$out" ] || { echo "stdout not empty on error"; exit 1; }
+# plugins export their entry symbol only; vgpu/plugin.h stands alone (C99
+# pedantic, C++)
+s=${top_srcdir:-.}
+for p in "$b"/plugins/.libs/sched-*.so; do
+	syms=$(nm -D --defined-only "$p" | awk '$2 ~ /^[TDBRVW]$/ {print $3}')
+	[ "$syms" = vgpu_plugin_entry ] || { echo "$p exports: $syms"; exit 1; }
+done
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+printf '#include <vgpu/plugin.h>\nint x;\n' > "$tmp/p.c"
+${CC:-cc} -std=c99 -Wall -Wextra -Werror -pedantic -I"$s/libvgpu/include" -c "$tmp/p.c" \
+	-o "$tmp/p.o" || exit 1
+if command -v g++ >/dev/null; then
+	cp "$tmp/p.c" "$tmp/p.cc"
+	g++ -Wall -Wextra -Werror -I"$s/libvgpu/include" -c "$tmp/p.cc" -o "$tmp/q.o" || exit 1
+fi
 exit 0

@@ -595,6 +595,166 @@ static int t_share_needs_scheduler(void *d)
 	return 0;
 }
 
+/* Autoscale plugins receive pressure (sessions waiting for admission),
+ * ticks and idle signals. */
+static int t_autoscale(void *d)
+{
+	char path[] = "/tmp/vgpu-scale-XXXXXX", spec[128], line[256];
+	struct vgpu_engine_opts o;
+	struct vgpu_engine *e = NULL;
+	struct vgpu_session *s1;
+	struct opener o2;
+	int fd = mkstemp(path), pressure_wait = 0, pressure_refused = 0, tick = 0, idle = 0;
+	FILE *f;
+
+	CHECK(fd >= 0);
+	close(fd);
+	snprintf(spec, sizeof(spec), "sched-fifo scale-probe:out=%s", path);
+	memset(&o, 0, sizeof(o));
+	o.size = sizeof(o);
+	o.plugins = spec;
+	o.max_sessions = 1;
+	o.admit_queue = 1;
+	o.admit_timeout_ms = 200;
+	o.autoscale_period_ms = 50;
+	CHECK_OK(vgpu__engine_create("cpu", &o, &e));
+	CHECK_OK(open_s(e, "cpu:0", &s1));
+	memset(&o2, 0, sizeof(o2));
+	o2.e = e;
+	CHECK(pthread_create(&o2.th, NULL, open_thread, &o2) == 0);
+	pthread_join(o2.th, NULL);
+	CHECK(o2.st == VGPU_ERR_BUSY);
+	CHECK(strstr(o2.msg, "not admitted within 200 ms")); /* message kept */
+	vgpu__session_close(s1);
+	sleep_ms(200);
+	vgpu__engine_destroy(e);
+	CHECK((f = fopen(path, "r")));
+	while (fgets(line, sizeof(line), f)) {
+		unsigned ev, sessions, waiting;
+		int dev;
+
+		if (sscanf(line, "event=%u device=%d sessions=%u waiting=%u", &ev, &dev, &sessions,
+			   &waiting) != 4)
+			continue;
+		pressure_wait += ev == VGPU_SCALE_PRESSURE && waiting == 1 && sessions == 1;
+		pressure_refused += ev == VGPU_SCALE_PRESSURE && waiting == 1 &&
+				    strstr(line, "wait_ms=0") == NULL;
+		tick += ev == VGPU_SCALE_TICK;
+		idle += ev == VGPU_SCALE_IDLE && sessions == 0;
+	}
+	fclose(f);
+	unlink(path);
+	printf("  autoscale: %d pressure signals (%d after waiting), %d ticks, %d idle\n",
+	       pressure_wait, pressure_refused, tick, idle);
+	CHECK(pressure_wait >= 2 && pressure_refused >= 1);
+	CHECK(tick >= 2);
+	CHECK(idle >= 1);
+	return 0;
+}
+
+/* Through the public API: in-process engine with plugins from the open
+ * options, device parameters on the URI, admission refusal, and a second
+ * open asking for other plugins. */
+static int t_public_api(void *d)
+{
+	struct vgpu_open_opts oo = VGPU_OPEN_OPTS_INIT;
+	vgpu_t *v1 = NULL, *v2 = NULL;
+
+	oo.plugins = "sched-fair:weights=alice=3;bob=1";
+	CHECK_OK(vgpu_open_ex(&v1, "cpu:0?tenant=alice&share=0.5&max_sessions=1&admit_queue=1"
+			      "&admit_timeout=100ms", &oo));
+	CHECK_ST(vgpu_open_ex(&v2, "cpu:0?tenant=bob", &oo), VGPU_ERR_BUSY);
+	CHECK_MSG("not admitted within 100 ms");
+	CHECK(v2 == NULL);
+	oo.plugins = "sched-priority";
+	CHECK_ST(vgpu_open_ex(&v2, "cpu:1", &oo), VGPU_ERR_PLUGIN);
+	CHECK_MSG("already runs with plugins 'sched-fair:weights=alice=3;bob=1'");
+	vgpu_close(v1);
+	/* the engine went with its last handle: other plugins are fine now */
+	CHECK_OK(vgpu_open_ex(&v2, "cpu:0?priority=3", &oo));
+	vgpu_close(v2);
+	return 0;
+}
+
+/* Sessions come and go (admission queue, share caps, sync and async work)
+ * while others run: nothing is lost, every item is accounted. */
+struct churn {
+	struct vgpu_engine *e;
+	int id, errors;
+	uint64_t items;
+};
+
+static void *churn_thread(void *arg)
+{
+	struct churn *c = arg;
+
+	for (int r = 0; r < 12; r++) {
+		struct vgpu_session *s;
+		struct vgpu_session_stats st;
+		uint32_t fid, sid;
+		vgpu_dptr p;
+		uint32_t in = (uint32_t)r, out = 0;
+		vgpu_arg a = vgpu_arg_u64(300);
+		const char *uri = (c->id + r) % 3 == 0 ? "cpu:0?share=0.3&tenant=x" :
+				  (c->id % 2 ? "cpu:0?tenant=y" : "cpu:0?tenant=z&weight=2");
+
+		if (open_s(c->e, uri, &s)) {
+			c->errors++;
+			continue;
+		}
+		if (kernel(s, "spin_us", &fid) || vgpu__s_stream_create(s, 0, &sid) ||
+		    vgpu__s_mem_alloc(s, 4, &p))
+			c->errors++;
+		for (int k = 0; k < 5; k++)
+			if (vgpu__s_launch(s, fid, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0,
+					   sid, &a, 1))
+				c->errors++;
+		if (vgpu__s_memcpy_htod(s, 0, p, &in, 4, NULL) ||
+		    vgpu__s_memcpy_dtoh(s, sid, &out, p, 4, NULL))
+			c->errors++;
+		if (r % 2 && vgpu__s_stream_sync(s, sid))
+			c->errors++;
+		if (r % 2 && out != in)
+			c->errors++;
+		if (r % 2) {
+			vgpu__session_stats(s, &st);
+			c->items += st.items;
+		}
+		vgpu__session_close(s); /* with work still queued half the time */
+	}
+	return NULL;
+}
+
+static int t_churn(void *d)
+{
+	struct vgpu_engine *e = mk_engine("sched-fair:weights=y=2", 3, 16, 0);
+	struct churn c[8];
+	pthread_t th[8];
+	struct vgpu_engine_stats es;
+	uint64_t items = 0;
+
+	CHECK(e);
+	for (int i = 0; i < 8; i++) {
+		memset(&c[i], 0, sizeof(c[i]));
+		c[i].e = e;
+		c[i].id = i;
+		CHECK(pthread_create(&th[i], NULL, churn_thread, &c[i]) == 0);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(th[i], NULL);
+		CHECK(c[i].errors == 0);
+		items += c[i].items;
+	}
+	vgpu__engine_stats(e, 0, &es);
+	printf("  churn: %llu items run, %llu sessions waited for admission\n",
+	       (unsigned long long)es.items, (unsigned long long)es.admit_waits);
+	CHECK(es.sessions == 0 && es.admit_waiting == 0);
+	CHECK(es.items >= 8 * 12 * 7 && es.items >= items);
+	CHECK(es.admit_waits > 0);
+	vgpu__engine_destroy(e);
+	return 0;
+}
+
 int main(void)
 {
 	vt_run("specs", t_specs, NULL);
@@ -611,5 +771,8 @@ int main(void)
 	vt_run("priority_aging", t_priority_aging, NULL);
 	vt_run("sync_scheduled", t_sync_scheduled, NULL);
 	vt_run("admission", t_admission, NULL);
+	vt_run("autoscale_signals", t_autoscale, NULL);
+	vt_run("public_api", t_public_api, NULL);
+	vt_run("churn", t_churn, NULL);
 	return vt_finish();
 }
