@@ -96,6 +96,9 @@ struct edev {
 	uint64_t last_done_ns, dispatch_seq;
 	uint64_t queued, queue_wait_ns; /* items queued or running; their waits */
 	uint64_t last_active_ns;  /* devlock: opened, or last session closed */
+	/* demand seen by the server, not the engine (qlock): pool clients */
+	uint32_t ext_waiting;
+	uint64_t ext_wait_ns_max, ext_at;
 	struct edev *snext;   /* engine->sdevs */
 	/* admission (devlock) */
 	unsigned admitted, waiting, max_sessions;
@@ -883,6 +886,10 @@ static void stream_drain_locked(struct engine *e, struct stream *st)
 /* ------------------------------------------------------------------------ */
 /* Autoscale signals                                                        */
 
+/* External demand (vgpu__engine_scale_demand) counts this long after its
+ * last refresh (pool clients poll every 250 ms while they wait). */
+#define SCALE_EXT_TTL_NS 1000000000ull
+
 /* Fill sig for d (devlock held; takes qlock). */
 static void scale_fill(struct engine *e, struct edev *d, uint32_t event, uint64_t now,
 		       struct vgpu_autoscale_signal *sig)
@@ -898,6 +905,11 @@ static void scale_fill(struct engine *e, struct edev *d, uint32_t event, uint64_
 		if (now - w->t0 > sig->wait_ns_max)
 			sig->wait_ns_max = now - w->t0;
 	pthread_mutex_lock(&e->qlock);
+	if (d->ext_at && now - d->ext_at < SCALE_EXT_TTL_NS) {
+		sig->waiting += d->ext_waiting;
+		if (d->ext_wait_ns_max > sig->wait_ns_max)
+			sig->wait_ns_max = d->ext_wait_ns_max;
+	}
 	sig->mem_total = d->mem_total;
 	sig->mem_used = d->mem_used;
 	if (d->admitted == 0)
@@ -932,6 +944,20 @@ static void scale_pressure(struct engine *e, struct edev *d, vgpu_status st)
 	scale_send(e, &sig);
 	if (st)
 		vgpu__error_set_raw(st, msg);
+}
+
+void vgpu__engine_scale_demand(struct engine *e, int device, uint32_t waiting,
+			       uint64_t wait_ns_max)
+{
+	pthread_mutex_lock(&e->qlock);
+	if (device >= 0 && device < ENGINE_MAX_DEVICES && e->devs[device]) {
+		struct edev *d = e->devs[device];
+
+		d->ext_waiting = waiting;
+		d->ext_wait_ns_max = wait_ns_max;
+		d->ext_at = vgpu__now_ns();
+	}
+	pthread_mutex_unlock(&e->qlock);
 }
 
 /* Every period: a TICK per open device, IDLE when it was idle a period. */

@@ -194,6 +194,13 @@ struct vgpu_engine_tenant_info {
 };
 int vgpu__engine_tenants(struct vgpu_engine *e, struct vgpu_engine_tenant_info *out, int max);
 
+/* Demand the engine cannot see: clients waiting for capacity elsewhere (a
+ * server's pool clients that found every server full), for an open device.
+ * Added to the device's autoscale signals (waiting, wait_ns_max) until
+ * refreshed, or for 1 s. */
+void vgpu__engine_scale_demand(struct vgpu_engine *e, int device, uint32_t waiting,
+			       uint64_t wait_ns_max);
+
 /* Device info without a session (a server's engine opens the device). */
 vgpu_status vgpu__engine_device_info(struct vgpu_engine *e, int idx, struct vgpu_device_info *out);
 uint64_t vgpu__now_ns(void);

@@ -67,6 +67,7 @@ struct waiter {
 	uint64_t id;
 	uint64_t first_ns, last_ns;
 	uint64_t mem;
+	int device;
 };
 
 struct outmsg {
@@ -156,11 +157,11 @@ struct vgpu_server {
 
 	/* capacity and pressure (lock) */
 	uint64_t waits_total;
+	uint64_t demand;           /* devices given pool demand last time (bits) */
 	struct waiter waiters[MAX_WAITERS];
 	uint64_t start_ns;
 	/* utilisation samples per device (lock) */
 	struct { uint64_t at_ns, device_ns; double util; } util[VGPU_STATUS_MAX_DEVICES];
-	struct vgpu__scale *scale;
 	struct vgpu__metrics *metrics;
 };
 
@@ -1034,8 +1035,36 @@ static vgpu_status do_module_load(struct srv_conn *c, const struct vgpu_hdr *h, 
 /* ------------------------------------------------------------------------ */
 /* Status (operator view: tenants and usage, never secrets)                 */
 
+/* Hand the waiting pool clients to the engine's autoscale signals, per
+ * device (lock held). */
+static void demand_publish_locked(struct vgpu_server *s, uint64_t now)
+{
+	uint32_t n[VGPU_STATUS_MAX_DEVICES] = { 0 };
+	uint64_t longest[VGPU_STATUS_MAX_DEVICES] = { 0 };
+	int any = 0;
+
+	for (int i = 0; i < MAX_WAITERS; i++) {
+		const struct waiter *w = &s->waiters[i];
+
+		if (!w->id || w->device < 0 || w->device >= VGPU_STATUS_MAX_DEVICES)
+			continue;
+		n[w->device]++;
+		if (now - w->first_ns > longest[w->device])
+			longest[w->device] = now - w->first_ns;
+		any = 1;
+	}
+	for (int d = 0; d < VGPU_STATUS_MAX_DEVICES && (any || s->demand); d++)
+		if (n[d] || (s->demand & (1ull << d)))
+			vgpu__engine_scale_demand(s->eng, d, n[d], longest[d]);
+	s->demand = 0;
+	for (int d = 0; d < VGPU_STATUS_MAX_DEVICES; d++)
+		if (n[d])
+			s->demand |= 1ull << d;
+}
+
 /* Record or refresh a waiting pool client; drop expired ones (lock held). */
-static void waiter_touch_locked(struct vgpu_server *s, uint64_t id, uint64_t mem, uint64_t now)
+static void waiter_touch_locked(struct vgpu_server *s, uint64_t id, uint64_t mem, int device,
+				uint64_t now)
 {
 	struct waiter *free_slot = NULL;
 
@@ -1047,6 +1076,7 @@ static void waiter_touch_locked(struct vgpu_server *s, uint64_t id, uint64_t mem
 		if (id && w->id == id) {
 			w->last_ns = now;
 			w->mem = mem;
+			w->device = device;
 			id = 0;
 		}
 		if (!w->id && !free_slot)
@@ -1056,8 +1086,10 @@ static void waiter_touch_locked(struct vgpu_server *s, uint64_t id, uint64_t mem
 		free_slot->id = id;
 		free_slot->first_ns = free_slot->last_ns = now;
 		free_slot->mem = mem;
+		free_slot->device = device;
 		s->waits_total++;
 	}
+	demand_publish_locked(s, now);
 }
 
 static void waiter_remove_locked(struct vgpu_server *s, uint64_t id)
@@ -1065,6 +1097,7 @@ static void waiter_remove_locked(struct vgpu_server *s, uint64_t id)
 	for (int i = 0; id && i < MAX_WAITERS; i++)
 		if (s->waiters[i].id == id)
 			s->waiters[i].id = 0;
+	demand_publish_locked(s, mono_ns());
 }
 
 vgpu_status vgpu__server_node_status(struct vgpu_server *s, struct vgpu_node_status **out)
@@ -1207,7 +1240,7 @@ vgpu_status vgpu__server_node_status(struct vgpu_server *s, struct vgpu_node_sta
 		st->waits_total = es.admit_waits;
 	}
 	pthread_mutex_lock(&s->lock);
-	waiter_touch_locked(s, 0, 0, now);
+	waiter_touch_locked(s, 0, 0, 0, now);
 	for (int i = 0; i < MAX_WAITERS; i++) {
 		if (!s->waiters[i].id)
 			continue;
@@ -1551,6 +1584,7 @@ static vgpu_status handshake(struct srv_conn *c)
 	struct vgpu_uri u;
 	uint32_t n, op, np = 0, i, maclen = 0;
 	uint64_t wait_id = 0, wait_mem = 0;
+	int wait_dev = 0;
 	const void *mac = NULL;
 	int dev = 0;
 	vgpu_status st;
@@ -1593,8 +1627,10 @@ static vgpu_status handshake(struct srv_conn *c)
 	    (!vgpu__mp_is_nil(&m) && vgpu__mp_bin(&m, &mac, &maclen)))
 		return vgpu__error(VGPU_ERR_PROTOCOL, "%s: bad handshake from %s", c->label, c->peer);
 	if (op == VGPU_OP_STATUS) {
-		/* [op, tenant, mac, wait_id, mem]: no session; closed after the reply */
-		if (vgpu__mp_u64(&m, &wait_id) || vgpu__mp_u64(&m, &wait_mem))
+		/* [op, tenant, mac, wait_id, mem, (device)]: no session; closed after the reply */
+		if (vgpu__mp_u64(&m, &wait_id) || vgpu__mp_u64(&m, &wait_mem) ||
+		    (n > 5 && vgpu__mp_int(&m, &wait_dev)) || wait_dev < 0 ||
+		    wait_dev >= VGPU_STATUS_MAX_DEVICES)
 			return vgpu__error(VGPU_ERR_PROTOCOL, "%s: bad status request from %s",
 					   c->label, c->peer);
 		c->status_only = 1;
@@ -1640,8 +1676,14 @@ static vgpu_status handshake(struct srv_conn *c)
 	if (c->status_only) {
 		uint8_t *big = malloc(VGPU_PROTO_MAX_BODY);
 
+		if (wait_id) {
+			/* the device it waits for must be open to carry the demand */
+			struct vgpu_device_info di;
+
+			vgpu__engine_device_info(s->eng, wait_dev, &di);
+		}
 		pthread_mutex_lock(&s->lock);
-		waiter_touch_locked(s, wait_id, wait_mem, mono_ns());
+		waiter_touch_locked(s, wait_id, wait_mem, wait_dev, mono_ns());
 		pthread_mutex_unlock(&s->lock);
 		if (!big)
 			return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
@@ -1968,26 +2010,18 @@ VGPU_API vgpu_status vgpu_server_create(vgpu_server **out, const struct vgpu_ser
 	eo.size = sizeof(eo);
 	eo.workers = s->opts.workers;
 	eo.max_sessions = s->opts.max_sessions;
-	{
-		/* scheduler and memory plugins go to the engine, autoscale ones here */
-		char *eng_specs = NULL, *scale_specs = NULL;
+	/* every plugin goes to the engine; autoscale ones get the pool
+	 * clients' demand from here (vgpu__engine_scale_demand) */
+	eo.plugins = s->opts.plugins;
+	st = vgpu__engine_create(s->backend, &eo, &s->eng);
+	if (st < 0)
+		goto fail;
+	if (s->opts.plugins && *s->opts.plugins) {
+		/* device 0 open from the start: its autoscale signals (idle
+		 * included) flow even before the first client */
+		struct vgpu_device_info di;
 
-		st = vgpu__scale_split(s->opts.plugins, &eng_specs, &scale_specs);
-		if (st >= 0) {
-			eo.plugins = eng_specs;
-			st = vgpu__engine_create(s->backend, &eo, &s->eng);
-		}
-		if (st >= 0 && scale_specs) {
-			st = vgpu__scale_create(s, scale_specs, &s->scale);
-			if (st < 0) {
-				vgpu__engine_destroy(s->eng);
-				s->eng = NULL;
-			}
-		}
-		free(eng_specs);
-		free(scale_specs);
-		if (st < 0)
-			goto fail;
+		vgpu__engine_device_info(s->eng, 0, &di);
 	}
 	s->opts.plugins = NULL;
 	*out = s;
@@ -2062,8 +2096,6 @@ VGPU_API vgpu_status vgpu_server_start(vgpu_server *s)
 	if (s->started)
 		return VGPU_OK;
 	s->started = 1;
-	if (s->scale && vgpu__scale_start(s->scale) < 0)
-		return vgpu__error_prefix(VGPU_ERR_INTERNAL, "autoscale");
 	for (unsigned i = 0; i < s->nls; i++) {
 		if (pthread_create(&s->ls[i].th, NULL, accept_main, &s->ls[i]) != 0)
 			return vgpu__error(VGPU_ERR_INTERNAL, "cannot start the accept thread");
@@ -2101,7 +2133,6 @@ VGPU_API vgpu_status vgpu_server_stop(vgpu_server *s)
 	pthread_mutex_lock(&s->lock);
 	s->stopping = 1;
 	pthread_mutex_unlock(&s->lock);
-	vgpu__scale_stop(s->scale);
 	for (unsigned i = 0; i < s->nls; i++) {
 		s->ls[i].tp->listen_shutdown(s->ls[i].l);
 		if (s->ls[i].running) {
@@ -2139,7 +2170,6 @@ VGPU_API void vgpu_server_destroy(vgpu_server *s)
 	for (unsigned i = 0; i < s->nls; i++)
 		s->ls[i].tp->listen_close(s->ls[i].l);
 	vgpu__metrics_stop(s->metrics);
-	vgpu__scale_destroy(s->scale);
 	vgpu__engine_destroy(s->eng);
 	if (s->secrets)
 		OPENSSL_cleanse(s->secrets, (size_t)s->nsecrets * sizeof(*s->secrets));

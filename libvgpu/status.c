@@ -7,9 +7,10 @@
  * OP_HELLO: it opens no session (a full server still answers), and the
  * server closes the connection after the reply. It carries the same
  * authentication as OP_HELLO. Request:
- *   [OP_STATUS, tenant, mac|nil, wait_id, mem_wanted]
- * wait_id != 0 says "a pool client waits for capacity" (the server counts
- * it as pressure for its autoscale plugins for a few seconds).
+ *   [OP_STATUS, tenant, mac|nil, wait_id, mem_wanted, device]
+ * wait_id != 0 says "a pool client waits for capacity on device": the
+ * server counts it for a few seconds after each poll and hands it to the
+ * engine's autoscale signals (vgpu__engine_scale_demand).
  * Reply: [0, "", status] (see vgpu__pack_node_status).
  */
 #include "config.h"
@@ -330,7 +331,7 @@ vgpu_status vgpu__status_query(const struct vgpu_uri *u, const struct vgpu_open_
 			goto out;
 	}
 	vgpu__wbuf_init(&w, buf, sizeof(buf));
-	msgpack_pack_array(&w.pk, 5);
+	msgpack_pack_array(&w.pk, 6);
 	msgpack_pack_uint32(&w.pk, VGPU_OP_STATUS);
 	msgpack_pack_str_with_body(&w.pk, tenant, strlen(tenant));
 	if (token)
@@ -339,6 +340,7 @@ vgpu_status vgpu__status_query(const struct vgpu_uri *u, const struct vgpu_open_
 		msgpack_pack_nil(&w.pk);
 	msgpack_pack_uint64(&w.pk, wait_id);
 	msgpack_pack_uint64(&w.pk, mem_wanted);
+	msgpack_pack_int(&w.pk, u->device);
 	rc = vgpu__send_msg(tp, c, VGPU_MSG_REQ, 0, 1, w.buf, w.len, NULL, 0);
 	if (rc < 0) {
 		vgpu__error_prefix(rc, "%s", label);

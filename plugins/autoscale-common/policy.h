@@ -27,9 +27,14 @@ struct scale_policy {
 	uint64_t min, max;
 };
 
+#define SCALE_MAX_DEVICES 16
+
+/* Per device (signals come per device; device -1 is the whole server). */
 struct scale_state {
-	uint64_t pressure_since;  /* 0: no pressure now */
-	uint64_t last_action;     /* 0: never */
+	uint64_t pressure_since[SCALE_MAX_DEVICES + 1]; /* 0: no pressure now */
+	uint8_t seen[SCALE_MAX_DEVICES + 1];
+	uint8_t idle[SCALE_MAX_DEVICES + 1];            /* idle for down_after */
+	uint64_t last_action;                           /* 0: never */
 };
 
 enum scale_action { SCALE_NONE = 0, SCALE_UP = 1, SCALE_DOWN = 2 };
@@ -45,35 +50,51 @@ static inline void scale_policy_read(struct scale_policy *p, const union vgpu_pa
 	p->max = v[first + 4].u;
 }
 
+/* Clients wait for capacity, or memory is oversubscribed. */
 static inline int scale_pressure(const struct vgpu_autoscale_signal *sig)
 {
-	return sig->event == VGPU_SCALE_PRESSURE || sig->event == VGPU_SCALE_MEM_PRESSURE;
+	return sig->waiting > 0 || sig->event == VGPU_SCALE_PRESSURE ||
+	       sig->event == VGPU_SCALE_MEM_PRESSURE;
+}
+
+static inline unsigned scale_slot(const struct vgpu_autoscale_signal *sig)
+{
+	return sig->device >= 0 && sig->device < SCALE_MAX_DEVICES ? (unsigned)sig->device + 1 : 0;
 }
 
 /*
  * Decide on one signal, given the instances running now. Updates st; the
  * caller performs the action and then calls scale_done(st, now).
+ * Up: pressure on the signal's device lasted up_after. Down: every device
+ * heard from has been idle for down_after. Neither within cooldown of the
+ * last action; instances stay within [min, max].
  */
 static inline enum scale_action scale_decide(const struct scale_policy *p, struct scale_state *st,
 					     const struct vgpu_autoscale_signal *sig,
 					     uint64_t instances)
 {
 	uint64_t now = sig->now_ns;
+	unsigned k = scale_slot(sig);
 	int cooled = !st->last_action || now - st->last_action >= p->cooldown;
+	int all_idle = 1;
 
+	st->seen[k] = 1;
 	if (scale_pressure(sig)) {
-		if (!st->pressure_since)
-			st->pressure_since = now;
+		if (!st->pressure_since[k])
+			st->pressure_since[k] = now;
 	} else {
-		st->pressure_since = 0;
+		st->pressure_since[k] = 0;
 	}
+	st->idle[k] = sig->event == VGPU_SCALE_IDLE && sig->idle_ns >= p->down_after;
+	for (unsigned i = 0; i <= SCALE_MAX_DEVICES; i++)
+		if (st->seen[i] && !st->idle[i])
+			all_idle = 0;
 	if (instances < p->min && cooled)
 		return SCALE_UP;
-	if (st->pressure_since && now - st->pressure_since >= p->up_after && cooled &&
+	if (st->pressure_since[k] && now - st->pressure_since[k] >= p->up_after && cooled &&
 	    instances < p->max)
 		return SCALE_UP;
-	if (sig->event == VGPU_SCALE_IDLE && sig->idle_ns >= p->down_after && cooled &&
-	    instances > p->min)
+	if (all_idle && cooled && instances > p->min)
 		return SCALE_DOWN;
 	return SCALE_NONE;
 }
@@ -81,7 +102,9 @@ static inline enum scale_action scale_decide(const struct scale_policy *p, struc
 static inline void scale_done(struct scale_state *st, uint64_t now)
 {
 	st->last_action = now;
-	st->pressure_since = 0; /* the next scale-up needs pressure to last again */
+	/* the next scale-up needs pressure to last again */
+	for (unsigned i = 0; i <= SCALE_MAX_DEVICES; i++)
+		st->pressure_since[i] = 0;
 }
 
 #endif

@@ -62,6 +62,8 @@ static const char *reason(const struct vgpu_autoscale_signal *s, int action, uin
 {
 	if (action == SCALE_UP && inst < min)
 		return "minimum";
+	if (s->waiting)
+		return "pressure";
 	switch (s->event) {
 	case VGPU_SCALE_PRESSURE: return "pressure";
 	case VGPU_SCALE_MEM_PRESSURE: return "memory";
