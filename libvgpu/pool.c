@@ -347,9 +347,14 @@ vgpu_status vgpu__pool_open(vgpu_t *v, const char *list, const struct vgpu_open_
 					wait_id = (uint64_t)mono_ns() | 1;
 			}
 			deadline = mono_ns() + pl->wait_ns;
-			if (pl->mem || pl->share > 0)
+			if (pl->mem && pl->share > 0)
 				snprintf(req, sizeof(req), " (mem=%llu MiB, share=%g)",
-					 (unsigned long long)(pl->mem >> 20), pl->share > 0 ? pl->share : 1.0);
+					 (unsigned long long)(pl->mem >> 20), pl->share);
+			else if (pl->mem)
+				snprintf(req, sizeof(req), " (mem=%llu MiB)",
+					 (unsigned long long)(pl->mem >> 20));
+			else if (pl->share > 0)
+				snprintf(req, sizeof(req), " (share=%g)", pl->share);
 		}
 		why[0] = '\0';
 		st = round_once(pl, v, o, wait_id, why, sizeof(why));

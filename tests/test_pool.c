@@ -365,6 +365,47 @@ static int t_wait(void *d)
 	return 0;
 }
 
+/* share=: fractions of a device fill a server before the next is used. */
+static int t_share(void *d)
+{
+	static const char *const fifo[] = { "--plugin", "sched-fifo", NULL };
+	struct server E, F;
+	vgpu_t *v[5];
+	char pool[600];
+	int onE = 0, onF = 0;
+
+	(void)d;
+	CHECK(server_start(&E, fifo) == 0);
+	CHECK(server_start(&F, fifo) == 0);
+	snprintf(pool, sizeof(pool), "%s/0,%s/0?share=0.5", E.uri, F.uri);
+	/* by load: 0.5 on each, then the second halves, then nothing fits */
+	for (int i = 0; i < 4; i++) {
+		CHECK_OK(vgpu_open(&v[i], pool));
+		onE += on(v[i], &E);
+		onF += on(v[i], &F);
+	}
+	CHECK(onE == 2 && onF == 2);
+	CHECK_ST(vgpu_open(&v[4], pool), VGPU_ERR_BUSY);
+	CHECK_MSG("share=0.5 does not fit (1.00 of the device taken)");
+	{
+		/* a half freed on one server: the next half lands there */
+		const struct server *freed = on(v[0], &E) ? &E : &F;
+
+		vgpu_close(v[0]);
+		CHECK_OK(vgpu_open(&v[0], pool));
+		CHECK(on(v[0], freed));
+		vgpu_close(v[0]);
+	}
+	/* no share= asked: shares do not limit it (--max-sessions and memory do) */
+	snprintf(pool, sizeof(pool), "%s/0,%s/0", E.uri, F.uri);
+	CHECK_OK(vgpu_open(&v[0], pool));
+	for (int i = 0; i < 4; i++)
+		vgpu_close(v[i]);
+	server_kill(&E);
+	server_kill(&F);
+	return 0;
+}
+
 /* The autoscale host feeds autoscale-exec; its command sees the demand. */
 static int t_autoscale_exec(void *d)
 {
@@ -439,6 +480,7 @@ int main(void)
 	vt_run("mem_fits_nowhere", t_mem, NULL);
 	vt_run("pool_file", t_pool_file, NULL);
 	vt_run("wait_for_capacity", t_wait, NULL);
+	vt_run("share_placement", t_share, NULL);
 	vt_run("autoscale_exec", t_autoscale_exec, NULL);
 	kill_all();
 	{
