@@ -78,13 +78,15 @@ static void drop_param(char *q, const char *key)
 		size_t len = amp ? (size_t)(amp - p) : strlen(p);
 
 		if (len > kl && !strncmp(p, key, kl) && p[kl] == '=') {
-			if (amp)
+			if (amp) {
 				memmove(p, amp + 1, strlen(amp + 1) + 1);
-			else if (p > q)
+				continue;
+			}
+			if (p > q)
 				p[-1] = '\0';
 			else
 				*p = '\0';
-			continue;
+			break;
 		}
 		p = amp ? amp + 1 : NULL;
 	}

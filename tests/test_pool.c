@@ -365,6 +365,50 @@ static int t_wait(void *d)
 	return 0;
 }
 
+/* A server with secrets wants the same authentication for its status. */
+static int t_status_auth(void *d)
+{
+	char secrets[300], arg[320], uri[600];
+	const char *extra[4];
+	struct vgpu_node_status *st = NULL;
+	struct vgpu_open_opts o = VGPU_OPEN_OPTS_INIT;
+	struct server G;
+	vgpu_t *v;
+	FILE *f;
+
+	(void)d;
+	snprintf(secrets, sizeof(secrets), "%s/secrets", tmpdir);
+	f = fopen(secrets, "w");
+	CHECK(f);
+	fprintf(f, "alice:s3cret\n");
+	fclose(f);
+	chmod(secrets, 0600);
+	snprintf(arg, sizeof(arg), "%s", secrets);
+	extra[0] = "--secrets";
+	extra[1] = arg;
+	extra[2] = NULL;
+	CHECK(server_start(&G, extra) == 0);
+	CHECK_ST(vgpu_node_status_get(G.uri, NULL, &st), VGPU_ERR_AUTH);
+	CHECK(st == NULL);
+	o.tenant = "alice";
+	o.token = "wrong";
+	CHECK_ST(vgpu_node_status_get(G.uri, &o, &st), VGPU_ERR_AUTH);
+	o.token = "s3cret";
+	CHECK_OK(vgpu_node_status_get(G.uri, &o, &st));
+	vgpu_node_status_free(st);
+	/* a pool carries the tenant and token of its URIs to the status request */
+	snprintf(uri, sizeof(uri), "%s/0,%s/0?tenant=alice&token=s3cret", D.uri, G.uri);
+	CHECK_OK(vgpu_open(&v, uri));
+	CHECK(on(v, &G));
+	CHECK(strstr(vgpu_uri(v), "s3cret") == NULL);
+	vgpu_close(v);
+	snprintf(uri, sizeof(uri), "%s/0?tenant=alice&token=nope&wait=100ms", G.uri);
+	CHECK(vgpu_open(&v, uri) < 0);
+	CHECK_MSG("authentication failed");
+	server_kill(&G);
+	return 0;
+}
+
 /* share=: fractions of a device fill a server before the next is used. */
 static int t_share(void *d)
 {
@@ -481,6 +525,7 @@ int main(void)
 	vt_run("pool_file", t_pool_file, NULL);
 	vt_run("wait_for_capacity", t_wait, NULL);
 	vt_run("share_placement", t_share, NULL);
+	vt_run("status_needs_auth", t_status_auth, NULL);
 	vt_run("autoscale_exec", t_autoscale_exec, NULL);
 	kill_all();
 	{

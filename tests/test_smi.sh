@@ -37,6 +37,11 @@ out=$("$vgpu" ls "$uri") || fail "vgpu ls: $out"
 echo "$out" | grep -q "^$uri/0	libvgpu cpu device 0	cpu	mem 20 MiB / 1024 MiB	sessions 2/4	queue 0" ||
 	fail "vgpu ls output: $out"
 
+# a token in the URI never reaches the output
+out=$("$vgpu" ls "$uri/0?tenant=carol&token=zzz-secret" 2>&1) || fail "vgpu ls with a token: $out"
+echo "$out" | grep -q "zzz-secret" && fail "vgpu ls printed the token: $out"
+"$vgpu" smi --json "$uri/0?token=zzz-secret" 2>&1 | grep -q "zzz-secret" && fail "smi printed the token"
+
 # vgpu smi: the table
 out=$("$vgpu" smi "$uri" 2>"$tmp/err") || fail "vgpu smi: $out"
 echo "$out"

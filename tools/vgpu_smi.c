@@ -115,6 +115,24 @@ static void list_free(struct urilist *l)
 		free(l->v[i]);
 }
 
+/* The server part of a URI for display: no query (tokens stay private), no
+ * device: "tcp://h:7100/0?tenant=a&token=x" -> "tcp://h:7100". */
+static const char *server_of(const char *uri, char *buf, size_t len)
+{
+	size_t n = strcspn(uri, "?");
+	char *slash;
+
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, uri, n);
+	buf[n] = '\0';
+	slash = strrchr(buf, '/');
+	if (slash && slash > buf && slash[-1] != '/' && slash[1] &&
+	    strspn(slash + 1, "0123456789") == strlen(slash + 1))
+		*slash = '\0';
+	return buf;
+}
+
 static const char *mib(uint64_t b, char *buf, size_t len)
 {
 	if (b >= (10ull << 30))
@@ -152,8 +170,9 @@ int vgpu_cmd_ls(int argc, char **argv)
 		return 2;
 	for (int i = 0; i < l.n; i++) {
 		struct vgpu_node_status *st;
-		char a[32], b[32];
+		char a[32], b[32], srv[1024];
 
+		server_of(l.v[i], srv, sizeof(srv));
 		if (vgpu_node_status_get(l.v[i], NULL, &st) < 0) {
 			fprintf(stderr, "vgpu: %s\n", vgpu_last_error());
 			rc = 1;
@@ -168,7 +187,7 @@ int vgpu_cmd_ls(int argc, char **argv)
 			else
 				snprintf(slots, sizeof(slots), "%u", d->sessions);
 			printf("%s/%d\t%s\t%s\tmem %s / %s\tsessions %s\tqueue %llu\tutil %.0f%%\n",
-			       l.v[i], d->index, d->name, d->backend, mib(d->mem_used, a, sizeof(a)),
+			       srv, d->index, d->name, d->backend, mib(d->mem_used, a, sizeof(a)),
 			       mib(d->mem_total, b, sizeof(b)), slots, (unsigned long long)d->queued,
 			       d->util * 100.0);
 		}
@@ -364,7 +383,9 @@ int vgpu_cmd_smi(int argc, char **argv)
 		printf("{\"servers\":[");
 	for (int i = 0; i < l.n; i++) {
 		struct vgpu_node_status *st = NULL;
+		char srv[1024];
 
+		server_of(l.v[i], srv, sizeof(srv));
 		if (vgpu_node_status_get(l.v[i], NULL, &st) < 0) {
 			fprintf(stderr, "vgpu: %s\n", vgpu_last_error());
 			rc = 1;
@@ -372,11 +393,11 @@ int vgpu_cmd_smi(int argc, char **argv)
 		if (json) {
 			if (i)
 				putchar(',');
-			json_server(stdout, l.v[i], st, st ? NULL : vgpu_last_error());
+			json_server(stdout, srv, st, st ? NULL : vgpu_last_error());
 		} else if (st) {
 			if (i)
 				putchar('\n');
-			table_server(l.v[i], st);
+			table_server(srv, st);
 		}
 		vgpu_node_status_free(st);
 	}
