@@ -153,6 +153,11 @@ struct vgpu_server {
 	pthread_cond_t cond;
 	struct srv_conn *conns;
 	unsigned nconns;
+	/* reader threads that finished: joined by the accept loop and at stop,
+	 * so that every thread (and its thread-local state) is gone when
+	 * vgpu_server_stop returns */
+	pthread_t *zombies;
+	unsigned nzombies, capzombies;
 	int started, stopping;
 
 	/* capacity and pressure (lock) */
@@ -439,11 +444,6 @@ static vgpu_status take_err(struct srv_conn *c, uint32_t sid, int all, char *msg
 /* ------------------------------------------------------------------------ */
 /* Engine completions                                                       */
 
-static void outstanding_dec_locked(struct srv_conn *c)
-{
-	c->outstanding--;
-	pthread_cond_broadcast(&c->cond);
-}
 
 /*
  * The engine may call the completions of one stream from different workers
@@ -476,6 +476,7 @@ static void ord_fire(void *arg, vgpu_status st, const char *msg)
 	struct ord_item *it = arg, **pp;
 	struct srv_conn *c = it->c;
 	struct ord_stream *os = it->os;
+	unsigned ran = 0;
 
 	it->st = st;
 	if (st < 0)
@@ -492,9 +493,7 @@ static void ord_fire(void *arg, vgpu_status st, const char *msg)
 		if (it->fn)
 			it->fn(it->arg, it->st, it->st < 0 ? it->msg : NULL);
 		free(it);
-		pthread_mutex_lock(&c->lock);
-		outstanding_dec_locked(c);
-		pthread_mutex_unlock(&c->lock);
+		ran++;
 		pthread_mutex_lock(&c->olock);
 		os->next_run++;
 		for (pp = &os->parked; (it = *pp); pp = &it->next) {
@@ -505,6 +504,11 @@ static void ord_fire(void *arg, vgpu_status st, const char *msg)
 		}
 	}
 	pthread_mutex_unlock(&c->olock);
+	/* last: once outstanding is 0 the connection may be freed */
+	pthread_mutex_lock(&c->lock);
+	c->outstanding -= ran;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
 }
 
 /* A completion for engine stream sid, run in order; NULL: out of memory. */
@@ -1722,7 +1726,7 @@ static vgpu_status handshake(struct srv_conn *c)
 /* ------------------------------------------------------------------------ */
 /* Connections                                                              */
 
-static void conn_free(struct srv_conn *c)
+static void conn_free(struct srv_conn *c, int from_reader)
 {
 	struct vgpu_server *s = c->srv;
 	struct sid_err *e;
@@ -1770,10 +1774,41 @@ static void conn_free(struct srv_conn *c)
 		s->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	if (from_reader) {
+		if (s->nzombies == s->capzombies) {
+			unsigned cap = s->capzombies ? 2 * s->capzombies : 16;
+			pthread_t *z = realloc(s->zombies, cap * sizeof(*z));
+
+			if (z) {
+				s->zombies = z;
+				s->capzombies = cap;
+			}
+		}
+		if (s->nzombies < s->capzombies)
+			s->zombies[s->nzombies++] = pthread_self();
+		else
+			pthread_detach(pthread_self());
+	}
 	s->nconns--;
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
 	free(c);
+}
+
+/* Join finished reader threads (all: wait for each; else only those gone). */
+static void reap_zombies(struct vgpu_server *s, int all)
+{
+	unsigned i = 0;
+
+	pthread_mutex_lock(&s->lock);
+	while (i < s->nzombies) {
+		if (all ? pthread_join(s->zombies[i], NULL) == 0
+			: pthread_tryjoin_np(s->zombies[i], NULL) == 0)
+			s->zombies[i] = s->zombies[--s->nzombies];
+		else
+			i++;
+	}
+	pthread_mutex_unlock(&s->lock);
 }
 
 static void *reader_main(void *arg)
@@ -1831,7 +1866,7 @@ out:
 	while ((c->qh || c->sending) && !c->wdead && c->writer_started)
 		pthread_cond_wait(&c->cond, &c->lock);
 	pthread_mutex_unlock(&c->lock);
-	conn_free(c);
+	conn_free(c, 1);
 	return NULL;
 }
 
@@ -1840,7 +1875,6 @@ static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
 	struct vgpu_server *s = l->srv;
 	struct srv_conn *c = calloc(1, sizeof(*c));
 	pthread_t th;
-	pthread_attr_t at;
 
 	if (!c) {
 		vgpu_err("%s: out of host memory for a connection", l->uri);
@@ -1873,14 +1907,11 @@ static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
 	s->nconns++;
 	pthread_mutex_unlock(&s->lock);
 
-	pthread_attr_init(&at);
-	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-	if (!c->writer_started || pthread_create(&th, &at, reader_main, c) != 0) {
+	if (!c->writer_started || pthread_create(&th, NULL, reader_main, c) != 0) {
 		vgpu_err("%s: cannot start a connection thread", l->uri);
 		c->wdead = 1;
-		conn_free(c);
+		conn_free(c, 0);
 	}
-	pthread_attr_destroy(&at);
 }
 
 static void *accept_main(void *arg)
@@ -1907,6 +1938,7 @@ static void *accept_main(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&l->srv->lock);
+		reap_zombies(l->srv, 0);
 		conn_start(l, tc);
 	}
 	return NULL;
@@ -2145,16 +2177,20 @@ VGPU_API vgpu_status vgpu_server_stop(vgpu_server *s)
 	for (c = s->conns; c; c = c->next)
 		c->tp->shutdown(c->tc, 1);
 	pthread_mutex_unlock(&s->lock);
-	if (wait_conns(s, s->opts.stop_timeout_ms) == 0)
+	if (wait_conns(s, s->opts.stop_timeout_ms) == 0) {
+		reap_zombies(s, 1);
 		return VGPU_OK;
+	}
 	vgpu_warn("%u connection(s) still busy after %u ms: cutting them off", s->nconns,
 		  s->opts.stop_timeout_ms);
 	pthread_mutex_lock(&s->lock);
 	for (c = s->conns; c; c = c->next)
 		c->tp->shutdown(c->tc, 0);
 	pthread_mutex_unlock(&s->lock);
-	if (wait_conns(s, 5000) == 0)
+	if (wait_conns(s, 5000) == 0) {
+		reap_zombies(s, 1);
 		return VGPU_OK;
+	}
 	return vgpu__error(VGPU_ERR_TIMEOUT, "%u connection(s) could not be drained", s->nconns);
 }
 
@@ -2174,6 +2210,7 @@ VGPU_API void vgpu_server_destroy(vgpu_server *s)
 	if (s->secrets)
 		OPENSSL_cleanse(s->secrets, (size_t)s->nsecrets * sizeof(*s->secrets));
 	free(s->secrets);
+	free(s->zombies);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
 	free(s);

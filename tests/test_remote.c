@@ -866,25 +866,17 @@ static long server_hwm_kib(pid_t pid)
 	return kib;
 }
 
-static int t_big_copy(void *d)
+static int big_copy(uint64_t *src, uint64_t *dst, size_t n)
 {
 	struct server b;
 	char uri[600];
-	const size_t n = 1ull << 30;
-	uint64_t *src, *dst, h0, x = 88172645463325252ull;
+	uint64_t h0, x = 88172645463325252ull;
 	vgpu_t *v;
 	vgpu_dptr p;
 	vgpu_stream *s;
 	double t0, t1, t2;
 	long hwm;
 
-	src = malloc(n);
-	dst = malloc(n);
-	if (!src || !dst) {
-		free(src);
-		free(dst);
-		return VT_SKIP;
-	}
 	for (size_t i = 0; i < n / 8; i++) {
 		x ^= x << 13;
 		x ^= x >> 7;
@@ -921,9 +913,20 @@ static int t_big_copy(void *d)
 	}
 	vgpu_close(v);
 	CHECK(server_stop_clean(&b) == 0);
+	return 0;
+}
+
+static int t_big_copy(void *d)
+{
+	const size_t n = 1ull << 30;
+	uint64_t *src = malloc(n), *dst = malloc(n);
+	int rc = VT_SKIP;
+
+	if (src && dst)
+		rc = big_copy(src, dst, n);
 	free(src);
 	free(dst);
-	return 0;
+	return rc;
 }
 
 /* Client modules on the cpu backend are refused without the flag. */
@@ -975,21 +978,28 @@ static int t_sigterm(void *d)
 	vgpu_t *v;
 	vgpu_dptr p;
 	int status = -1;
-	double t0;
+	double t0, t1;
+	vgpu_status st;
 
 	CHECK(server_start(&t, native) == 0);
 	CHECK_OK(vgpu_open(&v, t.tcp));
 	CHECK_OK(vgpu_mem_alloc(v, 1 << 20, &p));
 	t0 = now_s();
 	kill(t.pid, SIGTERM);
-	CHECK(waitpid(t.pid, &status, 0) == t.pid);
+	waitpid(t.pid, &status, 0);
 	for (int i = 0; i < npids; i++)
 		if (all_pids[i] == t.pid)
 			all_pids[i] = 0;
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	CHECK(now_s() - t0 < 5);
-	CHECK_ST(vgpu_mem_alloc(v, 64, &p), VGPU_ERR_CONNECTION);
+	t1 = now_s();
+	st = vgpu_mem_alloc(v, 64, &p);
 	vgpu_close(v);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		fprintf(stderr, "  vgpud status 0x%x after SIGTERM\n", status);
+		dump_log(&t);
+		return VT_FAIL;
+	}
+	CHECK(t1 - t0 < 5);
+	CHECK_ST(st, VGPU_ERR_CONNECTION);
 	return 0;
 }
 
