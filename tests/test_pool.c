@@ -453,7 +453,7 @@ static int t_share(void *d)
 /* The autoscale host feeds autoscale-exec; its command sees the demand. */
 static int t_autoscale_exec(void *d)
 {
-	char script[300], out[300], spec[1024], buf[4096];
+	char script[300], out[300], up[320], down[320], spec[1024], buf[4096];
 	struct server S;
 	const char *extra[8];
 	vgpu_t *v1, *v2;
@@ -463,14 +463,16 @@ static int t_autoscale_exec(void *d)
 
 	(void)d;
 	snprintf(script, sizeof(script), "%s/scale-up.sh", tmpdir);
-	snprintf(out, sizeof(out), "%s/scale-up.out", tmpdir);
+	snprintf(out, sizeof(out), "%s/scale.out", tmpdir);
 	f = fopen(script, "w");
 	CHECK(f);
-	fprintf(f, "#!/bin/sh\nenv | grep '^VGPU_SCALE_' | sort > %s.tmp\necho \"arg=$1\" >> %s.tmp\n"
-		   "mv %s.tmp %s\n", out, out, out, out);
+	/* one script for both: writes OUT-up or OUT-down */
+	fprintf(f, "#!/bin/sh\nenv | grep '^VGPU_SCALE_' | sort > %s-$1.tmp\necho \"arg=$1\" >> %s-$1.tmp\n"
+		   "mv %s-$1.tmp %s-$1\n", out, out, out, out);
 	fclose(f);
 	chmod(script, 0700);
-	snprintf(spec, sizeof(spec), "autoscale-exec:up=%s,up_after=0s,cooldown=1s,max=1", script);
+	snprintf(spec, sizeof(spec), "autoscale-exec:up=%s,down=%s,up_after=0s,down_after=1s,"
+		 "cooldown=1s,max=1", script, script);
 	extra[0] = "--max-sessions";
 	extra[1] = "1";
 	extra[2] = "--plugin";
@@ -481,9 +483,11 @@ static int t_autoscale_exec(void *d)
 	CHECK_OK(vgpu_open(&v1, pool));
 	/* a second client waits: pressure; the command runs once */
 	CHECK_ST(vgpu_open(&v2, pool), VGPU_ERR_TIMEOUT);
-	for (int i = 0; i < 50 && access(out, R_OK) != 0; i++)
+	snprintf(up, sizeof(up), "%s-up", out);
+	snprintf(down, sizeof(down), "%s-down", out);
+	for (int i = 0; i < 50 && access(up, R_OK) != 0; i++)
 		sleep_ms(100);
-	f = fopen(out, "r");
+	f = fopen(up, "r");
 	if (!f)
 		dump_log(&S);
 	CHECK(f);
@@ -497,7 +501,23 @@ static int t_autoscale_exec(void *d)
 	CHECK(strstr(buf, "VGPU_SCALE_INSTANCES=0\n"));
 	CHECK(strstr(buf, "VGPU_SCALE_TARGET=1\n"));
 	CHECK(strstr(buf, "arg=up\n"));
+	CHECK(access(down, R_OK) != 0); /* busy: no scale-down */
+	/* idle for down_after (after the cooldown): one scale-down */
 	vgpu_close(v1);
+	for (int i = 0; i < 80 && access(down, R_OK) != 0; i++)
+		sleep_ms(100);
+	f = fopen(down, "r");
+	if (!f)
+		dump_log(&S);
+	CHECK(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = 0;
+	fclose(f);
+	CHECK(strstr(buf, "VGPU_SCALE_ACTION=down\n"));
+	CHECK(strstr(buf, "VGPU_SCALE_REASON=idle\n"));
+	CHECK(strstr(buf, "VGPU_SCALE_INSTANCES=1\n"));
+	CHECK(strstr(buf, "VGPU_SCALE_TARGET=0\n"));
+	CHECK(strstr(buf, "VGPU_SCALE_SESSIONS=0\n"));
 	server_kill(&S);
 	return 0;
 }
