@@ -12,6 +12,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +222,24 @@ static void judge(struct pool *pl, struct cand *c)
 	c->load = used_share + (d ? (double)d->queued / 16.0 : 0) + (double)st->waiting;
 }
 
+/* One status request (a thread of round_once). */
+struct ask {
+	struct cand *c;
+	const struct vgpu_open_opts *o;
+	uint64_t mem, wait_id;
+};
+
+static void *ask_main(void *arg)
+{
+	struct ask *a = arg;
+	struct cand *c = a->c;
+
+	c->why[0] = '\0';
+	if (vgpu__status_query(&c->u, a->o, a->wait_id, a->mem, &c->st) < 0)
+		snprintf(c->why, sizeof(c->why), "unreachable: %s", vgpu__error_msg());
+	return NULL;
+}
+
 static int by_load(const void *a, const void *b)
 {
 	const struct cand *x = *(const struct cand *const *)a, *y = *(const struct cand *const *)b;
@@ -249,22 +268,45 @@ static vgpu_status round_once(struct pool *pl, vgpu_t *v, const struct vgpu_open
 	size_t off = 0;
 	vgpu_status st;
 
+	/* every server at once: a silent one costs one timeout, not one each */
+	{
+		struct ask asks[POOL_MAX];
+		pthread_t th[POOL_MAX];
+		int started[POOL_MAX];
+
+		for (int i = 0; i < pl->n; i++) {
+			asks[i].c = &pl->c[i];
+			asks[i].o = o;
+			asks[i].mem = pl->mem;
+			asks[i].wait_id = 0;
+			started[i] = pl->n > 1 && pthread_create(&th[i], NULL, ask_main, &asks[i]) == 0;
+			if (!started[i])
+				ask_main(&asks[i]);
+		}
+		for (int i = 0; i < pl->n; i++)
+			if (started[i])
+				pthread_join(th[i], NULL);
+	}
 	for (int i = 0; i < pl->n; i++) {
 		struct cand *c = &pl->c[i];
-		/* the first reachable server hears about a waiting client */
-		uint64_t wid = wait_id && !told ? wait_id : 0;
 
-		st = vgpu__status_query(&c->u, o, wid, pl->mem, &c->st);
-		if (st < 0) {
-			snprintf(c->why, sizeof(c->why), "unreachable: %s", vgpu__error_msg());
+		if (!c->st)
 			continue;
-		}
-		if (wid)
-			told = 1;
-		c->why[0] = '\0';
 		judge(pl, c);
 		if (!c->why[0])
 			fit[nfit++] = c;
+	}
+	if (wait_id && !nfit) {
+		/* the first reachable server hears that a client waits */
+		for (int i = 0; i < pl->n && !told; i++) {
+			struct vgpu_node_status *st2 = NULL;
+
+			if (!pl->c[i].st)
+				continue;
+			told = 1;
+			if (vgpu__status_query(&pl->c[i].u, o, wait_id, pl->mem, &st2) == VGPU_OK)
+				vgpu_node_status_free(st2);
+		}
 	}
 	qsort(fit, (size_t)nfit, sizeof(fit[0]), by_load);
 	for (int i = 0; i < nfit; i++) {
