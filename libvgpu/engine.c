@@ -1313,7 +1313,7 @@ int vgpu__engine_sessions(struct engine *e, struct vgpu_engine_session_info *out
 		i->id = s->id;
 		snprintf(i->tenant, sizeof(i->tenant), "%s", s->tenant);
 		i->device = s->dev->index;
-		i->mem_used = s->mem_used;
+		i->mem_used = __atomic_load_n(&s->mem_used, __ATOMIC_RELAXED);
 		i->mem_limit = s->ps.mem_limit;
 		i->share = s->ps.share;
 		i->device_ns = s->device_ns;
@@ -2058,7 +2058,7 @@ vgpu_status vgpu__s_mem_alloc(struct session *s, size_t size, vgpu_dptr *out)
 		free(a);
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
 	}
-	s->mem_used += rsize;
+	__atomic_add_fetch(&s->mem_used, rsize, __ATOMIC_RELAXED); /* read by engine_sessions */
 	pthread_mutex_unlock(&s->lock);
 	pthread_mutex_lock(&e->qlock);
 	s->dev->mem_used += rsize;
@@ -2092,7 +2092,7 @@ vgpu_status vgpu__s_mem_free(struct session *s, vgpu_dptr p)
 	a->freeing = 1;
 	while (a->refs)
 		pthread_cond_wait(&s->cv, &s->lock);
-	s->mem_used -= a->size;
+	__atomic_sub_fetch(&s->mem_used, a->size, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&s->lock);
 	e->be->mem_free(s->dev->bdev, a->base, a->size);
 	pthread_mutex_lock(&e->qlock);
