@@ -127,6 +127,8 @@ static void fail_all(struct client *cl, const char *why)
 	cl->pend = NULL;
 	pthread_cond_broadcast(&cl->cond);
 	pthread_mutex_unlock(&cl->lock);
+	/* a peer that sent garbage gets a closed connection, not silence */
+	cl->tp->shutdown(cl->tc, 0);
 }
 
 static void conn_broken(struct client *cl, const char *why)
