@@ -492,8 +492,11 @@ static void sched_push(struct engine *e, struct stream *st)
 		s->in_sched = 1;
 		d->nrunnable++;
 		PLUGIN_CALL(d->sched->sched->runnable(d->sched->state, &s->ps, vgpu__now_ns()));
-		pthread_cond_signal(&e->work_cv);
 	}
+	/* a worker for it, also when its session was runnable already (its
+	 * other streams may be running while a slot is free) */
+	if (!s->throttled)
+		pthread_cond_signal(&e->work_cv);
 }
 
 static void sched_idle(struct edev *d, struct session *s, uint64_t now)
@@ -597,6 +600,9 @@ static struct stream *sched_pop(struct engine *e, uint64_t *wake)
 		}
 		st->on_ready = 0;
 		s->last_seq = ++d->dispatch_seq;
+		/* more runnable work and another free slot: wake a worker for it */
+		if (d->nrunnable && d->running + 1 < d->slots)
+			pthread_cond_signal(&e->work_cv);
 		return st;
 	}
 	return NULL;

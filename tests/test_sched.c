@@ -755,6 +755,46 @@ static int t_churn(void *d)
 	return 0;
 }
 
+/* slots=2: two streams of one session overlap on the device; with the
+ * default (1) they take turns. */
+static int t_slots(void *d)
+{
+	for (unsigned slots = 1; slots <= 2; slots++) {
+		struct vgpu_engine_opts o;
+		struct vgpu_engine *e = NULL;
+		struct vgpu_session *s;
+		struct vgpu_engine_stats a, b;
+		uint32_t fid, s1, s2;
+		vgpu_arg x = vgpu_arg_u64(150000);
+		double overlap;
+
+		memset(&o, 0, sizeof(o));
+		o.size = sizeof(o);
+		o.plugins = "sched-fifo";
+		o.slots = slots == 1 ? 0 : slots;
+		CHECK_OK(vgpu__engine_create("cpu", &o, &e));
+		CHECK_OK(open_s(e, "cpu:0", &s));
+		CHECK_OK(kernel(s, "spin_us", &fid));
+		CHECK_OK(vgpu__s_stream_create(s, 0, &s1));
+		CHECK_OK(vgpu__s_stream_create(s, 0, &s2));
+		vgpu__engine_stats(e, 0, &a);
+		CHECK_OK(vgpu__s_launch(s, fid, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0,
+					s1, &x, 1));
+		CHECK_OK(vgpu__s_launch(s, fid, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0,
+					s2, &x, 1));
+		CHECK_OK(vgpu__s_stream_sync(s, s1));
+		CHECK_OK(vgpu__s_stream_sync(s, s2));
+		vgpu__engine_stats(e, 0, &b);
+		/* device time over elapsed time: 2 when the two items overlapped */
+		overlap = (double)(b.device_ns - a.device_ns) / (double)(b.now_ns - a.now_ns);
+		printf("  slots=%u: %.2f items running on average\n", slots, overlap);
+		CHECK(slots == 1 ? overlap <= 1.05 : overlap >= 1.6);
+		vgpu__session_close(s);
+		vgpu__engine_destroy(e);
+	}
+	return 0;
+}
+
 int main(void)
 {
 	vt_run("specs", t_specs, NULL);
@@ -774,5 +814,6 @@ int main(void)
 	vt_run("autoscale_signals", t_autoscale, NULL);
 	vt_run("public_api", t_public_api, NULL);
 	vt_run("churn", t_churn, NULL);
+	vt_run("slots", t_slots, NULL);
 	return vt_finish();
 }
