@@ -1498,6 +1498,17 @@ vgpu_status vgpu__engine_device_info(struct engine *e, int idx, struct vgpu_devi
 		st = vgpu__error(VGPU_ERR_NO_DEVICE, "device %d is not open", idx);
 	if (st == VGPU_OK)
 		st = e->be->device_info(d->bdev, out);
+	if (st == VGPU_OK && d->mem) {
+		/* the device's residency, in both the handle and dev_ fields */
+		struct vgpu__mem_stats ms;
+
+		vgpu__mem_stats(d->mem, &ms);
+		out->mem_resident = out->dev_mem_resident = ms.resident;
+		out->mem_on_host = out->dev_mem_on_host = ms.on_host;
+		out->swapped_in = out->dev_swapped_in = ms.swapped_in;
+		out->swapped_out = out->dev_swapped_out = ms.swapped_out;
+		out->evictions = out->dev_evictions = ms.evictions;
+	}
 	pthread_mutex_unlock(&e->devlock);
 	return st;
 }
