@@ -1430,6 +1430,7 @@ int vgpu__engine_sessions(struct engine *e, struct vgpu_engine_session_info *out
 		i->device = s->dev->index;
 		i->mem_used = __atomic_load_n(&s->mem_used, __ATOMIC_RELAXED);
 		i->mem_limit = s->ps.mem_limit;
+		i->mem_on_host = vgpu__mem_session_on_host(s->ms); /* mem lock inside qlock */
 		i->share = s->ps.share;
 		i->device_ns = s->device_ns;
 		i->items = s->items;
@@ -1943,6 +1944,8 @@ vgpu_status vgpu__session_open(struct engine *e, const struct vgpu_uri *uri, con
 	d->nsessions++;
 	s->dev = d;
 	st = vgpu__mem_session_open(d->mem, s->id, s->tenant, s->label, uri, &s->ps, &s->ms);
+	if (st == VGPU_OK && d->mem && vgpu__mem_session_limit(s->ms))
+		s->ps.mem_limit = vgpu__mem_session_limit(s->ms); /* mem-quota's, if any */
 	if (st == VGPU_OK)
 		st = admit(e, d, s);
 	if (st == VGPU_OK && d->sched) {

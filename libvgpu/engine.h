@@ -189,6 +189,7 @@ struct vgpu_engine_session_info {
 	double share;
 	uint64_t device_ns, items, queued;
 	uint64_t age_ns, idle_ns;
+	uint64_t mem_on_host;   /* allocated bytes evicted to host (mem-swap) */
 };
 /* Fills up to max entries; returns the number of sessions (may exceed max). */
 int vgpu__engine_sessions(struct vgpu_engine *e, struct vgpu_engine_session_info *out, int max);

@@ -516,6 +516,11 @@ void vgpu__mem_stats(struct vgpu__mem *m, struct vgpu__mem_stats *out)
 /* ------------------------------------------------------------------------ */
 /* Sessions                                                                 */
 
+uint64_t vgpu__mem_session_limit(const struct vgpu__mem_session *ms)
+{
+	return ms ? ms->ps.mem_limit : 0;
+}
+
 uint64_t vgpu__mem_session_on_host(struct vgpu__mem_session *ms)
 {
 	uint64_t n;

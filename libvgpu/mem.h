@@ -50,6 +50,9 @@ vgpu_status vgpu__mem_session_open(struct vgpu__mem *m, uint64_t id, const char 
 				   struct vgpu__mem_session **out);
 /* Bytes of the session's allocations not on the device now. */
 uint64_t vgpu__mem_session_on_host(struct vgpu__mem_session *ms);
+/* The session's memory limit as its plugins set it (mem=, or mem-quota's
+ * default; 0: none). */
+uint64_t vgpu__mem_session_limit(const struct vgpu__mem_session *ms);
 /* After every allocation of the session was freed. */
 void vgpu__mem_session_close(struct vgpu__mem_session *ms);
 

@@ -1198,6 +1198,7 @@ vgpu_status vgpu__server_node_status(struct vgpu_server *s, struct vgpu_node_sta
 		x->device = si[k].device;
 		x->mem_used = si[k].mem_used;
 		x->mem_limit = si[k].mem_limit;
+		x->mem_on_host = si[k].mem_on_host;
 		x->share = si[k].share;
 		x->device_ns = si[k].device_ns;
 		x->items = si[k].items;
