@@ -153,7 +153,7 @@ struct work {
 		struct { struct event *ev; uint64_t seq; } wait;
 	} u;
 	/* inline storage (htod data, launch args) follows */
-	unsigned char data[];
+	unsigned char data[] __attribute__((aligned(16)));
 };
 
 struct stream {
@@ -887,6 +887,19 @@ static void *worker_main(void *arg)
 		if (rc != VGPU_OK)
 			snprintf(msg, sizeof(msg), "%s: %s", s->label, vgpu__error_msg());
 		unref_allocs(s, w);
+		/* The completion runs before the item counts as done: a
+		 * synchronization that returns has seen every completion of
+		 * the stream, and they run in stream order. */
+		if (w->op == W_NOTIFY) {
+			pthread_mutex_lock(&e->qlock);
+			rc = st->err;
+			snprintf(msg, sizeof(msg), "%s", st->errmsg);
+			st->err = VGPU_OK;
+			st->errmsg[0] = '\0';
+			pthread_mutex_unlock(&e->qlock);
+		}
+		if (w->done.fn)
+			w->done.fn(w->done.arg, rc, rc ? msg : NULL);
 
 		pthread_mutex_lock(&e->qlock);
 		st->head = w->next;
@@ -899,12 +912,7 @@ static void *worker_main(void *arg)
 			snprintf(w->u.rec.ev->errmsg, sizeof(w->u.rec.ev->errmsg), "%s", st->errmsg);
 			complete_event(e, w->u.rec.ev, w->u.rec.seq);
 		}
-		if (w->op == W_NOTIFY) {
-			rc = st->err;
-			snprintf(msg, sizeof(msg), "%s", st->errmsg);
-			st->err = VGPU_OK;
-			st->errmsg[0] = '\0';
-		} else if (rc != VGPU_OK && !w->done.fn && st->err == VGPU_OK) {
+		if (w->op != W_NOTIFY && rc != VGPU_OK && !w->done.fn && st->err == VGPU_OK) {
 			st->err = rc;
 			snprintf(st->errmsg, sizeof(st->errmsg), "%s", msg);
 		}
@@ -918,22 +926,18 @@ static void *worker_main(void *arg)
 			account_locked(s, t1 - t0, t1);
 		ready_push(e, st);
 		pthread_cond_broadcast(&e->done_cv);
-		if (w->done.fn) {
-			pthread_mutex_unlock(&e->qlock);
-			w->done.fn(w->done.arg, rc, rc ? msg : NULL);
-			free(w);
-			pthread_mutex_lock(&e->qlock);
-		} else {
-			free(w);
-		}
+		free(w);
 	}
 	pthread_mutex_unlock(&e->qlock);
 	return NULL;
 }
 
-/* Queue w on st. */
-static void enqueue(struct engine *e, struct stream *st, struct work *w)
+/* Queue w on st; returns its position (st->completed reaches it when w
+ * has completed). */
+static uint64_t enqueue(struct engine *e, struct stream *st, struct work *w)
 {
+	uint64_t seq;
+
 	w->next = NULL;
 	pthread_mutex_lock(&e->qlock);
 	if (st->tail)
@@ -945,8 +949,10 @@ static void enqueue(struct engine *e, struct stream *st, struct work *w)
 	st->s->queued++;
 	st->s->dev->queued++;
 	w->queued_ns = vgpu__now_ns();
+	seq = st->submitted;
 	ready_push(e, st);
 	pthread_mutex_unlock(&e->qlock);
+	return seq;
 }
 
 /* Wait until st has completed everything submitted so far (qlock held). */
@@ -2389,10 +2395,14 @@ static vgpu_status sync_wait(struct session *s, struct work *w)
 	sw.msg[0] = '\0';
 	w->done.fn = sync_wait_done;
 	w->done.arg = &sw;
+	uint64_t seq;
+
 	mem_queued(s, w);
-	enqueue(s->e, s->sync_st, w);
+	seq = enqueue(s->e, s->sync_st, w);
+	/* wait for the item to complete, not only for its completion: the
+	 * worker still touches the session after calling it */
 	pthread_mutex_lock(&s->e->qlock);
-	while (!sw.done)
+	while (!sw.done || s->sync_st->completed < seq)
 		pthread_cond_wait(&s->e->done_cv, &s->e->qlock);
 	pthread_mutex_unlock(&s->e->qlock);
 	if (sw.st)
@@ -2977,7 +2987,7 @@ static uint32_t arg_type_size(uint32_t t)
 static vgpu_status check_args(struct session *s, struct func *f, const vgpu_arg *args,
 			      unsigned nargs, size_t *bytes, unsigned *ndptr)
 {
-	size_t total = 0;
+	size_t total = 0, raw = 0;
 	unsigned nd = 0;
 
 	if (nargs > VGPU_MAX_KERNEL_ARGS)
@@ -2995,7 +3005,12 @@ static vgpu_status check_args(struct session *s, struct func *f, const vgpu_arg 
 			if (sz == 0 || !args[i].v.ptr)
 				return vgpu__error(VGPU_ERR_KERNEL_ARGS, "%s: launch of '%s': argument "
 						   "%u: empty bytes", s->label, f->name, i);
-			total += sz;
+			raw += sz;
+			if (raw > VGPU_MAX_ARG_BYTES)
+				return vgpu__error(VGPU_ERR_KERNEL_ARGS, "%s: launch of '%s': more "
+						   "than %d bytes of by-value arguments", s->label,
+						   f->name, VGPU_MAX_ARG_BYTES);
+			total += ((size_t)sz + 15u) & ~(size_t)15u; /* each copy 16-byte aligned */
 		} else if (t < VGPU_ARG_DPTR || t > VGPU_ARG_BYTES || sz != arg_type_size(t)) {
 			return vgpu__error(VGPU_ERR_KERNEL_ARGS, "%s: launch of '%s': argument %u: "
 					   "bad type %u or size %u", s->label, f->name, i, t, sz);
@@ -3017,13 +3032,25 @@ static vgpu_status check_args(struct session *s, struct func *f, const vgpu_arg 
 						   f->sig.size[i]);
 		}
 	}
-	if (total > VGPU_MAX_ARG_BYTES)
-		return vgpu__error(VGPU_ERR_KERNEL_ARGS, "%s: launch of '%s': %zu bytes of by-value "
-				   "arguments, at most %d", s->label, f->name, total,
-				   VGPU_MAX_ARG_BYTES);
 	*bytes = total;
 	*ndptr = nd;
 	return VGPU_OK;
+}
+
+/* Launch arguments in a work item: the vgpu_arg array, then each by-value
+ * argument's bytes at a 16-byte boundary (check_args counts them so). */
+#define ARGS_SPACE(n) (((n) * sizeof(vgpu_arg) + 15u) & ~(size_t)15u)
+
+static void copy_args(vgpu_arg *a, unsigned char *b, const vgpu_arg *args, unsigned nargs)
+{
+	if (nargs)
+		memcpy(a, args, nargs * sizeof(vgpu_arg));
+	for (unsigned i = 0; i < nargs; i++)
+		if (a[i].type == VGPU_ARG_BYTES) {
+			memcpy(b, a[i].v.ptr, a[i].size);
+			a[i].v.ptr = b;
+			b += (a[i].size + 15u) & ~15u;
+		}
 }
 
 static vgpu_status check_dims(struct session *s, struct func *f, vgpu_dim3 g, vgpu_dim3 b)
@@ -3075,12 +3102,12 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 	if (!sid)
 		st = s->sync_st;
 	if (queued) {
-		w = work_new(W_LAUNCH, nargs * sizeof(vgpu_arg) + bytes + nd * sizeof(struct alloc *));
+		w = work_new(W_LAUNCH, ARGS_SPACE(nargs) + bytes + nd * sizeof(struct alloc *));
 		if (!w) {
 			rc = VGPU_ERR_NO_HOST_MEMORY;
 			goto out_unlock;
 		}
-		refs = (struct alloc **)(w->data + nargs * sizeof(vgpu_arg) + bytes);
+		refs = (struct alloc **)(w->data + ARGS_SPACE(nargs) + bytes);
 	} else if (nd > 16) {
 		refs = malloc(nd * sizeof(*refs));
 		if (!refs) {
@@ -3115,9 +3142,18 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 		struct vgpu_mem_ref mr[VGPU_MAX_KERNEL_ARGS];
 		unsigned nmr = mem_refs_of(W_LAUNCH, refs, nref, mr);
 
+		/* by-value arguments reach kernels 16-byte aligned */
+		vgpu_arg acopy[VGPU_MAX_KERNEL_ARGS];
+		_Alignas(16) unsigned char vbytes[bytes ? bytes : 1];
+		const vgpu_arg *la = args;
+
+		if (bytes) {
+			copy_args(acopy, vbytes, args, nargs);
+			la = acopy;
+		}
 		rc = vgpu__mem_prepare(s->ms, 0, mr, nmr);
 		if (rc == VGPU_OK) {
-			rc = s->e->be->launch(s->dev->bdev, NULL, f->bfn, grid, block, shmem, args,
+			rc = s->e->be->launch(s->dev->bdev, NULL, f->bfn, grid, block, shmem, la,
 					      nargs);
 			if (rc == VGPU_OK && s->e->be->stream_sync)
 				rc = s->e->be->stream_sync(s->dev->bdev, NULL);
@@ -3139,16 +3175,8 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 	/* Queue: copy args (and by-value bytes) into the item. */
 	{
 		vgpu_arg *a = (vgpu_arg *)w->data;
-		unsigned char *b = w->data + nargs * sizeof(vgpu_arg);
 
-		if (nargs)
-			memcpy(a, args, nargs * sizeof(vgpu_arg));
-		for (unsigned i = 0; i < nargs; i++)
-			if (a[i].type == VGPU_ARG_BYTES) {
-				memcpy(b, a[i].v.ptr, a[i].size);
-				a[i].v.ptr = b;
-				b += a[i].size;
-			}
+		copy_args(a, w->data + ARGS_SPACE(nargs), args, nargs);
 		w->u.launch.f = f;
 		w->u.launch.grid = grid;
 		w->u.launch.block = block;
