@@ -328,6 +328,8 @@ static void *reader_main(void *arg)
 		uint32_t n;
 		int64_t status;
 		int last;
+		const char *emsg;
+		uint32_t emsg_len;
 
 		st = vgpu__rbuf_frame(&cl->rb, &h, cl->body, VGPU_PROTO_CHUNK, "server");
 		if (st < 0)
@@ -338,7 +340,7 @@ static void *reader_main(void *arg)
 		}
 		vgpu__mp_init(&m, cl->body, h.body_len);
 		if (vgpu__mp_array(&m, &n) || n < 2 || vgpu__mp_i64(&m, &status) || status > 0 ||
-		    status < INT32_MIN) {
+		    status < INT32_MIN || vgpu__mp_str(&m, &emsg, &emsg_len)) {
 			st = vgpu__error(VGPU_ERR_PROTOCOL, "malformed response from the server");
 			break;
 		}
@@ -369,14 +371,8 @@ static void *reader_main(void *arg)
 			p->got += h.bulk_len;
 		}
 		if (status < 0 && p->st == VGPU_OK) {
-			const char *s;
-			uint32_t sl;
-
 			p->st = (vgpu_status)status;
-			if (vgpu__mp_str(&m, &s, &sl) == 0)
-				snprintf(p->msg, sizeof(p->msg), "%.*s", (int)sl, s);
-			else
-				snprintf(p->msg, sizeof(p->msg), "%s: error %d", cl->uri, (int)status);
+			snprintf(p->msg, sizeof(p->msg), "%.*s", (int)emsg_len, emsg);
 		}
 		if (!last)
 			continue;
@@ -822,6 +818,8 @@ static vgpu_status r_launch(vgpu_t *v, uint32_t fid, vgpu_dim3 grid, vgpu_dim3 b
 	struct pending p;
 	size_t bytes = 0;
 
+	if (nargs && !args)
+		return vgpu__error(VGPU_ERR_INVALID, "vgpu_launch: %u arguments but args is NULL", nargs);
 	if (nargs > VGPU_MAX_KERNEL_ARGS)
 		return vgpu__error(VGPU_ERR_KERNEL_ARGS, "%s: %u arguments (at most %d)", cl->uri, nargs,
 				   VGPU_MAX_KERNEL_ARGS);
@@ -835,9 +833,11 @@ static vgpu_status r_launch(vgpu_t *v, uint32_t fid, vgpu_dim3 grid, vgpu_dim3 b
 	msgpack_pack_uint32(&w.pk, block.y);
 	msgpack_pack_uint32(&w.pk, block.z);
 	msgpack_pack_uint64(&w.pk, shmem);
-	msgpack_pack_array(&w.pk, 2 * nargs);
+	/* [type, size, value]: value is a bin for BYTES, else the raw bits */
+	msgpack_pack_array(&w.pk, 3 * nargs);
 	for (unsigned i = 0; i < nargs; i++) {
 		msgpack_pack_uint32(&w.pk, args[i].type);
+		msgpack_pack_uint32(&w.pk, args[i].size);
 		if (args[i].type == VGPU_ARG_BYTES) {
 			bytes += args[i].size;
 			if (bytes > VGPU_MAX_ARG_BYTES || (args[i].size && !args[i].v.ptr))
@@ -845,12 +845,11 @@ static vgpu_status r_launch(vgpu_t *v, uint32_t fid, vgpu_dim3 grid, vgpu_dim3 b
 						   "%s: by-value arguments exceed %d bytes (or NULL)", cl->uri,
 						   VGPU_MAX_ARG_BYTES);
 			msgpack_pack_bin_with_body(&w.pk, args[i].v.ptr, args[i].size);
-		} else if (args[i].size == 4) {
-			uint32_t x;
-			memcpy(&x, &args[i].v, 4);
-			msgpack_pack_uint64(&w.pk, x);
 		} else {
-			msgpack_pack_uint64(&w.pk, args[i].v.u64);
+			uint64_t x = 0;
+
+			memcpy(&x, &args[i].v, args[i].size < 8 ? args[i].size : 8);
+			msgpack_pack_uint64(&w.pk, x);
 		}
 	}
 	if (sid)

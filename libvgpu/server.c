@@ -85,6 +85,8 @@ struct xfer {
 	uint64_t n;
 };
 
+struct ord_stream;
+
 struct srv_conn {
 	struct vgpu_server *srv;
 	struct listener *lis;
@@ -107,6 +109,8 @@ struct srv_conn {
 	struct sid_err *errs;
 
 	uint32_t xfer_sid;     /* engine stream for chunked synchronous copies */
+	pthread_mutex_t olock; /* ostreams */
+	struct ord_stream *ostreams;
 	struct xfer *htod_x;   /* chunked synchronous htod in progress */
 
 	struct vgpu_rbuf rb;
@@ -354,17 +358,117 @@ static vgpu_status take_err(struct srv_conn *c, uint32_t sid, int all, char *msg
 /* ------------------------------------------------------------------------ */
 /* Engine completions                                                       */
 
-static void outstanding_inc(struct srv_conn *c)
-{
-	pthread_mutex_lock(&c->lock);
-	c->outstanding++;
-	pthread_mutex_unlock(&c->lock);
-}
-
 static void outstanding_dec_locked(struct srv_conn *c)
 {
 	c->outstanding--;
 	pthread_cond_broadcast(&c->cond);
+}
+
+/*
+ * The engine may call the completions of one stream from different workers
+ * and so out of order (it releases the stream before calling done.fn).
+ * Replies must leave in stream order (data chunks before the end of a copy,
+ * an async error recorded before the sync that reports it), so completions
+ * get a sequence number per engine stream and run strictly in that order:
+ * one that arrives early is parked and run by the one before it.
+ */
+struct ord_stream {
+	struct ord_stream *next;
+	uint32_t sid;
+	uint64_t issued, next_run;
+	struct ord_item *parked;
+};
+
+struct ord_item {
+	struct ord_item *next;
+	struct srv_conn *c;
+	struct ord_stream *os;
+	uint64_t seq;
+	void (*fn)(void *arg, vgpu_status st, const char *msg);
+	void *arg;
+	vgpu_status st;
+	char msg[VGPU_ERRMSG_MAX];
+};
+
+static void ord_fire(void *arg, vgpu_status st, const char *msg)
+{
+	struct ord_item *it = arg, **pp;
+	struct srv_conn *c = it->c;
+	struct ord_stream *os = it->os;
+
+	it->st = st;
+	if (st < 0)
+		snprintf(it->msg, sizeof(it->msg), "%s", msg ? msg : "");
+	pthread_mutex_lock(&c->olock);
+	if (it->seq != os->next_run) {
+		it->next = os->parked;
+		os->parked = it;
+		pthread_mutex_unlock(&c->olock);
+		return;
+	}
+	while (it) {
+		pthread_mutex_unlock(&c->olock);
+		if (it->fn)
+			it->fn(it->arg, it->st, it->st < 0 ? it->msg : NULL);
+		free(it);
+		pthread_mutex_lock(&c->lock);
+		outstanding_dec_locked(c);
+		pthread_mutex_unlock(&c->lock);
+		pthread_mutex_lock(&c->olock);
+		os->next_run++;
+		for (pp = &os->parked; (it = *pp); pp = &it->next) {
+			if (it->seq == os->next_run) {
+				*pp = it->next;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&c->olock);
+}
+
+/* A completion for engine stream sid, run in order; NULL: out of memory. */
+static struct ord_item *ord_prepare(struct srv_conn *c, uint32_t sid,
+				    void (*fn)(void *, vgpu_status, const char *), void *arg,
+				    struct vgpu_completion *done)
+{
+	struct ord_item *it = calloc(1, sizeof(*it));
+	struct ord_stream *os;
+
+	if (!it)
+		return NULL;
+	pthread_mutex_lock(&c->olock);
+	for (os = c->ostreams; os && os->sid != sid; os = os->next)
+		;
+	if (!os) {
+		os = calloc(1, sizeof(*os));
+		if (!os) {
+			pthread_mutex_unlock(&c->olock);
+			free(it);
+			return NULL;
+		}
+		os->sid = sid;
+		os->next = c->ostreams;
+		c->ostreams = os;
+	}
+	it->c = c;
+	it->os = os;
+	it->seq = os->issued++;
+	it->fn = fn;
+	it->arg = arg;
+	pthread_mutex_unlock(&c->olock);
+	pthread_mutex_lock(&c->lock);
+	c->outstanding++;
+	pthread_mutex_unlock(&c->lock);
+	done->fn = ord_fire;
+	done->arg = it;
+	return it;
+}
+
+/* The engine refused the call: its completion will never come. */
+static void ord_cancel(struct ord_item *it)
+{
+	it->fn = NULL;
+	ord_fire(it, VGPU_OK, NULL);
 }
 
 struct htod_done {
@@ -393,7 +497,6 @@ static void htod_done_fn(void *arg, vgpu_status st, const char *msg)
 			record_err_locked(c, d->sid, st, msg);
 		}
 	}
-	outstanding_dec_locked(c);
 	pthread_mutex_unlock(&c->lock);
 	free(d);
 }
@@ -434,9 +537,6 @@ static void dtoh_done_fn(void *arg, vgpu_status st, const char *msg)
 	} else {
 		conn_send(c, 0, VGPU_MSG_RESP, VGPU_MSGF_MORE, x->id, w.buf, w.len, d->buf, d->n, 1);
 	}
-	pthread_mutex_lock(&c->lock);
-	outstanding_dec_locked(c);
-	pthread_mutex_unlock(&c->lock);
 	free(d);
 }
 
@@ -472,9 +572,6 @@ static void notify_done_fn(void *arg, vgpu_status st, const char *msg)
 		reply_status(c, 0, x->id, 0, x->st, x->msg);
 		free(x);
 	}
-	pthread_mutex_lock(&c->lock);
-	outstanding_dec_locked(c);
-	pthread_mutex_unlock(&c->lock);
 	free(d);
 }
 
@@ -483,8 +580,13 @@ static void xfer_finish(struct srv_conn *c, struct xfer *x)
 {
 	struct notify_done *d = calloc(1, sizeof(*d));
 	struct vgpu_completion done;
+	struct ord_item *it = NULL;
 	vgpu_status st;
 
+	if (d && !(it = ord_prepare(c, x->esid, notify_done_fn, d, &done))) {
+		free(d);
+		d = NULL;
+	}
 	if (!d) {
 		reply_status(c, 1, x->id, 0, vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory"), NULL);
 		free(x);
@@ -493,14 +595,9 @@ static void xfer_finish(struct srv_conn *c, struct xfer *x)
 	d->c = c;
 	d->kind = N_XFER_END;
 	d->x = x;
-	done.fn = notify_done_fn;
-	done.arg = d;
-	outstanding_inc(c);
 	st = vgpu__s_stream_notify(c->sess, x->esid, &done);
 	if (st < 0) {
-		pthread_mutex_lock(&c->lock);
-		outstanding_dec_locked(c);
-		pthread_mutex_unlock(&c->lock);
+		ord_cancel(it);
 		free(d);
 		reply_status(c, 1, x->id, 0, x->st < 0 ? x->st : st,
 			     x->st < 0 ? x->msg : vgpu__error_msg());
@@ -564,7 +661,8 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 	}
 	{
 		struct htod_done *d = calloc(1, sizeof(*d));
-		struct vgpu_completion done = { htod_done_fn, d };
+		struct vgpu_completion done;
+		struct ord_item *it;
 		uint32_t esid = sid;
 
 		if (!d) {
@@ -601,12 +699,17 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		d->sid = sid;
 		d->buf = buf;
 		d->n = n;
-		outstanding_inc(c);
+		it = ord_prepare(c, esid, htod_done_fn, d, &done);
+		if (!it) {
+			free(buf);
+			free(d);
+			credit_put(c, n);
+			st = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
+			goto failed;
+		}
 		st = vgpu__s_memcpy_htod(c->sess, esid, dst, buf, n, &done);
 		if (st < 0) {
-			pthread_mutex_lock(&c->lock);
-			outstanding_dec_locked(c);
-			pthread_mutex_unlock(&c->lock);
+			ord_cancel(it);
 			free(buf);
 			free(d);
 			credit_put(c, n);
@@ -683,7 +786,8 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 	for (off = 0; off < n; off += VGPU_PROTO_CHUNK) {
 		size_t k = n - off < VGPU_PROTO_CHUNK ? (size_t)(n - off) : VGPU_PROTO_CHUNK;
 		struct dtoh_done *d = calloc(1, sizeof(*d));
-		struct vgpu_completion done = { dtoh_done_fn, d };
+		struct vgpu_completion done;
+		struct ord_item *it = NULL;
 		void *buf = NULL;
 
 		if (d) {
@@ -691,6 +795,11 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 			buf = malloc(k);
 			if (!buf)
 				credit_put(c, k);
+		}
+		if (d && buf && !(it = ord_prepare(c, esid, dtoh_done_fn, d, &done))) {
+			free(buf);
+			credit_put(c, k);
+			buf = NULL;
 		}
 		if (!d || !buf) {
 			free(d);
@@ -700,12 +809,9 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 			d->buf = buf;
 			d->n = k;
 			d->off = off;
-			outstanding_inc(c);
 			st = vgpu__s_memcpy_dtoh(c->sess, esid, buf, src + off, k, &done);
 			if (st < 0) {
-				pthread_mutex_lock(&c->lock);
-				outstanding_dec_locked(c);
-				pthread_mutex_unlock(&c->lock);
+				ord_cancel(it);
 				free(buf);
 				free(d);
 				credit_put(c, k);
@@ -732,44 +838,38 @@ static vgpu_status do_launch(struct srv_conn *c, const struct vgpu_hdr *h, struc
 	uint32_t fid, sid, g[3], b[3], na, i;
 	uint64_t shmem;
 	vgpu_arg args[VGPU_MAX_KERNEL_ARGS];
+	_Alignas(16) uint8_t argbytes[VGPU_MAX_ARG_BYTES + 16 * VGPU_MAX_KERNEL_ARGS];
+	size_t boff = 0;
 	vgpu_status st;
 
 	if (vgpu__mp_u32(m, &fid) || vgpu__mp_u32(m, &sid) || vgpu__mp_u32(m, &g[0]) ||
 	    vgpu__mp_u32(m, &g[1]) || vgpu__mp_u32(m, &g[2]) || vgpu__mp_u32(m, &b[0]) ||
 	    vgpu__mp_u32(m, &b[1]) || vgpu__mp_u32(m, &b[2]) || vgpu__mp_u64(m, &shmem) ||
-	    vgpu__mp_array(m, &na) || na % 2 || na / 2 > VGPU_MAX_KERNEL_ARGS)
+	    vgpu__mp_array(m, &na) || na % 3 || na / 3 > VGPU_MAX_KERNEL_ARGS)
 		return BAD_BODY(VGPU_OP_LAUNCH);
-	na /= 2;
+	na /= 3;
 	memset(args, 0, sizeof(args));
 	for (i = 0; i < na; i++) {
-		if (vgpu__mp_u32(m, &args[i].type))
+		if (vgpu__mp_u32(m, &args[i].type) || vgpu__mp_u32(m, &args[i].size))
 			return BAD_BODY(VGPU_OP_LAUNCH);
 		if (args[i].type == VGPU_ARG_BYTES) {
 			const void *p;
 			uint32_t len;
 
-			if (vgpu__mp_bin(m, &p, &len))
+			if (vgpu__mp_bin(m, &p, &len) || len != args[i].size ||
+			    len > sizeof(argbytes) - boff)
 				return BAD_BODY(VGPU_OP_LAUNCH);
-			args[i].size = len;
-			args[i].v.ptr = p; /* into the body: the engine copies args */
+			/* aligned copy: the kernel sees a struct, the body is packed */
+			memcpy(argbytes + boff, p, len);
+			args[i].v.ptr = argbytes + boff;
+			boff += (len + 15) & ~(size_t)15;
 		} else {
 			uint64_t v;
 
 			if (vgpu__mp_u64(m, &v))
 				return BAD_BODY(VGPU_OP_LAUNCH);
-			args[i].v.u64 = v;
-			switch (args[i].type) {
-			case VGPU_ARG_I32: case VGPU_ARG_U32: case VGPU_ARG_F32:
-				args[i].size = 4;
-				break;
-			default:
-				args[i].size = 8;
-			}
-			if (args[i].size == 4) {
-				uint32_t v32 = (uint32_t)v;
-				args[i].v.u64 = 0;
-				memcpy(&args[i].v, &v32, 4);
-			}
+			/* the raw bits, as the client's union held them */
+			memcpy(&args[i].v, &v, args[i].size < 8 ? args[i].size : 8);
 		}
 	}
 	st = vgpu__s_launch(c->sess, fid, vgpu_dim3_make(g[0], g[1], g[2]),
@@ -944,10 +1044,15 @@ static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 	case VGPU_OP_STREAM_SYNC: {
 		struct notify_done *d;
 		struct vgpu_completion done;
+		struct ord_item *it = NULL;
 
 		if (vgpu__mp_u32(m, &sid))
 			return BAD_BODY(op);
 		d = calloc(1, sizeof(*d));
+		if (d && !(it = ord_prepare(c, sid, notify_done_fn, d, &done))) {
+			free(d);
+			d = NULL;
+		}
 		if (!d) {
 			st = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
 			resp_begin(&w, rb, sizeof(rb), st, NULL, 0);
@@ -957,15 +1062,10 @@ static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 		d->kind = N_STREAM_SYNC;
 		d->id = h->id;
 		d->sid = sid;
-		done.fn = notify_done_fn;
-		done.arg = d;
-		outstanding_inc(c);
 		st = vgpu__s_stream_notify(c->sess, sid, &done);
 		if (st >= 0)
 			return VGPU_OK; /* the completion replies */
-		pthread_mutex_lock(&c->lock);
-		outstanding_dec_locked(c);
-		pthread_mutex_unlock(&c->lock);
+		ord_cancel(it);
 		free(d);
 		resp_begin(&w, rb, sizeof(rb), st, NULL, 0);
 		break;
@@ -1209,7 +1309,13 @@ static void conn_free(struct srv_conn *c)
 		c->errs = e->next;
 		free(e);
 	}
+	while (c->ostreams) {
+		struct ord_stream *os = c->ostreams;
+		c->ostreams = os->next;
+		free(os);
+	}
 	c->tp->close(c->tc);
+	pthread_mutex_destroy(&c->olock);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->cond);
 
@@ -1299,6 +1405,7 @@ static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
 	snprintf(c->label, sizeof(c->label), "%s", l->uri);
 	snprintf(c->tenant, sizeof(c->tenant), "?");
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->olock, NULL);
 	pthread_cond_init(&c->cond, NULL);
 	if (pthread_create(&c->writer, NULL, writer_main, c) == 0)
 		c->writer_started = 1;

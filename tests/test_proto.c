@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: MIT */
+/* test_proto.c - wire protocol units: header, bounded msgpack cursor, HMAC,
+ * and the tcp/unix transport with a raw echo. No engine involved. */
+#include "config.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+#include <openssl/hmac.h>
+
+#include "error.h"
+#include "proto.h"
+#include "test.h"
+#include "transport.h"
+#include "uri.h"
+
+static int t_header(void *d)
+{
+	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 5, 100,
+			      0x1122334455667788ull, 1ull << 33 };
+	struct vgpu_hdr g;
+	uint8_t raw[VGPU_PROTO_HDR];
+
+	vgpu__hdr_encode(raw, &h);
+	CHECK(raw[0] == 'V' && raw[1] == 'G' && raw[2] == 'P' && raw[3] == 'U');
+	CHECK(raw[16] == 0x88); /* little-endian */
+	vgpu__hdr_decode(raw, &g);
+	CHECK(!memcmp(&g, &h, sizeof(g)));
+	CHECK_ST(vgpu__hdr_check(&g, 1ull << 34, "client"), VGPU_OK);
+	CHECK_ST(vgpu__hdr_check(&g, 1ull << 20, "client"), VGPU_ERR_PROTOCOL);
+	CHECK(strstr(vgpu__error_msg(), "bulk length"));
+	g.version = 99;
+	CHECK_ST(vgpu__hdr_check(&g, 1ull << 34, "client"), VGPU_ERR_PROTOCOL);
+	CHECK(strstr(vgpu__error_msg(), "client speaks version 99"));
+	CHECK(strstr(vgpu__error_msg(), "server speaks version 1"));
+	g.version = VGPU_PROTO_VERSION;
+	g.body_len = VGPU_PROTO_MAX_BODY + 1;
+	CHECK_ST(vgpu__hdr_check(&g, 1ull << 34, "client"), VGPU_ERR_PROTOCOL);
+	CHECK(strstr(vgpu__error_msg(), "exceeds the limit"));
+	g.body_len = 10;
+	g.magic = 0x12345678;
+	CHECK_ST(vgpu__hdr_check(&g, 1ull << 34, "client"), VGPU_ERR_PROTOCOL);
+	return 0;
+}
+
+static int t_roundtrip(void *d)
+{
+	uint8_t buf[256];
+	struct vgpu_wbuf w;
+	struct vgpu_mp m;
+	uint32_t n, u32, bl;
+	uint64_t u64;
+	int64_t i64;
+	double f;
+	const void *bin;
+	char s[16];
+
+	vgpu__wbuf_init(&w, buf, sizeof(buf));
+	msgpack_pack_array(&w.pk, 7);
+	msgpack_pack_uint32(&w.pk, 7);
+	msgpack_pack_uint64(&w.pk, 1ull << 40);
+	msgpack_pack_int(&w.pk, -5);
+	msgpack_pack_str_with_body(&w.pk, "hello", 5);
+	msgpack_pack_bin_with_body(&w.pk, "\0\1\2", 3);
+	msgpack_pack_double(&w.pk, 2.5);
+	msgpack_pack_nil(&w.pk);
+	CHECK(!w.overflow);
+	vgpu__mp_init(&m, buf, w.len);
+	CHECK(vgpu__mp_array(&m, &n) == 0 && n == 7);
+	CHECK(vgpu__mp_u32(&m, &u32) == 0 && u32 == 7);
+	CHECK(vgpu__mp_u64(&m, &u64) == 0 && u64 == 1ull << 40);
+	CHECK(vgpu__mp_i64(&m, &i64) == 0 && i64 == -5);
+	CHECK(vgpu__mp_strcpy(&m, s, sizeof(s)) == 0 && !strcmp(s, "hello"));
+	CHECK(vgpu__mp_bin(&m, &bin, &bl) == 0 && bl == 3 && !memcmp(bin, "\0\1\2", 3));
+	CHECK(vgpu__mp_f64(&m, &f) == 0 && f == 2.5);
+	CHECK(vgpu__mp_is_nil(&m));
+	CHECK(!m.err && m.p == m.end);
+	/* overflow of the fixed buffer is reported, not written past */
+	vgpu__wbuf_init(&w, buf, 4);
+	msgpack_pack_str_with_body(&w.pk, "too long for four", 17);
+	CHECK(w.overflow);
+	return 0;
+}
+
+static int t_hostile(void *d)
+{
+	struct vgpu_mp m;
+	uint32_t n, u32;
+	const char *s;
+	uint8_t lie32[] = { 0xdd, 0xff, 0xff, 0xff, 0xff, 0x01 };  /* 4G elements, 1 byte */
+	uint8_t lie16[] = { 0xdc, 0x00, 0x10, 0x01, 0x02 };        /* 16 elements, 2 bytes */
+	uint8_t str[] = { 0xdb, 0x7f, 0xff, 0xff, 0xff, 'a' };     /* 2 GiB string */
+	uint8_t neg[] = { 0xff };                                  /* -1 as unsigned */
+	uint8_t big[] = { 0xcf, 1, 0, 0, 0, 0, 0, 0, 0 };           /* > u32 */
+	uint8_t deep[16];
+	uint8_t ext[] = { 0xd4, 0x01, 0x00 };
+
+	vgpu__mp_init(&m, lie32, sizeof(lie32));
+	CHECK(vgpu__mp_array(&m, &n) < 0 && m.err);
+	vgpu__mp_init(&m, lie16, sizeof(lie16));
+	CHECK(vgpu__mp_array(&m, &n) < 0);
+	vgpu__mp_init(&m, str, sizeof(str));
+	CHECK(vgpu__mp_str(&m, &s, &n) < 0);
+	vgpu__mp_init(&m, neg, sizeof(neg));
+	CHECK(vgpu__mp_u32(&m, &u32) < 0);
+	vgpu__mp_init(&m, big, sizeof(big));
+	CHECK(vgpu__mp_u32(&m, &u32) < 0);
+	memset(deep, 0x91, sizeof(deep)); /* [[[[...]]]] */
+	vgpu__mp_init(&m, deep, sizeof(deep));
+	CHECK(vgpu__mp_skip(&m, 0) < 0);
+	vgpu__mp_init(&m, ext, sizeof(ext));
+	CHECK(vgpu__mp_skip(&m, 0) < 0);
+	/* truncated everything */
+	for (size_t i = 0; i < sizeof(big); i++) {
+		uint64_t u;
+		vgpu__mp_init(&m, big, i);
+		CHECK(vgpu__mp_u64(&m, &u) < 0);
+	}
+	/* errors are sticky */
+	vgpu__mp_init(&m, neg, sizeof(neg));
+	vgpu__mp_u32(&m, &u32);
+	CHECK(vgpu__mp_is_nil(&m) == 0 && m.err);
+	return 0;
+}
+
+static int t_hmac(void *d)
+{
+	uint8_t nonce[VGPU_PROTO_NONCE], mac[VGPU_PROTO_MAC], want[VGPU_PROTO_MAC];
+	uint8_t msg[VGPU_PROTO_NONCE + 5];
+	unsigned int ml;
+
+	CHECK_OK(vgpu__auth_nonce(nonce));
+	CHECK_OK(vgpu__auth_mac("s3cret", nonce, "alice", mac));
+	memcpy(msg, nonce, sizeof(nonce));
+	memcpy(msg + sizeof(nonce), "alice", 5);
+	HMAC(EVP_sha256(), "s3cret", 6, msg, sizeof(msg), want, &ml);
+	CHECK(ml == 32 && !memcmp(mac, want, 32));
+	CHECK_OK(vgpu__auth_mac("s3cret", nonce, "bob", want));
+	CHECK(memcmp(mac, want, 32) != 0);
+	return 0;
+}
+
+struct echo {
+	const struct vgpu_transport_ops *tp;
+	struct vgpu_tp_listener *l;
+};
+
+static void *echo_main(void *arg)
+{
+	struct echo *e = arg;
+	struct vgpu_tp_conn *c;
+	char buf[65536];
+
+	if (e->tp->accept(e->l, &c) < 0)
+		return NULL;
+	for (;;) {
+		ssize_t n = e->tp->recv(c, buf, 1, sizeof(buf));
+		struct iovec iov = { buf, 0 };
+
+		if (n <= 0)
+			break;
+		iov.iov_len = (size_t)n;
+		if (e->tp->send(c, &iov, 1) < 0)
+			break;
+	}
+	e->tp->close(c);
+	return NULL;
+}
+
+static int echo_test(const char *listen_uri)
+{
+	struct vgpu_uri u, cu;
+	struct echo e;
+	char bound[512], full[600];
+	pthread_t th;
+	struct vgpu_tp_conn *c;
+	static uint8_t out[3 << 20], in[3 << 20];
+	struct iovec iov[3];
+
+	CHECK_OK(vgpu__uri_parse(listen_uri, &u));
+	e.tp = vgpu__transport_find(u.scheme);
+	CHECK(e.tp != NULL);
+	CHECK_OK(e.tp->listen(&u, &e.l, bound, sizeof(bound)));
+	if (u.port == 0)
+		CHECK(!strstr(bound, ":0")); /* the real port */
+	snprintf(full, sizeof(full), "%s/0", bound);
+	CHECK_OK(vgpu__uri_parse(full, &cu));
+	CHECK(pthread_create(&th, NULL, echo_main, &e) == 0);
+	CHECK_OK(e.tp->connect(&cu, 2000, &c));
+	vt_fill(out, sizeof(out), 7);
+	iov[0] = (struct iovec){ out, 32 };
+	iov[1] = (struct iovec){ out + 32, 1000 };
+	iov[2] = (struct iovec){ out + 1032, 30000 };
+	/* send from this thread while reading back in chunks: the echo
+	 * thread keeps both directions moving */
+	{
+		size_t got = 0, sent = 0;
+		while (sent < sizeof(out)) {
+			size_t k = sizeof(out) - sent < 65536 ? sizeof(out) - sent : 65536;
+			struct iovec one = { out + sent, k };
+			ssize_t n;
+
+			CHECK_OK(e.tp->send(c, &one, 1));
+			sent += k;
+			while (got < sent) {
+				n = e.tp->recv(c, in + got, 1, sent - got);
+				CHECK(n > 0);
+				got += (size_t)n;
+			}
+		}
+		CHECK(!memcmp(in, out, sizeof(out)));
+		/* one message from three iovecs */
+		CHECK_OK(e.tp->send(c, iov, 3));
+		memset(in, 0, 31032);
+		CHECK(e.tp->recv(c, in, 31032, 31032) == 31032);
+		CHECK(!memcmp(in, out, 31032));
+	}
+	e.tp->shutdown(c, 0);
+	e.tp->close(c);
+	pthread_join(th, NULL);
+	e.tp->listen_close(e.l);
+	return 0;
+}
+
+static int t_echo_tcp(void *d)
+{
+	return echo_test("tcp://127.0.0.1:0");
+}
+
+static int t_echo_unix(void *d)
+{
+	char uri[256];
+
+	snprintf(uri, sizeof(uri), "unix:///tmp/vgpu-test-echo-%d.sock", (int)getpid());
+	return echo_test(uri);
+}
+
+static int t_refused(void *d)
+{
+	struct vgpu_uri u;
+	struct vgpu_tp_conn *c;
+
+	CHECK_OK(vgpu__uri_parse("unix:///nonexistent/vgpu.sock/0", &u));
+	CHECK_ST(vgpu__transport_tcp.connect(&u, 1000, &c), VGPU_ERR_CONNECTION);
+	CHECK(strstr(vgpu__error_msg(), "/nonexistent/vgpu.sock"));
+	CHECK_OK(vgpu__uri_parse("tcp://0.0.0.0:7100/0", &u));
+	CHECK(vgpu__transport_tcp.listen_is_remote(&u));
+	CHECK_OK(vgpu__uri_parse("tcp://127.0.0.1:7100/0", &u));
+	CHECK(!vgpu__transport_tcp.listen_is_remote(&u));
+	return 0;
+}
+
+int main(void)
+{
+	vt_run("header", t_header, NULL);
+	vt_run("msgpack_roundtrip", t_roundtrip, NULL);
+	vt_run("msgpack_hostile", t_hostile, NULL);
+	vt_run("hmac", t_hmac, NULL);
+	vt_run("echo_tcp", t_echo_tcp, NULL);
+	vt_run("echo_unix", t_echo_unix, NULL);
+	vt_run("connect_refused", t_refused, NULL);
+	return vt_finish();
+}

@@ -1,0 +1,913 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_remote.c - remote GPUs end to end: real vgpud processes on loopback
+ * with ephemeral ports (the printed URI is parsed from their stderr), the
+ * public API over tcp and unix, and raw sockets for malformed frames.
+ * Every server is killed whatever happens (atexit, a watchdog alarm, and
+ * PR_SET_PDEATHSIG in the child).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "door.h"
+#include "proto.h"
+#include "remote.h"
+#include "test.h"
+#include "transport.h"
+#include "uri.h"
+
+/* ------------------------------------------------------------------------ */
+/* vgpud processes                                                          */
+
+#define MAX_SERVERS 8
+
+struct server {
+	pid_t pid;
+	char log[256];
+	char tcp[256];   /* tcp://127.0.0.1:PORT/0 */
+	char unix_[256]; /* unix:///tmp/...sock/0 */
+	char sock[200];
+};
+
+static pid_t all_pids[MAX_SERVERS + 4];
+static int npids;
+static char tmpdir[128];
+
+static void kill_all(void)
+{
+	for (int i = 0; i < npids; i++)
+		if (all_pids[i] > 0) {
+			kill(all_pids[i], SIGKILL);
+			waitpid(all_pids[i], NULL, 0);
+			all_pids[i] = 0;
+		}
+}
+
+static void watchdog(int sig)
+{
+	(void)sig;
+	for (int i = 0; i < npids; i++)
+		if (all_pids[i] > 0)
+			kill(all_pids[i], SIGKILL);
+	static const char m[] = "test_remote: watchdog expired, servers killed\n";
+	if (write(2, m, sizeof(m) - 1) < 0) {
+	}
+	_exit(1);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void dump_log(const struct server *s)
+{
+	char buf[4096];
+	FILE *f = fopen(s->log, "r");
+	size_t n;
+
+	if (!f)
+		return;
+	fprintf(stderr, "  --- %s ---\n", s->log);
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		fwrite(buf, 1, n, stderr);
+	fclose(f);
+}
+
+/* Start vgpud with extra args; wait for its "listening on" lines. */
+static int server_start(struct server *s, const char *const *extra)
+{
+	static int seq;
+	const char *argv[32];
+	int argc = 0, fd;
+	double t0;
+
+	memset(s, 0, sizeof(s[0]));
+	seq++;
+	snprintf(s->log, sizeof(s->log), "%s/vgpud-%d.log", tmpdir, seq);
+	snprintf(s->sock, sizeof(s->sock), "%s/vgpud-%d.sock", tmpdir, seq);
+	argv[argc++] = vt_build_path("tools/vgpud");
+	argv[argc++] = "--listen";
+	argv[argc++] = "tcp://127.0.0.1:0";
+	argv[argc++] = "--listen";
+	{
+		static char u[MAX_SERVERS * 4][256];
+		snprintf(u[seq % (MAX_SERVERS * 4)], 256, "unix://%s", s->sock);
+		argv[argc++] = u[seq % (MAX_SERVERS * 4)];
+	}
+	for (int i = 0; extra && extra[i] && argc < 30; i++)
+		argv[argc++] = extra[i];
+	argv[argc] = NULL;
+	fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	fflush(NULL);
+	s->pid = fork();
+	if (s->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fd, 2);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(fd);
+	if (s->pid < 0)
+		return -1;
+	all_pids[npids++] = s->pid;
+	t0 = now_s();
+	while (now_s() - t0 < 20) {
+		char buf[8192], *p;
+		FILE *f = fopen(s->log, "r");
+		size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+
+		if (f)
+			fclose(f);
+		buf[n] = 0;
+		if ((p = strstr(buf, "vgpud: listening on tcp://"))) {
+			char *q = strstr(buf, "vgpud: listening on unix://");
+			if (q && strchr(q, '\n') && strchr(p, '\n')) {
+				p += strlen("vgpud: listening on ");
+				snprintf(s->tcp, sizeof(s->tcp), "%.*s/0", (int)strcspn(p, "\n"), p);
+				q += strlen("vgpud: listening on ");
+				snprintf(s->unix_, sizeof(s->unix_), "%.*s/0", (int)strcspn(q, "\n"), q);
+				return 0;
+			}
+		}
+		if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
+			s->pid = 0;
+			dump_log(s);
+			return -1;
+		}
+		poll(NULL, 0, 20);
+	}
+	dump_log(s);
+	return -1;
+}
+
+static void server_kill(struct server *s, int sig)
+{
+	if (s->pid > 0) {
+		kill(s->pid, sig);
+		waitpid(s->pid, NULL, 0);
+		for (int i = 0; i < npids; i++)
+			if (all_pids[i] == s->pid)
+				all_pids[i] = 0;
+		s->pid = 0;
+	}
+}
+
+static const char *const native[] = { "--allow-native-modules", NULL };
+static struct server S; /* the shared server */
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                  */
+
+static int vecadd_on(const char *uri)
+{
+	enum { N = 100000 };
+	vgpu_t *v;
+	vgpu_module *m;
+	vgpu_function *f;
+	vgpu_dptr a, b, c;
+	struct vgpu_device_info info;
+	static float ha[N], hb[N], hc[N];
+
+	for (int i = 0; i < N; i++) {
+		ha[i] = (float)i;
+		hb[i] = (float)(2 * i);
+	}
+	CHECK_OK(vgpu_open(&v, uri));
+	CHECK_OK(vgpu_device_info(v, &info));
+	CHECK(info.flags & VGPU_DEVICE_REMOTE);
+	CHECK(!strcmp(info.backend, "cpu"));
+	CHECK_OK(vt_module_load(v, "test_kernels", &m));
+	CHECK_OK(vgpu_module_function(m, "vecadd", &f));
+	CHECK_OK(vgpu_mem_alloc(v, sizeof(ha), &a));
+	CHECK_OK(vgpu_mem_alloc(v, sizeof(hb), &b));
+	CHECK_OK(vgpu_mem_alloc(v, sizeof(hc), &c));
+	CHECK_OK(vgpu_memcpy_htod(v, a, ha, sizeof(ha), NULL));
+	CHECK_OK(vgpu_memcpy_htod(v, b, hb, sizeof(hb), NULL));
+	vgpu_arg args[] = { vgpu_arg_dptr(a), vgpu_arg_dptr(b), vgpu_arg_dptr(c), vgpu_arg_i32(N) };
+	CHECK_OK(vgpu_launch(v, f, vgpu_dim3_make((N + 255) / 256, 1, 1), vgpu_dim3_make(256, 1, 1),
+			     0, NULL, args, 4));
+	memset(hc, 0, sizeof(hc));
+	CHECK_OK(vgpu_memcpy_dtoh(v, hc, c, sizeof(hc), NULL));
+	for (int i = 0; i < N; i++)
+		CHECK(hc[i] == (float)(3 * i));
+	CHECK_OK(vgpu_mem_free(v, a));
+	vgpu_close(v); /* b, c and the module are released by close */
+	return 0;
+}
+
+static int server_mem(vgpu_t *v, uint64_t *sessions, uint64_t *mem)
+{
+	uint64_t allocs;
+	return vgpu__remote_server_stats(v, sessions, mem, &allocs) == VGPU_OK ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Cases                                                                    */
+
+static int t_vecadd_tcp(void *d)
+{
+	return vecadd_on(S.tcp);
+}
+
+static int t_vecadd_unix(void *d)
+{
+	return vecadd_on(S.unix_);
+}
+
+struct worker {
+	const char *uri;
+	int rc;
+	uint64_t seed;
+};
+
+static void *copy_worker(void *arg)
+{
+	struct worker *w = arg;
+	vgpu_t *v;
+	vgpu_dptr p;
+	size_t n = 3 << 20;
+	uint8_t *a = malloc(n), *b = malloc(n);
+
+	w->rc = 1;
+	if (!a || !b || vgpu_open(&v, w->uri))
+		goto out;
+	if (vgpu_mem_alloc(v, n, &p) == VGPU_OK) {
+		int ok = 1;
+		for (int r = 0; r < 10 && ok; r++) {
+			vt_fill(a, n, w->seed + (uint64_t)r);
+			ok = vgpu_memcpy_htod(v, p, a, n, NULL) == VGPU_OK &&
+			     vgpu_memcpy_dtoh(v, b, p, n, NULL) == VGPU_OK && !memcmp(a, b, n);
+		}
+		w->rc = ok ? 0 : 1;
+	}
+	vgpu_close(v);
+out:
+	free(a);
+	free(b);
+	return NULL;
+}
+
+/* Two clients at once; B guessing A's ids and addresses is refused. */
+static int t_isolation(void *d)
+{
+	vgpu_t *A, *B;
+	vgpu_dptr pa, pb;
+	vgpu_stream *sa;
+	vgpu_module *ma;
+	vgpu_function *fa;
+	uint32_t word = 0x12345678, got = 0, sid = 0, x;
+	struct worker w1 = { S.tcp, 1, 1 }, w2 = { S.unix_, 1, 2 };
+	pthread_t t1, t2;
+
+	/* concurrent traffic from two more clients while we probe */
+	CHECK(pthread_create(&t1, NULL, copy_worker, &w1) == 0);
+	CHECK(pthread_create(&t2, NULL, copy_worker, &w2) == 0);
+
+	CHECK_OK(vgpu_open(&A, S.tcp));
+	CHECK_OK(vgpu_open(&B, S.unix_));
+	CHECK_OK(vgpu_mem_alloc(A, 4096, &pa));
+	CHECK_OK(vgpu_memcpy_htod(A, pa, &word, 4, NULL));
+	CHECK_OK(vgpu_stream_create(A, &sa, 0));
+	CHECK_OK(vt_module_load(A, "test_kernels", &ma));
+	CHECK_OK(vgpu_module_function(ma, "fill_u32", &fa));
+	CHECK_OK(A->ops->stream_create(A, 0, &sid)); /* a raw id of A */
+
+	/* B names A's memory: refused */
+	CHECK(vgpu_memcpy_dtoh(B, &got, pa, 4, NULL) < 0);
+	CHECK(got == 0);
+	CHECK(vgpu_memcpy_htod(B, pa, &got, 4, NULL) < 0);
+	CHECK(vgpu_memset(B, pa, 0, 4, NULL) < 0);
+	CHECK(vgpu_mem_free(B, pa) < 0);
+	/* B names A's stream, module and function ids through its own door */
+	CHECK_ST(B->ops->stream_sync(B, sid), VGPU_ERR_BAD_HANDLE);
+	CHECK_ST(B->ops->stream_destroy(B, sid), VGPU_ERR_BAD_HANDLE);
+	CHECK_ST(B->ops->function(B, 1, "fill_u32", &x), VGPU_ERR_BAD_HANDLE);
+	for (uint32_t id = 1; id < 8; id++) {
+		vgpu_arg args[] = { vgpu_arg_dptr(pa), vgpu_arg_u32(0), vgpu_arg_u64(1) };
+		CHECK(B->ops->launch(B, id, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, 0,
+				     args, 3) < 0);
+	}
+	/* B's own memory works; A's is intact */
+	CHECK_OK(vgpu_mem_alloc(B, 4096, &pb));
+	CHECK(pb != 0);
+	CHECK_OK(vgpu_memcpy_dtoh(A, &got, pa, 4, NULL));
+	CHECK(got == 0x12345678);
+	CHECK_OK(vgpu_stream_synchronize(sa));
+	vgpu_close(B);
+	vgpu_close(A);
+	pthread_join(t1, NULL);
+	pthread_join(t2, NULL);
+	CHECK(w1.rc == 0 && w2.rc == 0);
+	return 0;
+}
+
+/* Async errors surface at the stream's next synchronization, once. */
+static int t_async_errors(void *d)
+{
+	vgpu_t *v;
+	vgpu_stream *s;
+	vgpu_module *m;
+	vgpu_function *trap, *fill;
+	vgpu_dptr p;
+	uint32_t out = 0, buf[16] = { 0 };
+
+	CHECK_OK(vgpu_open(&v, S.tcp));
+	CHECK_OK(vt_module_load(v, "test_kernels", &m));
+	CHECK_OK(vgpu_module_function(m, "trap", &trap));
+	CHECK_OK(vgpu_module_function(m, "fill_u32", &fill));
+	CHECK_OK(vgpu_stream_create(v, &s, 0));
+	CHECK_OK(vgpu_mem_alloc(v, 4096, &p));
+
+	/* a kernel that fails, then more work: all returns at once */
+	vgpu_arg t[] = { vgpu_arg_i32(1) };
+	CHECK_OK(vgpu_launch(v, trap, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, t, 1));
+	vgpu_arg fa[] = { vgpu_arg_dptr(p), vgpu_arg_u32(9), vgpu_arg_u64(1) };
+	CHECK_OK(vgpu_launch(v, fill, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, fa, 3));
+	CHECK_OK(vgpu_memcpy_dtoh(v, &out, p, 4, s));
+	CHECK_ST(vgpu_stream_synchronize(s), VGPU_ERR_LAUNCH);
+	CHECK_MSG("trap");
+	CHECK(out == 9);
+	CHECK_OK(vgpu_stream_synchronize(s)); /* reported once */
+
+	/* errors the server finds when queueing (bad address, bad args) */
+	CHECK_OK(vgpu_memcpy_htod(v, p + 1000000, buf, sizeof(buf), s));
+	CHECK_ST(vgpu_stream_synchronize(s), VGPU_ERR_BAD_ADDRESS);
+	vgpu_arg bad[] = { vgpu_arg_dptr(p), vgpu_arg_f32(1) };
+	CHECK_OK(vgpu_launch(v, fill, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, bad, 2));
+	CHECK_ST(vgpu_stream_synchronize(s), VGPU_ERR_KERNEL_ARGS);
+	CHECK_OK(vgpu_memcpy_dtoh(v, buf, p + 1000000, sizeof(buf), s));
+	CHECK_ST(vgpu_synchronize(v), VGPU_ERR_BAD_ADDRESS); /* the device-wide sync too */
+	CHECK_OK(vgpu_synchronize(v));
+
+	/* many pipelined launches, then one sync */
+	for (int i = 0; i < 2000; i++)
+		CHECK_OK(vgpu_launch(v, fill, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s,
+				     fa, 3));
+	CHECK_OK(vgpu_stream_synchronize(s));
+	vgpu_close(v);
+	return 0;
+}
+
+/* Wrong tokens and versions are refused with clear messages. */
+static int t_auth(void *d)
+{
+	struct server a;
+	char secrets[300], uri[600];
+	const char *extra[] = { "--secrets", secrets, "--allow-native-modules", NULL };
+	struct vgpu_open_opts o = VGPU_OPEN_OPTS_INIT;
+	FILE *f;
+	vgpu_t *v;
+
+	snprintf(secrets, sizeof(secrets), "%s/secrets", tmpdir);
+	f = fopen(secrets, "w");
+	CHECK(f);
+	fprintf(f, "# test secrets\nalice:wonderland\nbob:builder\n");
+	fclose(f);
+	chmod(secrets, 0600);
+	CHECK(server_start(&a, extra) == 0);
+
+	unsetenv("VGPU_TOKEN");
+	o.tenant = "alice";
+	CHECK_ST(vgpu_open_ex(&v, a.tcp, &o), VGPU_ERR_AUTH);
+	CHECK_MSG("authentication failed for tenant 'alice'");
+	CHECK(v == NULL);
+	o.token = "wrong";
+	CHECK_ST(vgpu_open_ex(&v, a.tcp, &o), VGPU_ERR_AUTH);
+	o.token = "builder"; /* bob's secret */
+	CHECK_ST(vgpu_open_ex(&v, a.tcp, &o), VGPU_ERR_AUTH);
+	o.token = "wonderland";
+	CHECK_OK(vgpu_open_ex(&v, a.tcp, &o));
+	vgpu_close(v);
+	/* ?tenant= and ?token= in the URI; VGPU_TOKEN */
+	snprintf(uri, sizeof(uri), "%s?tenant=bob&token=builder", a.unix_);
+	CHECK_OK(vgpu_open(&v, uri));
+	CHECK(strstr(vgpu_uri(v), "builder") == NULL); /* no secret in the URI shown */
+	vgpu_close(v);
+	setenv("VGPU_TOKEN", "builder", 1);
+	snprintf(uri, sizeof(uri), "%s?tenant=bob", a.tcp);
+	CHECK_OK(vgpu_open(&v, uri));
+	vgpu_close(v);
+	unsetenv("VGPU_TOKEN");
+	/* still serving */
+	o.token = "wonderland";
+	CHECK_OK(vgpu_open_ex(&v, a.tcp, &o));
+	vgpu_close(v);
+	server_kill(&a, SIGTERM);
+	return 0;
+}
+
+/* ---- raw sockets ---- */
+
+static int raw_connect(const char *uri, struct vgpu_tp_conn **c, struct vgpu_rbuf *rb)
+{
+	struct vgpu_uri u;
+	struct vgpu_hdr h;
+	static uint8_t body[VGPU_PROTO_MAX_BODY];
+
+	if (vgpu__uri_parse(uri, &u) || vgpu__transport_tcp.connect(&u, 2000, c))
+		return -1;
+	vgpu__transport_tcp.set_timeout(*c, 5000);
+	rb->tp = &vgpu__transport_tcp;
+	rb->c = *c;
+	rb->off = rb->len = 0;
+	if (vgpu__rbuf_frame(rb, &h, body, 0, "server") || h.type != VGPU_MSG_HELLO)
+		return -1;
+	return 0;
+}
+
+static int raw_hello(struct vgpu_tp_conn *c, struct vgpu_rbuf *rb)
+{
+	uint8_t b[256];
+	static uint8_t body[VGPU_PROTO_MAX_BODY];
+	struct vgpu_wbuf w;
+	struct vgpu_hdr h;
+
+	vgpu__wbuf_init(&w, b, sizeof(b));
+	msgpack_pack_array(&w.pk, 5);
+	msgpack_pack_uint32(&w.pk, VGPU_OP_HELLO);
+	msgpack_pack_str_with_body(&w.pk, "raw", 3);
+	msgpack_pack_nil(&w.pk);
+	msgpack_pack_int(&w.pk, 0);
+	msgpack_pack_array(&w.pk, 0);
+	if (vgpu__send_msg(&vgpu__transport_tcp, c, VGPU_MSG_REQ, 0, 1, w.buf, w.len, NULL, 0))
+		return -1;
+	if (vgpu__rbuf_frame(rb, &h, body, 0, "server") || h.type != VGPU_MSG_RESP)
+		return -1;
+	return body[1] == 0 ? 0 : -1; /* [0, "", ...] */
+}
+
+/* Read the error reply; its message must contain needle; then EOF. */
+static int expect_error_and_close(struct vgpu_rbuf *rb, const char *needle)
+{
+	static uint8_t body[VGPU_PROTO_MAX_BODY];
+	struct vgpu_hdr h;
+	struct vgpu_mp m;
+	uint32_t n, sl;
+	int64_t st;
+	const char *s;
+	uint8_t x;
+
+	CHECK(vgpu__rbuf_frame(rb, &h, body, 0, "server") == VGPU_OK);
+	vgpu__mp_init(&m, body, h.body_len);
+	CHECK(vgpu__mp_array(&m, &n) == 0 && n >= 2);
+	CHECK(vgpu__mp_i64(&m, &st) == 0 && st == VGPU_ERR_PROTOCOL);
+	CHECK(vgpu__mp_str(&m, &s, &sl) == 0);
+	if (!memmem(s, sl, needle, strlen(needle))) {
+		fprintf(stderr, "  error reply '%.*s' lacks '%s'\n", (int)sl, s, needle);
+		return VT_FAIL;
+	}
+	/* the server closed the connection */
+	CHECK(vgpu__rbuf_read(rb, &x, 1) == VGPU_ERR_CONNECTION);
+	return 0;
+}
+
+static int well_behaved(void)
+{
+	vgpu_t *v;
+	vgpu_dptr p;
+	uint64_t x = 0x0123456789abcdefull, y = 0;
+
+	CHECK_OK(vgpu_open(&v, S.tcp));
+	CHECK_OK(vgpu_mem_alloc(v, 64, &p));
+	CHECK_OK(vgpu_memcpy_htod(v, p, &x, 8, NULL));
+	CHECK_OK(vgpu_memcpy_dtoh(v, &y, p, 8, NULL));
+	CHECK(x == y);
+	vgpu_close(v);
+	return 0;
+}
+
+static int send_raw(struct vgpu_tp_conn *c, const struct vgpu_hdr *h, const void *body, size_t n)
+{
+	uint8_t raw[VGPU_PROTO_HDR];
+	struct iovec iov[2] = { { raw, sizeof(raw) }, { (void *)body, n } };
+
+	vgpu__hdr_encode(raw, h);
+	return vgpu__transport_tcp.send(c, iov, n ? 2 : 1) == VGPU_OK ? 0 : -1;
+}
+
+static int t_malformed(void *d)
+{
+	struct vgpu_tp_conn *c;
+	struct vgpu_rbuf *rb = calloc(1, sizeof(*rb));
+	struct vgpu_hdr h;
+	uint8_t junk[64];
+
+	CHECK(rb);
+	/* truncated frame: half a header, then gone */
+	CHECK(raw_connect(S.tcp, &c, rb) == 0);
+	{
+		struct iovec iov = { "VGPU\1\0", 6 };
+		CHECK(vgpu__transport_tcp.send(c, &iov, 1) == VGPU_OK);
+	}
+	vgpu__transport_tcp.close(c);
+	CHECK(well_behaved() == 0);
+
+	/* truncated body after a valid handshake */
+	CHECK(raw_connect(S.tcp, &c, rb) == 0);
+	CHECK(raw_hello(c, rb) == 0);
+	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 1000, 5, 0 };
+	CHECK(send_raw(c, &h, "\x92\x04", 2) == 0);
+	vgpu__transport_tcp.close(c);
+	CHECK(well_behaved() == 0);
+
+	/* wrong protocol version in the first frame */
+	CHECK(raw_connect(S.tcp, &c, rb) == 0);
+	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, 99, VGPU_MSG_REQ, 0, 1, 1, 0 };
+	CHECK(send_raw(c, &h, "\x90", 1) == 0);
+	CHECK(expect_error_and_close(rb, "client speaks version 99, server speaks version 1") == 0);
+	vgpu__transport_tcp.close(c);
+
+	/* oversize body length */
+	CHECK(raw_connect(S.tcp, &c, rb) == 0);
+	CHECK(raw_hello(c, rb) == 0);
+	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 0xffffffffu, 2, 0 };
+	CHECK(send_raw(c, &h, NULL, 0) == 0);
+	CHECK(expect_error_and_close(rb, "exceeds the limit") == 0);
+	vgpu__transport_tcp.close(c);
+
+	/* oversize bulk length */
+	CHECK(raw_connect(S.tcp, &c, rb) == 0);
+	CHECK(raw_hello(c, rb) == 0);
+	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 1, 2, 1ull << 62 };
+	CHECK(send_raw(c, &h, "\x90", 1) == 0);
+	CHECK(expect_error_and_close(rb, "bulk length") == 0);
+	vgpu__transport_tcp.close(c);
+
+	/* bad msgpack: reserved byte 0xc1 */
+	CHECK(raw_connect(S.tcp, &c, rb) == 0);
+	CHECK(raw_hello(c, rb) == 0);
+	memset(junk, 0xc1, sizeof(junk));
+	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, sizeof(junk), 3, 0 };
+	CHECK(send_raw(c, &h, junk, sizeof(junk)) == 0);
+	CHECK(expect_error_and_close(rb, "bad request body") == 0);
+	vgpu__transport_tcp.close(c);
+
+	/* an array header claiming 4G elements (msgpack-c would size from it) */
+	CHECK(raw_connect(S.tcp, &c, rb) == 0);
+	CHECK(raw_hello(c, rb) == 0);
+	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 6, 4, 0 };
+	CHECK(send_raw(c, &h, "\xdd\xff\xff\xff\xff\x01", 6) == 0);
+	CHECK(expect_error_and_close(rb, "bad request body") == 0);
+	vgpu__transport_tcp.close(c);
+
+	/* a well-formed body of the wrong shape: mem_alloc("x") */
+	CHECK(raw_connect(S.tcp, &c, rb) == 0);
+	CHECK(raw_hello(c, rb) == 0);
+	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 4, 5, 0 };
+	CHECK(send_raw(c, &h, "\x92\x04\xa1x", 4) == 0);
+	CHECK(expect_error_and_close(rb, "malformed mem_alloc request") == 0);
+	vgpu__transport_tcp.close(c);
+
+	/* unknown op */
+	CHECK(raw_connect(S.tcp, &c, rb) == 0);
+	CHECK(raw_hello(c, rb) == 0);
+	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 2, 6, 0 };
+	CHECK(send_raw(c, &h, "\x91\x7f", 2) == 0);
+	CHECK(expect_error_and_close(rb, "unknown request op 127") == 0);
+	vgpu__transport_tcp.close(c);
+
+	/* a request before the handshake */
+	CHECK(raw_connect(S.tcp, &c, rb) == 0);
+	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 3, 7, 0 };
+	CHECK(send_raw(c, &h, "\x92\x04\x10", 3) == 0);
+	{
+		uint8_t x;
+		/* refused: an error reply (or none) and the connection closed */
+		while (vgpu__rbuf_read(rb, &x, 1) == VGPU_OK)
+			;
+	}
+	vgpu__transport_tcp.close(c);
+
+	/* not a libvgpu peer at all */
+	CHECK(raw_connect(S.tcp, &c, rb) == 0);
+	{
+		struct iovec iov = { "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27 };
+		uint8_t x;
+		CHECK(vgpu__transport_tcp.send(c, &iov, 1) == VGPU_OK);
+		while (vgpu__rbuf_read(rb, &x, 1) == VGPU_OK)
+			;
+	}
+	vgpu__transport_tcp.close(c);
+
+	free(rb);
+	CHECK(well_behaved() == 0);
+	return 0;
+}
+
+/* A client killed with SIGKILL mid-transfer: its memory is released. */
+static int t_client_killed(void *d)
+{
+	vgpu_t *v;
+	uint64_t sessions = 0, mem = 0;
+	pid_t pid;
+	double t0;
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	CHECK(n > 0);
+	self[n] = 0;
+	CHECK_OK(vgpu_open(&v, S.tcp));
+	CHECK(server_mem(v, &sessions, &mem) == 0);
+	CHECK(sessions == 1 && mem == 0);
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		execl(self, self, "--child-transfer", S.tcp, (char *)NULL);
+		_exit(127);
+	}
+	CHECK(pid > 0);
+	all_pids[npids++] = pid;
+	/* wait until the child holds memory and is copying */
+	t0 = now_s();
+	do {
+		poll(NULL, 0, 20);
+		CHECK(server_mem(v, &sessions, &mem) == 0);
+	} while (mem < (64u << 20) && now_s() - t0 < 20);
+	CHECK(mem >= (64u << 20));
+	poll(NULL, 0, 200); /* mid-transfer */
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	for (int i = 0; i < npids; i++)
+		if (all_pids[i] == pid)
+			all_pids[i] = 0;
+	t0 = now_s();
+	do {
+		poll(NULL, 0, 20);
+		CHECK(server_mem(v, &sessions, &mem) == 0);
+	} while ((mem || sessions != 1) && now_s() - t0 < 10);
+	if (mem || sessions != 1)
+		fprintf(stderr, "  server still holds %llu bytes, %llu sessions\n",
+			(unsigned long long)mem, (unsigned long long)sessions);
+	CHECK(mem == 0 && sessions == 1);
+	vgpu_close(v);
+	return 0;
+}
+
+static int child_transfer(const char *uri)
+{
+	vgpu_t *v;
+	vgpu_dptr p;
+	size_t n = 128u << 20;
+	uint8_t *buf = malloc(n);
+
+	if (!buf || vgpu_open(&v, uri) || vgpu_mem_alloc(v, n, &p))
+		return 1;
+	memset(buf, 0x5a, n);
+	for (;;) /* until killed */
+		if (vgpu_memcpy_htod(v, p, buf, n, NULL) || vgpu_memcpy_dtoh(v, buf, p, n, NULL))
+			return 1;
+}
+
+struct waiter {
+	vgpu_stream *s;
+	vgpu_status st;
+	double t;
+	char msg[512];
+};
+
+static void *wait_stream(void *arg)
+{
+	struct waiter *w = arg;
+
+	w->st = vgpu_stream_synchronize(w->s);
+	w->t = now_s();
+	snprintf(w->msg, sizeof(w->msg), "%s", vgpu_last_error());
+	return NULL;
+}
+
+/* The server dies mid-call: every waiter wakes with VGPU_ERR_CONNECTION. */
+static int t_server_killed(void *d)
+{
+	struct server k;
+	vgpu_t *v;
+	vgpu_module *m;
+	vgpu_function *spin;
+	vgpu_stream *s;
+	vgpu_dptr p;
+	struct waiter w;
+	pthread_t th;
+	double t0;
+
+	CHECK(server_start(&k, native) == 0);
+	CHECK_OK(vgpu_open(&v, k.tcp));
+	CHECK_OK(vt_module_load(v, "test_kernels", &m));
+	CHECK_OK(vgpu_module_function(m, "spin_us", &spin));
+	CHECK_OK(vgpu_stream_create(v, &s, 0));
+	CHECK_OK(vgpu_mem_alloc(v, 4096, &p));
+	vgpu_arg a[] = { vgpu_arg_u64(30 * 1000000) }; /* 30 s */
+	CHECK_OK(vgpu_launch(v, spin, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, a, 1));
+	memset(&w, 0, sizeof(w));
+	w.s = s;
+	CHECK(pthread_create(&th, NULL, wait_stream, &w) == 0);
+	poll(NULL, 0, 300);
+	t0 = now_s();
+	server_kill(&k, SIGKILL);
+	pthread_join(th, NULL);
+	CHECK_ST(w.st, VGPU_ERR_CONNECTION);
+	CHECK(w.t - t0 < 2.0);
+	if (!strstr(w.msg, k.tcp) && !strstr(w.msg, "tcp://127.0.0.1:")) {
+		fprintf(stderr, "  message lacks the URI: %s\n", w.msg);
+		return VT_FAIL;
+	}
+	CHECK(strstr(w.msg, "connection lost"));
+	/* later calls fail at once, the same way */
+	t0 = now_s();
+	CHECK_ST(vgpu_mem_alloc(v, 64, &p), VGPU_ERR_CONNECTION);
+	CHECK_MSG("connection lost");
+	CHECK_ST(vgpu_launch(v, spin, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, a, 1),
+		 VGPU_ERR_CONNECTION);
+	CHECK(now_s() - t0 < 1.0);
+	vgpu_close(v); /* safe */
+	/* connecting to a dead server: a clean error naming it */
+	CHECK_ST(vgpu_open(&v, k.tcp), VGPU_ERR_CONNECTION);
+	CHECK_MSG("127.0.0.1");
+	return 0;
+}
+
+/* 1 GiB round trip with a checksum; the server never holds it in buffers. */
+static uint64_t sum64(const void *p, size_t n)
+{
+	const uint64_t *w = p;
+	uint64_t h = 0;
+
+	for (size_t i = 0; i < n / 8; i++)
+		h = (h ^ w[i]) * 0x100000001b3ull + i;
+	return h;
+}
+
+static long server_hwm_kib(pid_t pid)
+{
+	char path[64], line[256];
+	long kib = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "VmHWM:", 6))
+			kib = strtol(line + 6, NULL, 10);
+	fclose(f);
+	return kib;
+}
+
+static int t_big_copy(void *d)
+{
+	struct server b;
+	char uri[600];
+	const size_t n = 1ull << 30;
+	uint64_t *src, *dst, h0, x = 88172645463325252ull;
+	vgpu_t *v;
+	vgpu_dptr p;
+	vgpu_stream *s;
+	double t0, t1, t2;
+	long hwm;
+
+	src = malloc(n);
+	dst = malloc(n);
+	if (!src || !dst) {
+		free(src);
+		free(dst);
+		return VT_SKIP;
+	}
+	for (size_t i = 0; i < n / 8; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		src[i] = x;
+	}
+	h0 = sum64(src, n);
+	CHECK(server_start(&b, NULL) == 0);
+	snprintf(uri, sizeof(uri), "%s?mem=1280M", b.tcp);
+	CHECK_OK(vgpu_open(&v, uri));
+	CHECK_OK(vgpu_mem_alloc(v, n, &p));
+	t0 = now_s();
+	CHECK_OK(vgpu_memcpy_htod(v, p, src, n, NULL));
+	t1 = now_s();
+	memset(dst, 0, n);
+	CHECK_OK(vgpu_memcpy_dtoh(v, dst, p, n, NULL));
+	t2 = now_s();
+	CHECK(sum64(dst, n) == h0);
+	printf("     1 GiB htod %.2f GB/s, dtoh %.2f GB/s\n", (double)n / (t1 - t0) / 1e9,
+	       (double)n / (t2 - t1) / 1e9);
+	/* the same on a stream (async chunks, one sync) */
+	memset(dst, 0, n);
+	CHECK_OK(vgpu_stream_create(v, &s, 0));
+	CHECK_OK(vgpu_memset(v, p, 0, n, s));
+	CHECK_OK(vgpu_memcpy_htod(v, p, src, n, s));
+	CHECK_OK(vgpu_memcpy_dtoh(v, dst, p, n, s));
+	CHECK_OK(vgpu_stream_synchronize(s));
+	CHECK(sum64(dst, n) == h0);
+	/* device memory (1 GiB) + bounded buffers, not a second copy */
+	hwm = server_hwm_kib(b.pid);
+	if (hwm > 0 && hwm > (long)((n + (512u << 20)) >> 10)) {
+		fprintf(stderr, "  server peak RSS %ld MiB for a 1 GiB device\n", hwm >> 10);
+		return VT_FAIL;
+	}
+	vgpu_close(v);
+	server_kill(&b, SIGTERM);
+	free(src);
+	free(dst);
+	return 0;
+}
+
+/* Client modules on the cpu backend are refused without the flag. */
+static int t_native_refused(void *d)
+{
+	struct server r;
+	vgpu_t *v;
+	vgpu_module *m;
+
+	CHECK(server_start(&r, NULL) == 0);
+	CHECK_OK(vgpu_open(&v, r.unix_));
+	CHECK_ST(vt_module_load(v, "test_kernels", &m), VGPU_ERR_UNSUPPORTED);
+	CHECK_MSG("--allow-native-modules");
+	CHECK(well_behaved() == 0);
+	vgpu_close(v);
+	server_kill(&r, SIGTERM);
+	return 0;
+}
+
+/* SIGTERM with clients connected: vgpud exits 0 promptly. */
+static int t_sigterm(void *d)
+{
+	struct server t;
+	vgpu_t *v;
+	vgpu_dptr p;
+	int status = -1;
+	double t0;
+
+	CHECK(server_start(&t, native) == 0);
+	CHECK_OK(vgpu_open(&v, t.tcp));
+	CHECK_OK(vgpu_mem_alloc(v, 1 << 20, &p));
+	t0 = now_s();
+	kill(t.pid, SIGTERM);
+	CHECK(waitpid(t.pid, &status, 0) == t.pid);
+	for (int i = 0; i < npids; i++)
+		if (all_pids[i] == t.pid)
+			all_pids[i] = 0;
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(now_s() - t0 < 5);
+	CHECK_ST(vgpu_mem_alloc(v, 64, &p), VGPU_ERR_CONNECTION);
+	vgpu_close(v);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 3 && !strcmp(argv[1], "--child-transfer"))
+		return child_transfer(argv[2]);
+	signal(SIGPIPE, SIG_IGN);
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/vgpu-test-remote-XXXXXX");
+	if (!mkdtemp(tmpdir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	atexit(kill_all);
+	signal(SIGALRM, watchdog);
+	alarm(280);
+	if (server_start(&S, native) != 0) {
+		fprintf(stderr, "cannot start vgpud\n");
+		return 1;
+	}
+	vt_run("vecadd_tcp", t_vecadd_tcp, NULL);
+	vt_run("vecadd_unix", t_vecadd_unix, NULL);
+	vt_run("two_clients_isolation", t_isolation, NULL);
+	vt_run("async_errors_at_sync", t_async_errors, NULL);
+	vt_run("malformed_frames", t_malformed, NULL);
+	vt_run("auth_tokens", t_auth, NULL);
+	vt_run("client_killed_mid_transfer", t_client_killed, NULL);
+	vt_run("server_killed", t_server_killed, NULL);
+	vt_run("native_modules_refused", t_native_refused, NULL);
+	vt_run("copy_1GiB_checksum", t_big_copy, NULL);
+	vt_run("sigterm", t_sigterm, NULL);
+	server_kill(&S, SIGTERM);
+	kill_all();
+	{
+		char cmd[300];
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+		if (system(cmd) != 0) {
+		}
+	}
+	return vt_finish();
+}
