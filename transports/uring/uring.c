@@ -142,15 +142,16 @@ static void probe(void)
 		   F.send_zc, zc_min, F.multishot);
 }
 
+/* what: "uring://host:port: " (listen) or "" (connect: the client prefixes its URI). */
 static vgpu_status unavailable(int err, const char *what)
 {
 	if (err == EPERM || err == ENOSYS || err == EACCES)
 		return vgpu__error(VGPU_ERR_UNSUPPORTED,
-				   "%s: io_uring is not available on this system: io_uring_setup: %s "
+				   "%sio_uring is not available on this system: io_uring_setup: %s "
 				   "(disabled by the sysctl kernel.io_uring_disabled, a seccomp profile "
 				   "such as a container runtime's, or a kernel without io_uring); use "
 				   "tcp:// instead", what, strerror(err));
-	return vgpu__error(VGPU_ERR_UNSUPPORTED, "%s: cannot create an io_uring: %s", what,
+	return vgpu__error(VGPU_ERR_UNSUPPORTED, "%scannot create an io_uring: %s", what,
 			   strerror(err));
 }
 
@@ -239,18 +240,18 @@ fail:
 	pthread_mutex_destroy(&c->slock);
 	close(fd);
 	free(c);
-	return unavailable(-rc, peer);
+	return unavailable(-rc, "");
 }
 
 /* ---- listen / accept / connect: the tcp transport's sockets ---- */
 
-static vgpu_status check_available(const struct vgpu_tp_addr *u)
+static vgpu_status check_available(const struct vgpu_tp_addr *u, int listening)
 {
 	pthread_once(&probe_once, probe);
 	if (!F.ok) {
-		/* probe again: the error must name this URI */
-		char what[300];
-		snprintf(what, sizeof(what), "uring://%s:%d", u->host, u->port);
+		char what[300] = "";
+		if (listening)
+			snprintf(what, sizeof(what), "uring://%s:%d: ", u->host, u->port);
 		return unavailable(F.err, what);
 	}
 	return VGPU_OK;
@@ -267,7 +268,7 @@ static vgpu_status uring_listen(const struct vgpu_tp_addr *u, struct vgpu_tp_lis
 {
 	struct vgpu_tp_addr t;
 	char b[320];
-	vgpu_status st = check_available(u);
+	vgpu_status st = check_available(u, 1);
 
 	if (st < 0)
 		return st;
@@ -312,7 +313,7 @@ static vgpu_status uring_connect(const struct vgpu_tp_addr *u, uint32_t timeout_
 	struct vgpu_tp_addr t;
 	struct vgpu_tp_conn *tc;
 	char peer[128];
-	vgpu_status st = check_available(u);
+	vgpu_status st = check_available(u, 0);
 
 	if (st < 0)
 		return st;
