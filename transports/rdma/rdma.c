@@ -12,8 +12,8 @@
  *    UCP_ERR_HANDLING_MODE_PEER: a dead or vanished peer calls err_handler,
  *    and the connection fails with VGPU_ERR_CONNECTION.
  *  - send: the byte stream of one send() becomes active messages
- *    (ucp_am_send_nbx), each carrying an 8-byte sequence number as its AM
- *    header: small segments are gathered into one eager message, each bulk
+ *    (ucp_am_send_nbx), each carrying [client id, sequence number] as its AM
+ *    header (the id names the connection on the server's shared worker): small segments are gathered into one eager message, each bulk
  *    segment (>= BULK_MIN) goes as its own message straight from the
  *    caller's memory, which UCX sends with rendezvous (RDMA read/get of the
  *    pages) above its rndv threshold. send() returns when every message has
@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -87,6 +88,7 @@ struct vgpu_tp_conn {
 	struct vgpu_tp_conn *next;
 	struct wk *k;
 	ucp_ep_h ep;
+	uint64_t id;    /* the client's id: sent in every message's AM header */
 	char peer[128];
 	uint32_t timeout_ms;
 	int dead, rd_shut, wr_shut;
@@ -219,10 +221,12 @@ static void conn_kill(struct vgpu_tp_conn *c, const char *fmt, ...)
 	pthread_cond_broadcast(&c->k->cv);
 }
 
-static struct vgpu_tp_conn *conn_of(struct wk *k, ucp_ep_h ep)
+/* The connection a message belongs to: by the client id in its header
+ * (a listener's worker), or the only one (a client's worker). */
+static struct vgpu_tp_conn *conn_of(struct wk *k, uint64_t id)
 {
 	for (struct vgpu_tp_conn *c = k->conns; c; c = c->next)
-		if (c->ep == ep)
+		if (c->id == id)
 			return c;
 	return NULL;
 }
@@ -242,27 +246,38 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, v
 	struct wk *k = arg;
 	struct vgpu_tp_conn *c = NULL;
 	struct item *it, **pp;
-	uint64_t seq;
+	uint64_t h[2], seq;
+	size_t skip;
 	int rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
 	int held = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA) != 0;
 
-	if (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP)
-		c = conn_of(k, param->reply_ep);
+	/* [client id, sequence number]: the AM header of bulk messages, the
+	 * first 16 data bytes of small (eager) ones */
+	if (header_length == sizeof(h)) {
+		memcpy(h, header, sizeof(h));
+		skip = 0;
+	} else if (header_length == 0 && !rndv && length >= sizeof(h)) {
+		memcpy(h, data, sizeof(h));
+		skip = sizeof(h);
+	} else {
+		if (!k->shared && k->conns)
+			conn_kill(k->conns, "bad message from %s: header of %zu bytes (not a libvgpu peer?)",
+				  k->conns->peer, header_length);
+		return UCS_OK; /* on a listener: sender unknown, dropped */
+	}
+	c = k->shared ? conn_of(k, h[0]) : k->conns;
 	if (!c || c->dead)
 		return UCS_OK; /* unknown sender or a dead connection: drop */
-	if (header_length != sizeof(seq)) {
-		conn_kill(c, "bad message from %s: header of %zu bytes (not a libvgpu peer?)", c->peer,
-			  header_length);
-		return UCS_OK;
-	}
-	memcpy(&seq, header, sizeof(seq));
+	seq = h[1];
 	if (seq < c->rx_seq || length > RECV_MAX || c->queued + length > RECV_MAX + BULK_MIN) {
 		conn_kill(c, "bad message from %s: sequence %llu, %zu bytes", c->peer,
 			  (unsigned long long)seq, length);
 		return UCS_OK;
 	}
-	if (length == 0)
+	if (length == skip) {
+		conn_kill(c, "bad message from %s: empty", c->peer);
 		return UCS_OK;
+	}
 	it = calloc(1, sizeof(*it));
 	if (!it) {
 		conn_kill(c, "out of host memory receiving from %s", c->peer);
@@ -270,6 +285,7 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, v
 	}
 	it->seq = seq;
 	it->len = length;
+	it->off = skip;
 	if (rndv) {
 		it->kind = K_RNDV;
 		it->data = data;
@@ -350,9 +366,33 @@ static ucs_status_t req_wait(struct vgpu_tp_conn *c, void *req, struct op *o, do
 	return o->st;
 }
 
+/* Flush c's endpoint: completes once it is wired up (k->m held). */
+static ucs_status_t ep_ready_ms(struct vgpu_tp_conn *c, uint32_t ms)
+{
+	ucp_request_param_t rp;
+	struct op o = { 0, UCS_OK, 0 };
+	ucs_status_t s;
+	void *req;
+
+	memset(&rp, 0, sizeof(rp));
+	rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+	rp.cb.send = send_cb;
+	rp.user_data = &o;
+	req = ucp_ep_flush_nbx(c->ep, &rp);
+	s = req_wait(c, req, &o, now_ms() + ms);
+	if (s == UCS_OK && c->dead)
+		s = UCS_ERR_UNREACHABLE;
+	return s;
+}
+
+static ucs_status_t ep_ready(struct vgpu_tp_conn *c)
+{
+	return ep_ready_ms(c, 10000);
+}
+
 /* ---- workers ---- */
 
-static vgpu_status wk_init(struct wk *k, int shared)
+static vgpu_status wk_init(struct wk *k, int shared, uint64_t client_id)
 {
 	ucp_worker_params_t wp;
 	ucp_am_handler_param_t ap;
@@ -361,8 +401,9 @@ static vgpu_status wk_init(struct wk *k, int shared)
 	memset(k, 0, sizeof(*k));
 	k->efd = k->wakefd = -1;
 	memset(&wp, 0, sizeof(wp));
-	wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+	wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE | UCP_WORKER_PARAM_FIELD_CLIENT_ID;
 	wp.thread_mode = UCS_THREAD_MODE_SERIALIZED; /* k->m serialises every call */
+	wp.client_id = client_id;
 	s = ucp_worker_create(ctx, &wp, &k->w);
 	if (s != UCS_OK)
 		return uerr(VGPU_ERR_CONNECTION, "rdma: ucp_worker_create", s);
@@ -474,7 +515,7 @@ static vgpu_status rdma_listen(const struct vgpu_tp_addr *a, struct vgpu_tp_list
 	l = calloc(1, sizeof(*l));
 	if (!l)
 		return H->error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
-	if ((st = wk_init(&l->k, 1)) < 0) {
+	if ((st = wk_init(&l->k, 1, 0)) < 0) {
 		free(l);
 		return st;
 	}
@@ -542,9 +583,16 @@ static vgpu_status rdma_accept(struct vgpu_tp_listener *l, struct vgpu_tp_conn *
 		}
 		q = l->reqs;
 		l->reqs = q->next;
-		ra.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR;
-		if (ucp_conn_request_query(q->r, &ra) == UCS_OK)
-			fmt_addr(&ra.client_address, peer, sizeof(peer));
+		ra.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR |
+				UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ID;
+		if (ucp_conn_request_query(q->r, &ra) != UCS_OK || !ra.client_id ||
+		    conn_of(k, ra.client_id)) {
+			/* no id, or one already in use: not a libvgpu client */
+			ucp_listener_reject(l->l, q->r);
+			free(q);
+			continue;
+		}
+		fmt_addr(&ra.client_address, peer, sizeof(peer));
 		if (conn_new(k, peer, &c) < 0) {
 			ucp_listener_reject(l->l, q->r);
 			free(q);
@@ -554,6 +602,7 @@ static vgpu_status rdma_accept(struct vgpu_tp_listener *l, struct vgpu_tp_conn *
 		ep.field_mask |= UCP_EP_PARAM_FIELD_CONN_REQUEST;
 		ep.conn_request = q->r;
 		free(q);
+		c->id = ra.client_id;
 		s = ucp_ep_create(k->w, &ep, &c->ep);
 		if (s != UCS_OK) {
 			H->log(1, "rdma: dropping a connection from %s: %s", peer, ucs_status_string(s));
@@ -562,6 +611,17 @@ static vgpu_status rdma_accept(struct vgpu_tp_listener *l, struct vgpu_tp_conn *
 		}
 		c->next = k->conns;
 		k->conns = c;
+		/* Wait for the wire-up to finish before anyone sends: UCX 1.13
+		 * replays requests queued during lane reconfiguration (tcp to
+		 * shared memory) through a NULL protocol and crashes. */
+		if (ep_ready(c) != UCS_OK) {
+			H->log(1, "rdma: dropping a connection from %s: %s", peer,
+			       c->dead ? c->why : "wire-up failed");
+			pthread_mutex_unlock(&k->m);
+			rdma_close_internal(c);
+			pthread_mutex_lock(&k->m);
+			continue;
+		}
 		pthread_mutex_unlock(&k->m);
 		*out = c;
 		return VGPU_OK;
@@ -619,12 +679,10 @@ static vgpu_status rdma_connect(const struct vgpu_tp_addr *a, uint32_t timeout_m
 	struct wk *k;
 	struct vgpu_tp_conn *c = NULL;
 	ucp_ep_params_t ep;
-	ucp_request_param_t rp;
-	struct op o = { 0, UCS_OK, 0 };
 	ucs_status_t s;
 	vgpu_status st;
 	char peer[160];
-	void *req;
+	uint64_t id;
 
 	if ((st = ctx_get()) < 0)
 		return st;
@@ -633,7 +691,15 @@ static vgpu_status rdma_connect(const struct vgpu_tp_addr *a, uint32_t timeout_m
 	k = calloc(1, sizeof(*k));
 	if (!k)
 		return H->error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
-	if ((st = wk_init(k, 0)) < 0) {
+	/* a random id tells the server's worker which connection a message
+	 * belongs to (sent with the connection request) */
+	do {
+		if (getrandom(&id, sizeof(id), 0) != sizeof(id)) {
+			free(k);
+			return H->error(VGPU_ERR_INTERNAL, "rdma: getrandom: %s", strerror(errno));
+		}
+	} while (!id);
+	if ((st = wk_init(k, 0, id)) < 0) {
 		free(k);
 		return st;
 	}
@@ -645,7 +711,8 @@ static vgpu_status rdma_connect(const struct vgpu_tp_addr *a, uint32_t timeout_m
 	}
 	ep_params(&ep, c);
 	ep.field_mask |= UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR;
-	ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+	ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER | UCP_EP_PARAMS_FLAGS_SEND_CLIENT_ID;
+	c->id = id;
 	ep.sockaddr.addr = (const struct sockaddr *)&ss;
 	ep.sockaddr.addrlen = sl;
 	pthread_mutex_lock(&k->m);
@@ -660,14 +727,7 @@ static vgpu_status rdma_connect(const struct vgpu_tp_addr *a, uint32_t timeout_m
 	}
 	k->conns = c;
 	/* wait until the endpoint is wired up (or refused) */
-	memset(&rp, 0, sizeof(rp));
-	rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-	rp.cb.send = send_cb;
-	rp.user_data = &o;
-	req = ucp_ep_flush_nbx(c->ep, &rp);
-	s = req_wait(c, req, &o, now_ms() + (timeout_ms ? timeout_ms : 10000));
-	if (s == UCS_OK && c->dead)
-		s = UCS_ERR_UNREACHABLE;
+	s = ep_ready_ms(c, timeout_ms ? timeout_ms : 10000);
 	pthread_mutex_unlock(&k->m);
 	if (s != UCS_OK) {
 		st = H->error(VGPU_ERR_CONNECTION, "cannot connect to %s: %s", peer,
@@ -702,68 +762,63 @@ static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, in
 	struct wk *k = c->k;
 	void *req[MAX_MSGS];
 	struct op o[MAX_MSGS];
-	uint64_t seq[MAX_MSGS];
-	uint8_t *bounce = NULL;
+	uint64_t hdr[MAX_MSGS][2];
+	ucp_dt_iov_t dt[MAX_MSGS][MAX_MSGS + 1];
 	int nm = 0, i = 0;
 	ucs_status_t s = UCS_OK;
 	double deadline;
-	size_t small = 0;
 
 	if (n > MAX_MSGS)
 		return H->error(VGPU_ERR_INTERNAL, "rdma send: %d iovecs (at most %d)", n, MAX_MSGS);
-	for (int j = 0; j < n; j++)
-		if (iov[j].iov_len < BULK_MIN)
-			small += iov[j].iov_len;
-	if (small && !(bounce = malloc(small)))
-		return H->error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
 	pthread_mutex_lock(&k->m);
 	deadline = c->timeout_ms ? now_ms() + c->timeout_ms : 0;
 	if (c->dead || c->wr_shut) {
 		pthread_mutex_unlock(&k->m);
-		free(bounce);
 		return send_error(c, UCS_ERR_CONNECTION_RESET);
 	}
-	{
-		size_t boff = 0;
+	while (i < n) {
+		ucp_request_param_t rp;
 
-		while (i < n) {
-			ucp_request_param_t rp;
-			const void *buf;
-			size_t len;
-
-			if (iov[i].iov_len == 0) {
-				i++;
-				continue;
-			}
-			if (iov[i].iov_len >= BULK_MIN) {
-				buf = iov[i].iov_base;
-				len = iov[i].iov_len;
-				i++;
-			} else {
-				/* gather the run of small segments */
-				buf = bounce + boff;
-				len = 0;
-				while (i < n && iov[i].iov_len < BULK_MIN) {
-					memcpy(bounce + boff, iov[i].iov_base, iov[i].iov_len);
-					boff += iov[i].iov_len;
-					len += iov[i].iov_len;
-					i++;
-				}
-				if (!len)
-					continue;
-			}
-			memset(&rp, 0, sizeof(rp));
-			rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-					  UCP_OP_ATTR_FIELD_FLAGS;
-			rp.flags = UCP_AM_SEND_FLAG_REPLY;
-			rp.cb.send = send_cb;
-			o[nm].done = 0;
-			o[nm].st = UCS_OK;
-			rp.user_data = &o[nm];
-			seq[nm] = c->tx_seq++;
-			req[nm] = ucp_am_send_nbx(c->ep, AM_ID, &seq[nm], sizeof(seq[nm]), buf, len, &rp);
-			nm++;
+		if (iov[i].iov_len == 0) {
+			i++;
+			continue;
 		}
+		hdr[nm][0] = c->id;
+		hdr[nm][1] = c->tx_seq++;
+		memset(&rp, 0, sizeof(rp));
+		rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+		rp.cb.send = send_cb;
+		o[nm].done = 0;
+		o[nm].st = UCS_OK;
+		rp.user_data = &o[nm];
+		if (iov[i].iov_len >= BULK_MIN) {
+			/* bulk: zero-copy from the caller (rendezvous above UCX's
+			 * threshold), the ids in the AM header */
+			req[nm] = ucp_am_send_nbx(c->ep, AM_ID, hdr[nm], sizeof(hdr[nm]),
+						  iov[i].iov_base, iov[i].iov_len, &rp);
+			i++;
+		} else {
+			/* a run of small segments behind the ids, as one eager
+			 * message described by an iov datatype (UCX packs it; no
+			 * user AM header and no "short" protocol: UCX 1.13's
+			 * shared-memory short path miscounts lengths) */
+			size_t m = 0;
+
+			dt[nm][m].buffer = hdr[nm];
+			dt[nm][m++].length = sizeof(hdr[nm]);
+			while (i < n && iov[i].iov_len < BULK_MIN) {
+				if (iov[i].iov_len) {
+					dt[nm][m].buffer = iov[i].iov_base;
+					dt[nm][m++].length = iov[i].iov_len;
+				}
+				i++;
+			}
+			rp.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE;
+			rp.flags = UCP_AM_SEND_FLAG_EAGER;
+			rp.datatype = ucp_dt_make_iov();
+			req[nm] = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, dt[nm], m, &rp);
+		}
+		nm++;
 	}
 	/* wait for every message: buffers (and headers) stay valid until then */
 	for (int j = 0; j < nm; j++) {
@@ -775,11 +830,9 @@ static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, in
 		vgpu_status st = send_error(c, s);
 		conn_kill(c, "send failed: %s", ucs_status_string(s));
 		pthread_mutex_unlock(&k->m);
-		free(bounce);
 		return st;
 	}
 	pthread_mutex_unlock(&k->m);
-	free(bounce);
 	return VGPU_OK;
 }
 
