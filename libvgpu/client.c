@@ -3,8 +3,13 @@
  * client.c - the remote door: a vgpu_t behind a protocol connection.
  *
  * Synchronous calls are one round trip: the caller registers a pending
- * entry under the request id, sends, and sleeps until the reader thread
- * completes it. Asynchronous calls (work on a stream) are sent without a
+ * entry under the request id, sends, and reads the socket itself until its
+ * reply arrives (leader/follower: one thread reads at a time and completes
+ * whatever replies it meets; the others sleep until theirs is done or the
+ * reading role is free). No thread hand-off on the fast path, so a round
+ * trip costs what the raw transport does. A background reader takes the
+ * role only while asynchronous dtoh copies are in flight, so their data is
+ * drained even when nobody waits. Asynchronous calls (work on a stream) are sent without a
  * reply (VGPU_MSGF_NOREPLY) and coalesced in a small buffer that is flushed
  * by the next synchronous call, when it fills, or after a few tens of
  * microseconds by the flusher thread; the server keeps their errors for the
@@ -12,7 +17,7 @@
  * as pipelined chunks (htod: straight from the caller's memory with
  * sendmsg; dtoh: received straight into the caller's memory).
  *
- * When the connection is lost, the reader completes every pending entry
+ * When the connection is lost, the reading thread completes every pending entry
  * with VGPU_ERR_CONNECTION ("<uri>: connection lost: ...") and every later
  * call fails the same way at once. vgpu_close stays safe.
  */
@@ -26,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "addrmap.h"
 #include "door.h"
 #include "error.h"
 #include "proto.h"
@@ -42,7 +48,7 @@ struct pending {
 	struct pending *next;
 	uint64_t id;
 	int done;
-	int async;         /* heap entry of an async dtoh: freed by the reader */
+	int async;         /* heap entry of an async dtoh: freed when completed */
 	vgpu_status st;
 	char msg[VGPU_ERRMSG_MAX];
 	uint8_t res[RES_MAX];  /* final response body (results) */
@@ -69,6 +75,17 @@ struct client {
 	int fstop;
 	pthread_t flusher, reader;
 	int threads;
+	int reading;          /* a thread holds the reading role */
+	int nwaiters;         /* threads in pend_wait */
+	unsigned nasync;      /* async dtoh entries in flight */
+	int bgstop;
+	pthread_cond_t bgcond;
+
+	/* this handle's allocations (base, asked size), so that bad ranges of
+	 * asynchronous calls are refused at once, as on a local handle, instead
+	 * of at the next synchronization */
+	pthread_mutex_t amlock;
+	struct vgpu_addrmap allocs;
 
 	atomic_uint_fast64_t next_id;
 	uint64_t session_id;
@@ -100,6 +117,7 @@ static void fail_all(struct client *cl, const char *why)
 		next = p->next;
 		if (p->async) {
 			free(p);
+			cl->nasync--;
 			continue;
 		}
 		p->st = VGPU_ERR_CONNECTION;
@@ -109,6 +127,8 @@ static void fail_all(struct client *cl, const char *why)
 	cl->pend = NULL;
 	pthread_cond_broadcast(&cl->cond);
 	pthread_mutex_unlock(&cl->lock);
+	/* a peer that sent garbage gets a closed connection, not silence */
+	cl->tp->shutdown(cl->tc, 0);
 }
 
 static void conn_broken(struct client *cl, const char *why)
@@ -119,7 +139,7 @@ static void conn_broken(struct client *cl, const char *why)
 		snprintf(cl->dead_msg, sizeof(cl->dead_msg), "%s: connection lost: %s", cl->uri, why);
 	}
 	pthread_mutex_unlock(&cl->lock);
-	/* the reader wakes up and completes every pending entry */
+	/* whoever reads next fails and completes every pending entry */
 	cl->tp->shutdown(cl->tc, 0);
 }
 
@@ -233,15 +253,43 @@ static vgpu_status pend_add(struct client *cl, struct pending *p)
 	}
 	p->next = cl->pend;
 	cl->pend = p;
+	if (p->async) {
+		cl->nasync++;
+		pthread_cond_signal(&cl->bgcond);
+	}
 	pthread_mutex_unlock(&cl->lock);
 	return VGPU_OK;
 }
 
+static vgpu_status read_one(struct client *cl);
+
+/* Wait for p, reading the socket ourselves when nobody else does. */
 static void pend_wait(struct client *cl, struct pending *p)
 {
 	pthread_mutex_lock(&cl->lock);
-	while (!p->done)
+	cl->nwaiters++;
+	while (!p->done) {
+		if (!cl->reading) {
+			vgpu_status st;
+
+			cl->reading = 1;
+			pthread_mutex_unlock(&cl->lock);
+			st = read_one(cl);
+			if (st < 0)
+				fail_all(cl, vgpu__error_msg());
+			pthread_mutex_lock(&cl->lock);
+			cl->reading = 0;
+			if (cl->nwaiters > 1)
+				pthread_cond_broadcast(&cl->cond);
+			if (cl->nasync)
+				pthread_cond_signal(&cl->bgcond);
+			continue;
+		}
 		pthread_cond_wait(&cl->cond, &cl->lock);
+	}
+	cl->nwaiters--;
+	if (cl->nwaiters && !cl->reading)
+		pthread_cond_broadcast(&cl->cond); /* hand the role on */
 	pthread_mutex_unlock(&cl->lock);
 }
 
@@ -259,7 +307,7 @@ static vgpu_status call(struct client *cl, struct pending *p, const struct vgpu_
 	pthread_mutex_lock(&cl->slock);
 	send_locked(cl, 0, p->id, w, bulk, bulk_len, 0);
 	pthread_mutex_unlock(&cl->slock);
-	/* a failed send breaks the connection: the reader completes p */
+	/* a failed send breaks the connection: the next read completes p */
 	pend_wait(cl, p);
 	if (p->st < 0)
 		return vgpu__error(p->st, "%s", p->msg);
@@ -300,7 +348,7 @@ static vgpu_status bad_reply(struct client *cl, unsigned op)
 			   vgpu__op_name(op));
 }
 
-/* ---- the reader ---- */
+/* ---- reading (one thread at a time) ---- */
 
 static struct pending *pend_find(struct client *cl, uint64_t id, int unlink)
 {
@@ -316,90 +364,153 @@ static struct pending *pend_find(struct client *cl, uint64_t id, int unlink)
 	return NULL;
 }
 
+/* Read one frame and complete what it answers. Caller holds the reading role. */
+static vgpu_status read_one(struct client *cl)
+{
+	struct vgpu_hdr h;
+	struct pending *p;
+	struct vgpu_mp m;
+	uint32_t n;
+	int64_t status;
+	int last;
+	const char *emsg;
+	uint32_t emsg_len;
+	vgpu_status st;
+
+	st = vgpu__rbuf_frame(&cl->rb, &h, cl->body, VGPU_PROTO_CHUNK, "server");
+	if (st < 0)
+		return st;
+	if (h.type != VGPU_MSG_RESP)
+		return vgpu__error(VGPU_ERR_PROTOCOL, "unexpected message type %u from the server", h.type);
+	vgpu__mp_init(&m, cl->body, h.body_len);
+	if (vgpu__mp_array(&m, &n) || n < 2 || vgpu__mp_i64(&m, &status) || status > 0 ||
+	    status < INT32_MIN || vgpu__mp_str(&m, &emsg, &emsg_len))
+		return vgpu__error(VGPU_ERR_PROTOCOL, "malformed response from the server");
+	last = !(h.flags & VGPU_MSGF_MORE);
+	pthread_mutex_lock(&cl->lock);
+	p = pend_find(cl, h.id, 0);
+	pthread_mutex_unlock(&cl->lock);
+	if (!p) /* nobody waits (e.g. a chunk after an early error): skip */
+		return vgpu__rbuf_discard(&cl->rb, h.bulk_len);
+	if (h.bulk_len) {
+		uint64_t off;
+
+		if (!p->dst || status < 0 || n < 3 || vgpu__mp_u64(&m, &off) || off > p->n ||
+		    h.bulk_len > p->n - off)
+			return vgpu__error(VGPU_ERR_PROTOCOL,
+					   "server sent %llu bulk bytes the request did not ask for",
+					   (unsigned long long)h.bulk_len);
+		/* straight into the caller's buffer */
+		st = vgpu__rbuf_read(&cl->rb, p->dst + off, h.bulk_len);
+		if (st < 0)
+			return st;
+		p->got += h.bulk_len;
+	}
+	if (status < 0 && p->st == VGPU_OK) {
+		p->st = (vgpu_status)status;
+		snprintf(p->msg, sizeof(p->msg), "%.*s", (int)emsg_len, emsg);
+	}
+	if (!last)
+		return VGPU_OK;
+	if (p->dst && p->st == VGPU_OK && p->got != p->n) {
+		p->st = VGPU_ERR_PROTOCOL;
+		snprintf(p->msg, sizeof(p->msg), "%s: server sent %llu of %llu bytes", cl->uri,
+			 (unsigned long long)p->got, (unsigned long long)p->n);
+	}
+	if (h.body_len <= sizeof(p->res)) {
+		memcpy(p->res, cl->body, h.body_len);
+		p->res_len = h.body_len;
+	} else if (p->st == VGPU_OK) {
+		p->st = VGPU_ERR_PROTOCOL;
+		snprintf(p->msg, sizeof(p->msg), "%s: reply too large", cl->uri);
+	}
+	pthread_mutex_lock(&cl->lock);
+	pend_find(cl, h.id, 1);
+	if (p->async) {
+		free(p);
+		cl->nasync--;
+	} else {
+		p->done = 1;
+		pthread_cond_broadcast(&cl->cond);
+	}
+	pthread_mutex_unlock(&cl->lock);
+	return VGPU_OK;
+}
+
+/* Background reader: holds the role while async dtoh data is in flight. */
 static void *reader_main(void *arg)
 {
 	struct client *cl = arg;
-	struct vgpu_hdr h;
-	vgpu_status st;
 
+	pthread_mutex_lock(&cl->lock);
 	for (;;) {
-		struct pending *p;
-		struct vgpu_mp m;
-		uint32_t n;
-		int64_t status;
-		int last;
-		const char *emsg;
-		uint32_t emsg_len;
+		vgpu_status st;
 
-		st = vgpu__rbuf_frame(&cl->rb, &h, cl->body, VGPU_PROTO_CHUNK, "server");
+		while (!cl->bgstop && (!cl->nasync || cl->reading || cl->dead))
+			pthread_cond_wait(&cl->bgcond, &cl->lock);
+		if (cl->bgstop)
+			break;
+		cl->reading = 1;
+		pthread_mutex_unlock(&cl->lock);
+		st = read_one(cl);
 		if (st < 0)
-			break;
-		if (h.type != VGPU_MSG_RESP) {
-			st = vgpu__error(VGPU_ERR_PROTOCOL, "unexpected message type %u from the server", h.type);
-			break;
-		}
-		vgpu__mp_init(&m, cl->body, h.body_len);
-		if (vgpu__mp_array(&m, &n) || n < 2 || vgpu__mp_i64(&m, &status) || status > 0 ||
-		    status < INT32_MIN || vgpu__mp_str(&m, &emsg, &emsg_len)) {
-			st = vgpu__error(VGPU_ERR_PROTOCOL, "malformed response from the server");
-			break;
-		}
-		last = !(h.flags & VGPU_MSGF_MORE);
+			fail_all(cl, vgpu__error_msg());
 		pthread_mutex_lock(&cl->lock);
-		p = pend_find(cl, h.id, 0);
-		pthread_mutex_unlock(&cl->lock);
-		if (!p) {
-			/* nobody waits (e.g. a chunk after an early error): skip */
-			if ((st = vgpu__rbuf_discard(&cl->rb, h.bulk_len)) < 0)
-				break;
-			continue;
-		}
-		if (h.bulk_len) {
-			uint64_t off;
-
-			if (!p->dst || status < 0 || n < 3 || vgpu__mp_u64(&m, &off) || off > p->n ||
-			    h.bulk_len > p->n - off) {
-				st = vgpu__error(VGPU_ERR_PROTOCOL,
-						 "server sent %llu bulk bytes the request did not ask for",
-						 (unsigned long long)h.bulk_len);
-				break;
-			}
-			/* straight into the caller's buffer */
-			st = vgpu__rbuf_read(&cl->rb, p->dst + off, h.bulk_len);
-			if (st < 0)
-				break;
-			p->got += h.bulk_len;
-		}
-		if (status < 0 && p->st == VGPU_OK) {
-			p->st = (vgpu_status)status;
-			snprintf(p->msg, sizeof(p->msg), "%.*s", (int)emsg_len, emsg);
-		}
-		if (!last)
-			continue;
-		if (p->dst && p->st == VGPU_OK && p->got != p->n) {
-			p->st = VGPU_ERR_PROTOCOL;
-			snprintf(p->msg, sizeof(p->msg), "%s: server sent %llu of %llu bytes", cl->uri,
-				 (unsigned long long)p->got, (unsigned long long)p->n);
-		}
-		if (h.body_len <= sizeof(p->res)) {
-			memcpy(p->res, cl->body, h.body_len);
-			p->res_len = h.body_len;
-		} else if (p->st == VGPU_OK) {
-			p->st = VGPU_ERR_PROTOCOL;
-			snprintf(p->msg, sizeof(p->msg), "%s: reply too large", cl->uri);
-		}
-		pthread_mutex_lock(&cl->lock);
-		pend_find(cl, h.id, 1);
-		if (p->async) {
-			free(p);
-		} else {
-			p->done = 1;
+		cl->reading = 0;
+		if (cl->nwaiters)
 			pthread_cond_broadcast(&cl->cond);
-		}
-		pthread_mutex_unlock(&cl->lock);
 	}
-	fail_all(cl, vgpu__error_msg());
+	pthread_mutex_unlock(&cl->lock);
 	return NULL;
+}
+
+/* ---- local checks of asynchronous calls (the server checks again) ---- */
+
+static vgpu_status check_range(struct client *cl, const char *what, vgpu_dptr p, size_t n)
+{
+	struct vgpu_range *r;
+	vgpu_status st = VGPU_OK;
+
+	pthread_mutex_lock(&cl->amlock);
+	r = vgpu__am_find(&cl->allocs, p);
+	if (!r)
+		st = vgpu__error(VGPU_ERR_BAD_ADDRESS,
+				 "%s: %s: device address 0x%llx is not allocated by this handle",
+				 cl->uri, what, (unsigned long long)p);
+	else if (n > r->size - (p - r->base))
+		st = vgpu__error(VGPU_ERR_BAD_ADDRESS,
+				 "%s: %s: %zu bytes at 0x%llx run past the end of the %llu-byte "
+				 "allocation at 0x%llx", cl->uri, what, n, (unsigned long long)p,
+				 (unsigned long long)r->size, (unsigned long long)r->base);
+	pthread_mutex_unlock(&cl->amlock);
+	return st;
+}
+
+static vgpu_status check_args(struct client *cl, const vgpu_arg *args, unsigned nargs)
+{
+	static const uint32_t size_of[] = { 0, 8, 4, 4, 8, 8, 4, 8 };
+	vgpu_status st = VGPU_OK;
+
+	for (unsigned i = 0; i < nargs && st == VGPU_OK; i++) {
+		uint32_t t = args[i].type;
+
+		if (t == VGPU_ARG_BYTES) {
+			if (!args[i].size || !args[i].v.ptr)
+				st = vgpu__error(VGPU_ERR_KERNEL_ARGS, "%s: launch: argument %u: empty bytes",
+						 cl->uri, i);
+		} else if (t < VGPU_ARG_DPTR || t > VGPU_ARG_BYTES || args[i].size != size_of[t]) {
+			st = vgpu__error(VGPU_ERR_KERNEL_ARGS, "%s: launch: argument %u: bad type %u or size %u",
+					 cl->uri, i, t, args[i].size);
+		} else if (t == VGPU_ARG_DPTR && args[i].v.dptr) {
+			pthread_mutex_lock(&cl->amlock);
+			if (!vgpu__am_find(&cl->allocs, args[i].v.dptr))
+				st = vgpu__error(VGPU_ERR_BAD_ADDRESS,
+						 "%s: launch: argument %u (0x%llx) is not inside an allocation "
+						 "of this handle", cl->uri, i, (unsigned long long)args[i].v.dptr);
+			pthread_mutex_unlock(&cl->amlock);
+		}
+	}
+	return st;
 }
 
 /* ---- door operations ---- */
@@ -467,7 +578,11 @@ static void r_close(vgpu_t *v)
 		pthread_cond_broadcast(&cl->fcond);
 		pthread_mutex_unlock(&cl->slock);
 		pthread_join(cl->flusher, NULL);
-		cl->tp->shutdown(cl->tc, 0);
+		cl->tp->shutdown(cl->tc, 0); /* wakes a background read */
+		pthread_mutex_lock(&cl->lock);
+		cl->bgstop = 1;
+		pthread_cond_broadcast(&cl->bgcond);
+		pthread_mutex_unlock(&cl->lock);
 		pthread_join(cl->reader, NULL);
 	}
 	while ((p = cl->pend)) {
@@ -480,6 +595,9 @@ static void r_close(vgpu_t *v)
 	pthread_cond_destroy(&cl->cond);
 	pthread_mutex_destroy(&cl->slock);
 	pthread_cond_destroy(&cl->fcond);
+	pthread_cond_destroy(&cl->bgcond);
+	vgpu__am_fini(&cl->allocs);
+	pthread_mutex_destroy(&cl->amlock);
 	free(cl->obuf);
 	free(cl);
 	v->door = NULL;
@@ -513,16 +631,41 @@ static vgpu_status r_synchronize(vgpu_t *v)
 static vgpu_status r_mem_alloc(vgpu_t *v, size_t size, vgpu_dptr *out)
 {
 	uint64_t p = 0;
+	struct client *cl = CL(v);
 	vgpu_status st = r_get_u64(v, VGPU_OP_MEM_ALLOC, 1, size, 0, &p);
 
-	if (st >= 0)
+	if (st >= 0) {
+		pthread_mutex_lock(&cl->amlock);
+		if (size && vgpu__am_insert(&cl->allocs, p, size, NULL) < 0)
+			vgpu_warn("%s: allocation 0x%llx not tracked", cl->uri, (unsigned long long)p);
+		pthread_mutex_unlock(&cl->amlock);
 		*out = p;
+	}
 	return st;
 }
 
 static vgpu_status r_mem_free(vgpu_t *v, vgpu_dptr p)
 {
-	return r_simple(v, VGPU_OP_MEM_FREE, 1, p, 0);
+	struct client *cl = CL(v);
+	struct vgpu_range *r;
+	uint64_t size = 0;
+	vgpu_status st;
+
+	/* forget it before the server frees it: another thread may be handed
+	 * the same address the moment it is free */
+	pthread_mutex_lock(&cl->amlock);
+	if ((r = vgpu__am_find_base(&cl->allocs, p))) {
+		size = r->size;
+		vgpu__am_remove(&cl->allocs, p);
+	}
+	pthread_mutex_unlock(&cl->amlock);
+	st = r_simple(v, VGPU_OP_MEM_FREE, 1, p, 0);
+	if (st < 0 && size && st != VGPU_ERR_CONNECTION) {
+		pthread_mutex_lock(&cl->amlock);
+		vgpu__am_insert(&cl->allocs, p, size, NULL);
+		pthread_mutex_unlock(&cl->amlock);
+	}
+	return st;
 }
 
 static void pack_copy(struct vgpu_wbuf *w, uint8_t *buf, size_t cap, unsigned op, uint32_t sid,
@@ -548,6 +691,8 @@ static vgpu_status r_memcpy_htod(vgpu_t *v, uint32_t sid, vgpu_dptr dst, const v
 
 	if (sid) {
 		/* async: chunks without replies; errors at the stream's sync */
+		if (n && (st = check_range(cl, "memcpy_htod", dst, n)) < 0)
+			return st;
 		off = 0;
 		do {
 			size_t k = n - off < VGPU_PROTO_CHUNK ? n - off : VGPU_PROTO_CHUNK;
@@ -600,8 +745,10 @@ static vgpu_status r_memcpy_dtoh(vgpu_t *v, uint32_t sid, void *dst, vgpu_dptr s
 		p.n = n;
 		return call(cl, &p, &w, NULL, 0);
 	}
-	/* async: the reader fills dst as the chunks arrive (before the stream's
+	/* async: whoever reads fills dst as the chunks arrive (before the stream's
 	 * sync reply, which the server sends after them) */
+	if (n && (st = check_range(cl, "memcpy_dtoh", src, n)) < 0)
+		return st;
 	ap = calloc(1, sizeof(*ap));
 	if (!ap)
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
@@ -617,7 +764,7 @@ static vgpu_status r_memcpy_dtoh(vgpu_t *v, uint32_t sid, void *dst, vgpu_dptr s
 	pthread_mutex_lock(&cl->slock);
 	st = send_locked(cl, 0, ap->id, &w, NULL, 0, 1);
 	pthread_mutex_unlock(&cl->slock);
-	return st; /* on failure the reader frees ap */
+	return st; /* on failure the next read frees ap */
 }
 
 static vgpu_status r_copy3(vgpu_t *v, unsigned op, uint32_t sid, uint64_t a, uint64_t b, uint64_t n)
@@ -634,8 +781,16 @@ static vgpu_status r_copy3(vgpu_t *v, unsigned op, uint32_t sid, uint64_t a, uin
 	msgpack_pack_uint64(&w.pk, a);
 	msgpack_pack_uint64(&w.pk, b);
 	msgpack_pack_uint64(&w.pk, n);
-	if (sid)
-		return post(cl, &w, NULL, 0);
+	if (sid) {
+		vgpu_status st = VGPU_OK;
+
+		if (n) {
+			st = check_range(cl, op == VGPU_OP_DTOD ? "memcpy_dtod" : "memset", a, n);
+			if (st == VGPU_OK && op == VGPU_OP_DTOD)
+				st = check_range(cl, "memcpy_dtod", b, n);
+		}
+		return st < 0 ? st : post(cl, &w, NULL, 0);
+	}
 	memset(&p, 0, sizeof(p));
 	return call(cl, &p, &w, NULL, 0);
 }
@@ -823,6 +978,11 @@ static vgpu_status r_launch(vgpu_t *v, uint32_t fid, vgpu_dim3 grid, vgpu_dim3 b
 	if (nargs > VGPU_MAX_KERNEL_ARGS)
 		return vgpu__error(VGPU_ERR_KERNEL_ARGS, "%s: %u arguments (at most %d)", cl->uri, nargs,
 				   VGPU_MAX_KERNEL_ARGS);
+	if (sid) {
+		vgpu_status st = check_args(cl, args, nargs);
+		if (st < 0)
+			return st;
+	}
 	REQ(&w, buf, VGPU_OP_LAUNCH, 10);
 	msgpack_pack_uint32(&w.pk, fid);
 	msgpack_pack_uint32(&w.pk, sid);
@@ -935,6 +1095,17 @@ static vgpu_status handshake(struct client *cl, const struct vgpu_uri *u,
 	if (st < 0)
 		return vgpu__error_prefix(st == VGPU_ERR_PROTOCOL ? st : VGPU_ERR_CONNECTION, "%s", cl->uri);
 	vgpu__mp_init(&m, cl->body, h.body_len);
+	if (h.type == VGPU_MSG_RESP) {
+		/* refused before the greeting (busy) */
+		const char *s = "";
+		uint32_t sl = 0;
+
+		if (vgpu__mp_array(&m, &n) || n < 2 || vgpu__mp_i64(&m, &status) || status >= 0 ||
+		    status < INT32_MIN || vgpu__mp_str(&m, &s, &sl))
+			return vgpu__error(VGPU_ERR_PROTOCOL, "%s: not a libvgpu server (bad greeting)",
+					   cl->uri);
+		return vgpu__error((vgpu_status)status, "%.*s", (int)sl, s);
+	}
 	if (h.type != VGPU_MSG_HELLO || vgpu__mp_array(&m, &n) || n < 4 || vgpu__mp_u32(&m, &ver) ||
 	    vgpu__mp_bin(&m, &nonce, &nl) || nl != VGPU_PROTO_NONCE ||
 	    vgpu__mp_strcpy(&m, sname, sizeof(sname)) || vgpu__mp_bool(&m, &auth_required))
@@ -1038,6 +1209,9 @@ vgpu_status vgpu__door_remote_open(vgpu_t *v, const struct vgpu_uri *u,
 	pthread_cond_init(&cl->cond, NULL);
 	pthread_mutex_init(&cl->slock, NULL);
 	pthread_cond_init(&cl->fcond, NULL);
+	pthread_cond_init(&cl->bgcond, NULL);
+	pthread_mutex_init(&cl->amlock, NULL);
+	vgpu__am_init(&cl->allocs);
 	if (opts && opts->size > offsetof(struct vgpu_open_opts, timeout_ms))
 		timeout = opts->timeout_ms;
 	if (!timeout)
@@ -1066,7 +1240,10 @@ vgpu_status vgpu__door_remote_open(vgpu_t *v, const struct vgpu_uri *u,
 		goto fail_conn;
 	}
 	if (pthread_create(&cl->flusher, NULL, flusher_main, cl) != 0) {
-		cl->tp->shutdown(cl->tc, 0);
+		pthread_mutex_lock(&cl->lock);
+		cl->bgstop = 1;
+		pthread_cond_broadcast(&cl->bgcond);
+		pthread_mutex_unlock(&cl->lock);
 		pthread_join(cl->reader, NULL);
 		st = vgpu__error(VGPU_ERR_INTERNAL, "%s: cannot start the flusher thread", cl->uri);
 		goto fail_conn;
@@ -1082,6 +1259,9 @@ fail:
 	pthread_cond_destroy(&cl->cond);
 	pthread_mutex_destroy(&cl->slock);
 	pthread_cond_destroy(&cl->fcond);
+	pthread_cond_destroy(&cl->bgcond);
+	vgpu__am_fini(&cl->allocs);
+	pthread_mutex_destroy(&cl->amlock);
 	free(cl->obuf);
 	free(cl);
 	return st;

@@ -65,6 +65,8 @@ struct event {
 	uint64_t record_seq;   /* records issued */
 	uint64_t done_seq;     /* records completed */
 	struct timespec when;  /* time of the last completed record */
+	vgpu_status err;       /* error pending on its stream when it completed */
+	char errmsg[VGPU_ERRMSG_MAX];
 	struct stream *parked; /* streams waiting for this event */
 };
 
@@ -105,6 +107,7 @@ struct stream {
 	struct work *head, *tail;
 	uint64_t submitted, completed; /* qlock */
 	int running;   /* a worker holds it */
+	unsigned waiters; /* threads synchronizing on it (qlock) */
 	int on_ready;  /* on the ready list */
 	struct event *parked_on;
 	struct stream *park_next;
@@ -125,6 +128,7 @@ struct func {
 	void *bfn;
 	char name[128];
 	struct vgpu_func_sig sig;
+	uint32_t refs;  /* launches queued or running (session->lock) */
 };
 
 struct vgpu_session {
@@ -197,9 +201,11 @@ static struct stream *ready_pop(struct engine *e)
 
 static void unref_allocs(struct session *s, struct work *w)
 {
-	if (!w->nrefs)
+	if (!w->nrefs && w->op != W_LAUNCH)
 		return;
 	pthread_mutex_lock(&s->lock);
+	if (w->op == W_LAUNCH && --w->u.launch.f->refs == 0)
+		pthread_cond_broadcast(&s->cv);
 	for (unsigned i = 0; i < w->nrefs; i++) {
 		struct alloc *a = w->arefs ? w->arefs[i] : w->refs[i];
 
@@ -322,8 +328,13 @@ static void *worker_main(void *arg)
 		st->head = w->next;
 		if (!st->head)
 			st->tail = NULL;
-		if (w->op == W_RECORD)
+		if (w->op == W_RECORD) {
+			/* an event synchronize reports the stream's pending
+			 * error, as cuEventSynchronize does */
+			w->u.rec.ev->err = st->err;
+			snprintf(w->u.rec.ev->errmsg, sizeof(w->u.rec.ev->errmsg), "%s", st->errmsg);
 			complete_event(e, w->u.rec.ev, w->u.rec.seq);
+		}
 		if (w->op == W_NOTIFY) {
 			rc = st->err;
 			snprintf(msg, sizeof(msg), "%s", st->errmsg);
@@ -891,6 +902,29 @@ static struct work *work_new(enum work_op op, size_t extra)
 	return w;
 }
 
+/* Queue w on stream sid if the stream still exists (it may have been
+ * destroyed since it was checked); else drop w's references. */
+static vgpu_status enqueue_checked(struct session *s, uint32_t sid, struct work *w,
+				   const char *what)
+{
+	struct stream *st;
+
+	pthread_mutex_lock(&s->lock);
+	st = stream_get(s, sid, what);
+	if (st) {
+		enqueue(s->e, st, w);
+		pthread_mutex_unlock(&s->lock);
+		return VGPU_OK;
+	}
+	for (unsigned i = 0; i < w->nrefs; i++)
+		unref(s, w->arefs ? w->arefs[i] : w->refs[i]);
+	if (w->op == W_LAUNCH && --w->u.launch.f->refs == 0)
+		pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->lock);
+	free(w);
+	return VGPU_ERR_BAD_HANDLE;
+}
+
 static vgpu_status sync_result(struct session *s, vgpu_status st)
 {
 	if (st != VGPU_OK && !strstr(vgpu__error_msg(), s->label))
@@ -995,8 +1029,7 @@ static vgpu_status copy_op(struct session *s, uint32_t sid, enum work_op op, vgp
 		w->u.set.value = value;
 		break;
 	}
-	enqueue(s->e, st, w);
-	return VGPU_OK;
+	return enqueue_checked(s, sid, w, names[op]);
 }
 
 vgpu_status vgpu__s_memcpy_htod(struct session *s, uint32_t sid, vgpu_dptr dst, const void *src,
@@ -1065,23 +1098,38 @@ vgpu_status vgpu__s_stream_destroy(struct session *s, uint32_t sid)
 				   s->label, sid);
 	pthread_mutex_lock(&s->e->qlock);
 	stream_drain_locked(s->e, st);
+	while (st->waiters)
+		pthread_cond_wait(&s->e->done_cv, &s->e->qlock);
 	pthread_mutex_unlock(&s->e->qlock);
 	stream_free(s, st);
 	return VGPU_OK;
 }
 
-/* Look up a stream and hold s->lock? No: streams are only freed by
- * stream_destroy/session_close, which the owner of the id calls; a caller
- * racing its own destroy is a use-after-destroy bug of the caller, as in
- * CUDA. The lookup itself is safe. */
-static struct stream *stream_lookup(struct session *s, uint32_t sid, const char *what)
+/*
+ * Stream lifetime: work is queued with s->lock held, and stream_destroy
+ * unlinks the id under s->lock, so nothing is queued on a stream after its
+ * destroy began. Threads that wait on a stream register as waiters; the
+ * destroy frees the stream only when none is left.
+ */
+static struct stream *stream_wait_begin(struct session *s, uint32_t sid, const char *what)
 {
 	struct stream *st;
 
 	pthread_mutex_lock(&s->lock);
 	st = stream_get(s, sid, what);
+	if (st) {
+		pthread_mutex_lock(&s->e->qlock);
+		st->waiters++;
+	}
 	pthread_mutex_unlock(&s->lock);
-	return st;
+	return st; /* qlock held when st != NULL */
+}
+
+static void stream_wait_end(struct engine *e, struct stream *st)
+{
+	if (--st->waiters == 0)
+		pthread_cond_broadcast(&e->done_cv);
+	pthread_mutex_unlock(&e->qlock);
 }
 
 static vgpu_status take_stream_error(struct session *s, struct stream *st)
@@ -1103,12 +1151,11 @@ vgpu_status vgpu__s_stream_sync(struct session *s, uint32_t sid)
 
 	if (sid == 0)
 		return VGPU_OK;
-	if (!(st = stream_lookup(s, sid, "stream_synchronize")))
+	if (!(st = stream_wait_begin(s, sid, "stream_synchronize")))
 		return VGPU_ERR_BAD_HANDLE;
-	pthread_mutex_lock(&s->e->qlock);
 	stream_drain_locked(s->e, st);
 	rc = take_stream_error(s, st);
-	pthread_mutex_unlock(&s->e->qlock);
+	stream_wait_end(s->e, st);
 	return rc;
 }
 
@@ -1119,14 +1166,13 @@ vgpu_status vgpu__s_stream_query(struct session *s, uint32_t sid)
 
 	if (sid == 0)
 		return VGPU_OK;
-	if (!(st = stream_lookup(s, sid, "stream_query")))
+	if (!(st = stream_wait_begin(s, sid, "stream_query")))
 		return VGPU_ERR_BAD_HANDLE;
-	pthread_mutex_lock(&s->e->qlock);
 	if (st->completed < st->submitted)
 		rc = VGPU_ERR_NOT_READY;
 	else
 		rc = take_stream_error(s, st);
-	pthread_mutex_unlock(&s->e->qlock);
+	stream_wait_end(s->e, st);
 	return rc;
 }
 
@@ -1138,12 +1184,17 @@ vgpu_status vgpu__s_stream_notify(struct session *s, uint32_t sid,
 
 	if (!done || !done->fn)
 		return vgpu__error(VGPU_ERR_INVALID, "stream_notify: no completion");
-	if (!(st = stream_lookup(s, sid, "stream_synchronize")))
-		return VGPU_ERR_BAD_HANDLE;
 	if (!(w = work_new(W_NOTIFY, 0)))
 		return VGPU_ERR_NO_HOST_MEMORY;
 	w->done = *done;
+	pthread_mutex_lock(&s->lock);
+	if (!(st = stream_get(s, sid, "stream_synchronize"))) {
+		pthread_mutex_unlock(&s->lock);
+		free(w);
+		return VGPU_ERR_BAD_HANDLE;
+	}
 	enqueue(s->e, st, w);
+	pthread_mutex_unlock(&s->lock);
 	return VGPU_OK;
 }
 
@@ -1216,20 +1267,28 @@ vgpu_status vgpu__s_event_record(struct session *s, uint32_t eid, uint32_t sid)
 		return VGPU_ERR_BAD_HANDLE;
 	if (sid == 0) {
 		pthread_mutex_lock(&s->e->qlock);
+		ev->err = VGPU_OK;
 		complete_event(s->e, ev, ++ev->record_seq);
 		pthread_cond_broadcast(&s->e->done_cv);
 		pthread_mutex_unlock(&s->e->qlock);
 		return VGPU_OK;
 	}
-	if (!(st = stream_lookup(s, sid, "event_record")))
-		return VGPU_ERR_BAD_HANDLE;
 	if (!(w = work_new(W_RECORD, 0)))
 		return VGPU_ERR_NO_HOST_MEMORY;
+	pthread_mutex_lock(&s->lock);
+	if (!(st = stream_get(s, sid, "event_record")) ||
+	    !(ev = vgpu__idt_get(&s->events, eid))) {
+		pthread_mutex_unlock(&s->lock);
+		free(w);
+		return st ? vgpu__error(VGPU_ERR_BAD_HANDLE, "%s: event_record: event destroyed",
+					s->label) : VGPU_ERR_BAD_HANDLE;
+	}
 	w->u.rec.ev = ev;
 	pthread_mutex_lock(&s->e->qlock);
 	w->u.rec.seq = ++ev->record_seq;
 	pthread_mutex_unlock(&s->e->qlock);
 	enqueue(s->e, st, w);
+	pthread_mutex_unlock(&s->lock);
 	return VGPU_OK;
 }
 
@@ -1237,6 +1296,7 @@ vgpu_status vgpu__s_event_sync(struct session *s, uint32_t eid)
 {
 	struct event *ev = event_lookup(s, eid, "event_synchronize");
 	uint64_t target;
+	vgpu_status rc;
 
 	if (!ev)
 		return VGPU_ERR_BAD_HANDLE;
@@ -1244,8 +1304,11 @@ vgpu_status vgpu__s_event_sync(struct session *s, uint32_t eid)
 	target = ev->record_seq;
 	while (ev->done_seq < target)
 		pthread_cond_wait(&s->e->done_cv, &s->e->qlock);
+	rc = ev->err;
+	if (rc)
+		vgpu__error_set_raw(rc, ev->errmsg);
 	pthread_mutex_unlock(&s->e->qlock);
-	return VGPU_OK;
+	return rc;
 }
 
 vgpu_status vgpu__s_event_query(struct session *s, uint32_t eid)
@@ -1292,15 +1355,22 @@ vgpu_status vgpu__s_stream_wait_event(struct session *s, uint32_t sid, uint32_t 
 		return VGPU_ERR_BAD_HANDLE;
 	if (sid == 0) /* the NULL stream is synchronous: wait now */
 		return vgpu__s_event_sync(s, eid);
-	if (!(st = stream_lookup(s, sid, "stream_wait_event")))
-		return VGPU_ERR_BAD_HANDLE;
 	if (!(w = work_new(W_WAIT, 0)))
 		return VGPU_ERR_NO_HOST_MEMORY;
+	pthread_mutex_lock(&s->lock);
+	if (!(st = stream_get(s, sid, "stream_wait_event")) ||
+	    !(ev = vgpu__idt_get(&s->events, eid))) {
+		pthread_mutex_unlock(&s->lock);
+		free(w);
+		return st ? vgpu__error(VGPU_ERR_BAD_HANDLE, "%s: stream_wait_event: event "
+					"destroyed", s->label) : VGPU_ERR_BAD_HANDLE;
+	}
 	w->u.wait.ev = ev;
 	pthread_mutex_lock(&s->e->qlock);
 	w->u.wait.seq = ev->record_seq;
 	pthread_mutex_unlock(&s->e->qlock);
 	enqueue(s->e, st, w);
+	pthread_mutex_unlock(&s->lock);
 	return VGPU_OK;
 }
 
@@ -1352,6 +1422,9 @@ vgpu_status vgpu__s_module_unload(struct session *s, uint32_t mid)
 
 		if (f->m == m) {
 			vgpu__idt_remove(&s->funcs, id);
+			/* launches queued before the unlink still run */
+			while (f->refs)
+				pthread_cond_wait(&s->cv, &s->lock);
 			if (s->e->be->function_free)
 				s->e->be->function_free(s->dev->bdev, f->bfn);
 			free(f);
@@ -1548,6 +1621,7 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 		refs[nref]->refs++;
 		nref++;
 	}
+	f->refs++; /* module_unload waits for it */
 	pthread_mutex_unlock(&s->lock);
 
 	if (!sid) {
@@ -1560,6 +1634,8 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 		pthread_mutex_lock(&s->lock);
 		for (unsigned i = 0; i < nref; i++)
 			unref(s, refs[i]);
+		if (--f->refs == 0)
+			pthread_cond_broadcast(&s->cv);
 		pthread_mutex_unlock(&s->lock);
 		if (refs != stack_refs)
 			free(refs);
@@ -1587,8 +1663,7 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 		w->arefs = refs;
 		w->nrefs = nref;
 	}
-	enqueue(s->e, st, w);
-	return VGPU_OK;
+	return enqueue_checked(s, sid, w, "launch");
 
 out_unref:
 	for (unsigned i = 0; i < nref; i++)

@@ -39,6 +39,7 @@
 #define MAX_LISTENERS 16
 #define CONN_CREDIT (32u * 1024 * 1024) /* bulk bytes in flight per connection */
 #define HANDSHAKE_MS 10000
+#define QUEUE_MAX 4096 /* replies waiting for a client that does not read */
 
 struct secret {
 	char tenant[64];
@@ -99,8 +100,10 @@ struct srv_conn {
 	struct srv_conn *next, *prev;
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
+	pthread_cond_t cond;   /* credits, outstanding completions, queue drained */
+	pthread_cond_t wcond;  /* the writer: something to send */
 	struct outmsg *qh, *qt;
+	unsigned qlen;
 	int sending, wdead, wstop;
 	pthread_t writer;
 	int writer_started;
@@ -112,6 +115,10 @@ struct srv_conn {
 	pthread_mutex_t olock; /* ostreams */
 	struct ord_stream *ostreams;
 	struct xfer *htod_x;   /* chunked synchronous htod in progress */
+
+	pthread_mutex_t plock; /* pool */
+	void *pool;            /* free VGPU_PROTO_CHUNK buffers (no page faults per chunk) */
+	unsigned npool;
 
 	struct vgpu_rbuf rb;
 	uint8_t body[VGPU_PROTO_MAX_BODY];
@@ -131,8 +138,48 @@ struct vgpu_server {
 	pthread_cond_t cond;
 	struct srv_conn *conns;
 	unsigned nconns;
+	/* reader threads that finished: joined by the accept loop and at stop,
+	 * so that every thread (and its thread-local state) is gone when
+	 * vgpu_server_stop returns */
+	pthread_t *zombies;
+	unsigned nzombies, capzombies;
 	int started, stopping;
 };
+
+/* ------------------------------------------------------------------------ */
+/* Chunk buffers                                                            */
+
+#define POOL_MAX (CONN_CREDIT / VGPU_PROTO_CHUNK + 2)
+
+static void *chunk_get(struct srv_conn *c, size_t n)
+{
+	void *p = NULL;
+
+	if (n == VGPU_PROTO_CHUNK) {
+		pthread_mutex_lock(&c->plock);
+		if ((p = c->pool)) {
+			c->pool = *(void **)p;
+			c->npool--;
+		}
+		pthread_mutex_unlock(&c->plock);
+	}
+	return p ? p : malloc(n ? n : 1);
+}
+
+static void chunk_put(struct srv_conn *c, void *p, size_t n)
+{
+	if (p && n == VGPU_PROTO_CHUNK) {
+		pthread_mutex_lock(&c->plock);
+		if (c->npool < POOL_MAX) {
+			*(void **)p = c->pool;
+			c->pool = p;
+			c->npool++;
+			p = NULL;
+		}
+		pthread_mutex_unlock(&c->plock);
+	}
+	free(p);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Sending                                                                  */
@@ -166,6 +213,7 @@ static void conn_dead_locked(struct srv_conn *c)
 		c->tp->shutdown(c->tc, 0); /* wake the reader too */
 	}
 	pthread_cond_broadcast(&c->cond);
+	pthread_cond_signal(&c->wcond);
 }
 
 /*
@@ -194,7 +242,8 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 			vgpu_debug("%s: send failed: %s", c->label, vgpu__error_msg());
 			conn_dead_locked(c);
 		}
-		pthread_cond_broadcast(&c->cond);
+		if (c->qh) /* queued by a completion meanwhile */
+			pthread_cond_signal(&c->wcond);
 		goto drop;
 	}
 	m = malloc(sizeof(*m) + body_len + (bulk_owned ? 0 : bulk_len));
@@ -223,12 +272,13 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 	else
 		c->qh = m;
 	c->qt = m;
-	pthread_cond_broadcast(&c->cond);
+	c->qlen++;
+	pthread_cond_signal(&c->wcond);
 	pthread_mutex_unlock(&c->lock);
 	return;
 drop:
 	if (bulk_owned && bulk) {
-		free(bulk);
+		chunk_put(c, bulk, bulk_len);
 		credit_put_locked(c, bulk_len);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -244,7 +294,7 @@ static void *writer_main(void *arg)
 		vgpu_status st = VGPU_OK;
 
 		while ((!c->qh || c->sending) && !c->wstop)
-			pthread_cond_wait(&c->cond, &c->lock);
+			pthread_cond_wait(&c->wcond, &c->lock);
 		if (!c->qh && c->wstop)
 			break;
 		if (c->sending)
@@ -253,6 +303,7 @@ static void *writer_main(void *arg)
 		c->qh = m->next;
 		if (!c->qh)
 			c->qt = NULL;
+		c->qlen--;
 		if (!c->wdead) {
 			c->sending = 1;
 			pthread_mutex_unlock(&c->lock);
@@ -264,7 +315,7 @@ static void *writer_main(void *arg)
 				conn_dead_locked(c);
 		}
 		if (m->bulk_owned && m->bulk) {
-			free(m->bulk);
+			chunk_put(c, m->bulk, m->bulk_len);
 			credit_put_locked(c, m->bulk_len);
 		}
 		free(m);
@@ -358,11 +409,6 @@ static vgpu_status take_err(struct srv_conn *c, uint32_t sid, int all, char *msg
 /* ------------------------------------------------------------------------ */
 /* Engine completions                                                       */
 
-static void outstanding_dec_locked(struct srv_conn *c)
-{
-	c->outstanding--;
-	pthread_cond_broadcast(&c->cond);
-}
 
 /*
  * The engine may call the completions of one stream from different workers
@@ -395,6 +441,7 @@ static void ord_fire(void *arg, vgpu_status st, const char *msg)
 	struct ord_item *it = arg, **pp;
 	struct srv_conn *c = it->c;
 	struct ord_stream *os = it->os;
+	unsigned ran = 0;
 
 	it->st = st;
 	if (st < 0)
@@ -411,9 +458,7 @@ static void ord_fire(void *arg, vgpu_status st, const char *msg)
 		if (it->fn)
 			it->fn(it->arg, it->st, it->st < 0 ? it->msg : NULL);
 		free(it);
-		pthread_mutex_lock(&c->lock);
-		outstanding_dec_locked(c);
-		pthread_mutex_unlock(&c->lock);
+		ran++;
 		pthread_mutex_lock(&c->olock);
 		os->next_run++;
 		for (pp = &os->parked; (it = *pp); pp = &it->next) {
@@ -424,6 +469,11 @@ static void ord_fire(void *arg, vgpu_status st, const char *msg)
 		}
 	}
 	pthread_mutex_unlock(&c->olock);
+	/* last: once outstanding is 0 the connection may be freed */
+	pthread_mutex_lock(&c->lock);
+	c->outstanding -= ran;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
 }
 
 /* A completion for engine stream sid, run in order; NULL: out of memory. */
@@ -484,7 +534,7 @@ static void htod_done_fn(void *arg, vgpu_status st, const char *msg)
 	struct htod_done *d = arg;
 	struct srv_conn *c = d->c;
 
-	free(d->buf);
+	chunk_put(c, d->buf, d->n);
 	pthread_mutex_lock(&c->lock);
 	credit_put_locked(c, d->n);
 	if (st < 0) {
@@ -531,7 +581,7 @@ static void dtoh_done_fn(void *arg, vgpu_status st, const char *msg)
 	if (st >= 0)
 		msgpack_pack_uint64(&w.pk, d->off);
 	if (st < 0) {
-		free(d->buf);
+		chunk_put(c, d->buf, d->n);
 		credit_put(c, d->n);
 		conn_send(c, 0, VGPU_MSG_RESP, VGPU_MSGF_MORE, x->id, w.buf, w.len, NULL, 0, 0);
 	} else {
@@ -575,6 +625,16 @@ static void notify_done_fn(void *arg, vgpu_status st, const char *msg)
 	free(d);
 }
 
+/* Wait until every engine completion of this connection ran (the engine
+ * may report a stream idle just before it calls the last completion). */
+static void drain_completions(struct srv_conn *c)
+{
+	pthread_mutex_lock(&c->lock);
+	while (c->outstanding)
+		pthread_cond_wait(&c->cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+}
+
 /* Queue an end-of-transfer notification; replies at once when it cannot. */
 static void xfer_finish(struct srv_conn *c, struct xfer *x)
 {
@@ -597,10 +657,14 @@ static void xfer_finish(struct srv_conn *c, struct xfer *x)
 	d->x = x;
 	st = vgpu__s_stream_notify(c->sess, x->esid, &done);
 	if (st < 0) {
+		char msg[VGPU_ERRMSG_MAX];
+
+		snprintf(msg, sizeof(msg), "%s", vgpu__error_msg());
 		ord_cancel(it);
 		free(d);
-		reply_status(c, 1, x->id, 0, x->st < 0 ? x->st : st,
-			     x->st < 0 ? x->msg : vgpu__error_msg());
+		/* chunks still queued point at x: let every completion run first */
+		drain_completions(c);
+		reply_status(c, 1, x->id, 0, x->st < 0 ? x->st : st, x->st < 0 ? x->msg : msg);
 		free(x);
 	}
 }
@@ -645,7 +709,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		return VGPU_OK;
 	}
 	credit_take(c, n);
-	buf = malloc(n ? n : 1);
+	buf = chunk_get(c, n);
 	if (!buf) {
 		credit_put(c, n);
 		vgpu__rbuf_discard(&c->rb, n);
@@ -655,7 +719,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 	}
 	st = vgpu__rbuf_read(&c->rb, buf, n);
 	if (st < 0) {
-		free(buf);
+		chunk_put(c, buf, n);
 		credit_put(c, n);
 		return st;
 	}
@@ -666,7 +730,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		uint32_t esid = sid;
 
 		if (!d) {
-			free(buf);
+			chunk_put(c, buf, n);
 			credit_put(c, n);
 			st = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
 			goto failed;
@@ -676,7 +740,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 			if (!c->htod_x) {
 				c->htod_x = calloc(1, sizeof(*c->htod_x));
 				if (!c->htod_x) {
-					free(buf);
+					chunk_put(c, buf, n);
 					free(d);
 					credit_put(c, n);
 					st = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
@@ -687,7 +751,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 			}
 			st = xfer_stream(c, &esid);
 			if (st < 0) {
-				free(buf);
+				chunk_put(c, buf, n);
 				free(d);
 				credit_put(c, n);
 				goto failed;
@@ -701,7 +765,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		d->n = n;
 		it = ord_prepare(c, esid, htod_done_fn, d, &done);
 		if (!it) {
-			free(buf);
+			chunk_put(c, buf, n);
 			free(d);
 			credit_put(c, n);
 			st = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
@@ -710,7 +774,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		st = vgpu__s_memcpy_htod(c->sess, esid, dst, buf, n, &done);
 		if (st < 0) {
 			ord_cancel(it);
-			free(buf);
+			chunk_put(c, buf, n);
 			free(d);
 			credit_put(c, n);
 			goto failed;
@@ -721,9 +785,13 @@ failed:
 	if (sid == 0 && (h->flags & (VGPU_MSGF_NOREPLY | VGPU_MSGF_LAST))) {
 		struct xfer *x = c->htod_x;
 
-		if (st < 0 && x && x->st == VGPU_OK) {
-			x->st = st;
-			snprintf(x->msg, sizeof(x->msg), "%s", vgpu__error_msg());
+		if (st < 0 && x) {
+			pthread_mutex_lock(&c->lock); /* completions write x too */
+			if (x->st == VGPU_OK) {
+				x->st = st;
+				snprintf(x->msg, sizeof(x->msg), "%s", vgpu__error_msg());
+			}
+			pthread_mutex_unlock(&c->lock);
 		}
 		if (h->flags & VGPU_MSGF_LAST) {
 			c->htod_x = NULL;
@@ -792,12 +860,12 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 
 		if (d) {
 			credit_take(c, k);
-			buf = malloc(k);
+			buf = chunk_get(c, k);
 			if (!buf)
 				credit_put(c, k);
 		}
 		if (d && buf && !(it = ord_prepare(c, esid, dtoh_done_fn, d, &done))) {
-			free(buf);
+			chunk_put(c, buf, k);
 			credit_put(c, k);
 			buf = NULL;
 		}
@@ -812,7 +880,7 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 			st = vgpu__s_memcpy_dtoh(c->sess, esid, buf, src + off, k, &done);
 			if (st < 0) {
 				ord_cancel(it);
-				free(buf);
+				chunk_put(c, buf, k);
 				free(d);
 				credit_put(c, k);
 			}
@@ -979,6 +1047,7 @@ static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 	}
 	case VGPU_OP_SYNCHRONIZE:
 		st = vgpu__s_synchronize(c->sess);
+		drain_completions(c); /* their errors are recorded */
 		if (st < 0) {
 			char m2[VGPU_ERRMSG_MAX];
 
@@ -1037,8 +1106,10 @@ static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 		if (vgpu__mp_u32(m, &sid) || sid == c->xfer_sid)
 			return BAD_BODY(op);
 		st = vgpu__s_stream_destroy(c->sess, sid);
-		if (st >= 0)
+		if (st >= 0) {
+			drain_completions(c);
 			take_err(c, sid, 0, msg, sizeof(msg));
+		}
 		resp_begin(&w, rb, sizeof(rb), st, NULL, 0);
 		break;
 	case VGPU_OP_STREAM_SYNC: {
@@ -1178,6 +1249,24 @@ static const char *find_secret(struct vgpu_server *s, const char *tenant)
 	return any;
 }
 
+/* Too many clients: say so in place of the greeting, then close. */
+static void refuse_busy(struct listener *l, struct vgpu_tp_conn *tc, unsigned n)
+{
+	uint8_t b[VGPU_ERRMSG_MAX + 64];
+	struct vgpu_wbuf w;
+	char msg[256];
+
+	snprintf(msg, sizeof(msg), "%s: server busy: %u connections (the limit)", l->uri, n);
+	vgpu_warn("%s", msg);
+	vgpu__wbuf_init(&w, b, sizeof(b));
+	msgpack_pack_array(&w.pk, 2);
+	msgpack_pack_int(&w.pk, VGPU_ERR_BUSY);
+	msgpack_pack_str_with_body(&w.pk, msg, strlen(msg));
+	l->tp->set_timeout(tc, 1000);
+	vgpu__send_msg(l->tp, tc, VGPU_MSG_RESP, 0, 0, w.buf, w.len, NULL, 0);
+	l->tp->close(tc);
+}
+
 static vgpu_status handshake(struct srv_conn *c)
 {
 	struct vgpu_server *s = c->srv;
@@ -1286,7 +1375,7 @@ static vgpu_status handshake(struct srv_conn *c)
 /* ------------------------------------------------------------------------ */
 /* Connections                                                              */
 
-static void conn_free(struct srv_conn *c)
+static void conn_free(struct srv_conn *c, int from_reader)
 {
 	struct vgpu_server *s = c->srv;
 	struct sid_err *e;
@@ -1300,7 +1389,7 @@ static void conn_free(struct srv_conn *c)
 	while (c->outstanding)
 		pthread_cond_wait(&c->cond, &c->lock);
 	c->wstop = 1;
-	pthread_cond_broadcast(&c->cond);
+	pthread_cond_signal(&c->wcond);
 	pthread_mutex_unlock(&c->lock);
 	if (c->writer_started)
 		pthread_join(c->writer, NULL);
@@ -1315,9 +1404,16 @@ static void conn_free(struct srv_conn *c)
 		free(os);
 	}
 	c->tp->close(c->tc);
+	while (c->pool) {
+		void *p = c->pool;
+		c->pool = *(void **)p;
+		free(p);
+	}
+	pthread_mutex_destroy(&c->plock);
 	pthread_mutex_destroy(&c->olock);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->cond);
+	pthread_cond_destroy(&c->wcond);
 
 	pthread_mutex_lock(&s->lock);
 	if (c->prev)
@@ -1326,10 +1422,41 @@ static void conn_free(struct srv_conn *c)
 		s->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	if (from_reader) {
+		if (s->nzombies == s->capzombies) {
+			unsigned cap = s->capzombies ? 2 * s->capzombies : 16;
+			pthread_t *z = realloc(s->zombies, cap * sizeof(*z));
+
+			if (z) {
+				s->zombies = z;
+				s->capzombies = cap;
+			}
+		}
+		if (s->nzombies < s->capzombies)
+			s->zombies[s->nzombies++] = pthread_self();
+		else
+			pthread_detach(pthread_self());
+	}
 	s->nconns--;
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
 	free(c);
+}
+
+/* Join finished reader threads (all: wait for each; else only those gone). */
+static void reap_zombies(struct vgpu_server *s, int all)
+{
+	unsigned i = 0;
+
+	pthread_mutex_lock(&s->lock);
+	while (i < s->nzombies) {
+		if (all ? pthread_join(s->zombies[i], NULL) == 0
+			: pthread_tryjoin_np(s->zombies[i], NULL) == 0)
+			s->zombies[i] = s->zombies[--s->nzombies];
+		else
+			i++;
+	}
+	pthread_mutex_unlock(&s->lock);
 }
 
 static void *reader_main(void *arg)
@@ -1361,6 +1488,11 @@ static void *reader_main(void *arg)
 		st = vgpu__rbuf_read(&c->rb, c->body, h.body_len);
 		if (st < 0)
 			break;
+		/* a client that sends but does not read: stop reading it too */
+		pthread_mutex_lock(&c->lock);
+		while (c->qlen > QUEUE_MAX && !c->wdead)
+			pthread_cond_wait(&c->cond, &c->lock);
+		pthread_mutex_unlock(&c->lock);
 		st = serve(c, &h);
 		if (st == VGPU_ERR_PROTOCOL) {
 			reply_status(c, 1, h.id, 0, st, NULL);
@@ -1379,7 +1511,7 @@ out:
 	while ((c->qh || c->sending) && !c->wdead && c->writer_started)
 		pthread_cond_wait(&c->cond, &c->lock);
 	pthread_mutex_unlock(&c->lock);
-	conn_free(c);
+	conn_free(c, 1);
 	return NULL;
 }
 
@@ -1388,7 +1520,6 @@ static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
 	struct vgpu_server *s = l->srv;
 	struct srv_conn *c = calloc(1, sizeof(*c));
 	pthread_t th;
-	pthread_attr_t at;
 
 	if (!c) {
 		vgpu_err("%s: out of host memory for a connection", l->uri);
@@ -1406,7 +1537,9 @@ static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
 	snprintf(c->tenant, sizeof(c->tenant), "?");
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->olock, NULL);
+	pthread_mutex_init(&c->plock, NULL);
 	pthread_cond_init(&c->cond, NULL);
+	pthread_cond_init(&c->wcond, NULL);
 	if (pthread_create(&c->writer, NULL, writer_main, c) == 0)
 		c->writer_started = 1;
 
@@ -1418,14 +1551,11 @@ static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
 	s->nconns++;
 	pthread_mutex_unlock(&s->lock);
 
-	pthread_attr_init(&at);
-	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-	if (!c->writer_started || pthread_create(&th, &at, reader_main, c) != 0) {
+	if (!c->writer_started || pthread_create(&th, NULL, reader_main, c) != 0) {
 		vgpu_err("%s: cannot start a connection thread", l->uri);
 		c->wdead = 1;
-		conn_free(c);
+		conn_free(c, 0);
 	}
-	pthread_attr_destroy(&at);
 }
 
 static void *accept_main(void *arg)
@@ -1444,7 +1574,15 @@ static void *accept_main(void *arg)
 			l->tp->close(tc);
 			break;
 		}
+		if (l->srv->nconns >= l->srv->opts.max_connections) {
+			unsigned n = l->srv->nconns;
+
+			pthread_mutex_unlock(&l->srv->lock);
+			refuse_busy(l, tc, n);
+			continue;
+		}
 		pthread_mutex_unlock(&l->srv->lock);
+		reap_zombies(l->srv, 0);
 		conn_start(l, tc);
 	}
 	return NULL;
@@ -1533,6 +1671,8 @@ VGPU_API vgpu_status vgpu_server_create(vgpu_server **out, const struct vgpu_ser
 	s->opts.backend = NULL;
 	if (!s->opts.stop_timeout_ms)
 		s->opts.stop_timeout_ms = 10000;
+	if (!s->opts.max_connections)
+		s->opts.max_connections = 1024;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	if (s->opts.secrets_file) {
@@ -1669,16 +1809,20 @@ VGPU_API vgpu_status vgpu_server_stop(vgpu_server *s)
 	for (c = s->conns; c; c = c->next)
 		c->tp->shutdown(c->tc, 1);
 	pthread_mutex_unlock(&s->lock);
-	if (wait_conns(s, s->opts.stop_timeout_ms) == 0)
+	if (wait_conns(s, s->opts.stop_timeout_ms) == 0) {
+		reap_zombies(s, 1);
 		return VGPU_OK;
+	}
 	vgpu_warn("%u connection(s) still busy after %u ms: cutting them off", s->nconns,
 		  s->opts.stop_timeout_ms);
 	pthread_mutex_lock(&s->lock);
 	for (c = s->conns; c; c = c->next)
 		c->tp->shutdown(c->tc, 0);
 	pthread_mutex_unlock(&s->lock);
-	if (wait_conns(s, 5000) == 0)
+	if (wait_conns(s, 5000) == 0) {
+		reap_zombies(s, 1);
 		return VGPU_OK;
+	}
 	return vgpu__error(VGPU_ERR_TIMEOUT, "%u connection(s) could not be drained", s->nconns);
 }
 
@@ -1697,6 +1841,7 @@ VGPU_API void vgpu_server_destroy(vgpu_server *s)
 	if (s->secrets)
 		OPENSSL_cleanse(s->secrets, (size_t)s->nsecrets * sizeof(*s->secrets));
 	free(s->secrets);
+	free(s->zombies);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
 	free(s);

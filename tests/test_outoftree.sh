@@ -19,7 +19,8 @@ for h in vgpu.h vgpu/kernel.h; do
 	[ -f "$dest$prefix/include/$h" ] || { echo "$h not installed"; exit 1; }
 done
 cp -r "$src" "$tmp/build"
-${MAKE:-make} -s -C "$tmp/build" -f Makefile.example PKG_CONFIG="$PKG" >"$tmp/build.log" 2>&1 || {
+${MAKE:-make} -s -C "$tmp/build" -f Makefile.example PKG_CONFIG="$PKG" \
+	CFLAGS="${VGPU_TEST_CFLAGS:--O2} -Wall" >"$tmp/build.log" 2>&1 || {
 	cat "$tmp/build.log"; echo "out-of-tree build failed"; exit 1; }
 out=$(VGPU_VECADD_DIR="$tmp/build" "$tmp/build/vecadd" 2>&1) || { echo "$out"; exit 1; }
 echo "$out"

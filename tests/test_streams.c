@@ -109,6 +109,21 @@ static int t_async_error(void *d)
 	CHECK_OK(vgpu_launch(v, f_trap, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, t, 1));
 	CHECK_ST(vgpu_synchronize(v), VGPU_ERR_LAUNCH);
 	CHECK_OK(vgpu_synchronize(v));
+	/* an event recorded after failed work reports the error too */
+	{
+		vgpu_event *e;
+
+		CHECK_OK(vgpu_event_create(v, &e, 0));
+		CHECK_OK(vgpu_launch(v, f_trap, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s,
+				     t, 1));
+		CHECK_OK(vgpu_event_record(e, s));
+		CHECK_ST(vgpu_event_synchronize(e), VGPU_ERR_LAUNCH);
+		CHECK_MSG("trap");
+		CHECK_ST(vgpu_stream_synchronize(s), VGPU_ERR_LAUNCH);
+		CHECK_OK(vgpu_event_record(e, s));
+		CHECK_OK(vgpu_event_synchronize(e));
+		CHECK_OK(vgpu_event_destroy(e));
+	}
 	CHECK_OK(vgpu_stream_destroy(s));
 	CHECK_OK(vgpu_mem_free(v, p));
 	return 0;
@@ -264,6 +279,33 @@ static int t_close_busy(void *d)
 	return 0;
 }
 
+/* Unloading a module waits for its queued launches. */
+static int t_unload_queued(void *d)
+{
+	vgpu_module *m;
+	vgpu_function *f;
+	vgpu_stream *s;
+	vgpu_dptr p;
+	uint32_t out[64];
+
+	CHECK_OK(vgpu_stream_create(v, &s, 0));
+	CHECK_OK(vt_module_load(v, "test_kernels", &m));
+	CHECK_OK(vgpu_module_function(m, "fill_u32", &f));
+	CHECK_OK(vgpu_mem_alloc(v, sizeof(out), &p));
+	CHECK_OK(spin(s, 100000));
+	vgpu_arg fa[] = { vgpu_arg_dptr(p), vgpu_arg_u32(77), vgpu_arg_u64(64) };
+	for (int i = 0; i < 10; i++)
+		CHECK_OK(vgpu_launch(v, f, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(64, 1, 1), 0, s, fa, 3));
+	CHECK_OK(vgpu_module_unload(m)); /* the launches ran first */
+	CHECK_OK(vgpu_memcpy_dtoh(v, out, p, sizeof(out), NULL));
+	for (int i = 0; i < 64; i++)
+		CHECK(out[i] == 77);
+	CHECK_OK(vgpu_stream_synchronize(s));
+	CHECK_OK(vgpu_stream_destroy(s));
+	CHECK_OK(vgpu_mem_free(v, p));
+	return 0;
+}
+
 int main(void)
 {
 	if (setup())
@@ -277,6 +319,7 @@ int main(void)
 	vt_run("free_waits_for_work", t_free_waits, NULL);
 	vt_run("foreign_stream", t_foreign_stream, NULL);
 	vt_run("close_busy", t_close_busy, NULL);
+	vt_run("unload_waits_for_queued_launches", t_unload_queued, NULL);
 	vgpu_close(v);
 	return vt_finish();
 }

@@ -46,6 +46,7 @@ struct settings {
 	char *log_level;
 	long stop_timeout;
 	long workers;
+	long max_connections;
 };
 
 enum stype { S_STR, S_LIST, S_BOOL, S_INT };
@@ -74,6 +75,8 @@ static const struct setting {
 	{ "stop_timeout", S_INT, offsetof(struct settings, stop_timeout), "SECONDS",
 	  "on SIGTERM, wait this long for in-flight calls (default 10)" },
 	{ "workers", S_INT, offsetof(struct settings, workers), "N", "engine worker threads (default 2)" },
+	{ "max_connections", S_INT, offsetof(struct settings, max_connections), "N",
+	  "refuse clients beyond N connections (default 1024)" },
 };
 #define NSET (sizeof(table) / sizeof(table[0]))
 
@@ -199,7 +202,7 @@ int main(int argc, char **argv)
 
 	memset(&cfg, 0, sizeof(cfg));
 	memset(&cmd, 0, sizeof(cmd));
-	cmd.stop_timeout = cmd.workers = -1;
+	cmd.stop_timeout = cmd.workers = cmd.max_connections = -1;
 	cmd.allow_native_modules = -1;
 	for (size_t i = 0; i < NSET; i++) {
 		size_t k;
@@ -282,6 +285,8 @@ int main(int argc, char **argv)
 		cfg.stop_timeout = cmd.stop_timeout;
 	if (cmd.workers >= 0)
 		cfg.workers = cmd.workers;
+	if (cmd.max_connections >= 0)
+		cfg.max_connections = cmd.max_connections;
 
 	if (cfg.log_level) {
 		if (strcmp(cfg.log_level, "error") && strcmp(cfg.log_level, "warn") &&
@@ -324,6 +329,7 @@ int main(int argc, char **argv)
 	so.flags = cfg.allow_native_modules ? VGPU_SERVER_ALLOW_NATIVE_MODULES : 0;
 	so.stop_timeout_ms = (uint32_t)(cfg.stop_timeout > 0 ? cfg.stop_timeout * 1000 : 0);
 	so.workers = (int)cfg.workers;
+	so.max_connections = (unsigned)(cfg.max_connections > 0 ? cfg.max_connections : 0);
 	st = vgpu_server_create(&srv, &so);
 	if (st < 0) {
 		fprintf(stderr, "vgpud: %s\n", vgpu_last_error());

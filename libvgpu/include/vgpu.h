@@ -66,7 +66,7 @@ VGPU_API const char *vgpu_strerror(vgpu_status st);
 
 /*
  * Message describing the last failure of a vgpu_* call on this thread
- * ("cpu:0: out of memory: 256 MiB device, 240 MiB in use, 64 MiB asked").
+ * ("cpu:0: out of device memory: 256 MiB device, 240 MiB in use, 64 MiB asked").
  * Each public call that fails replaces it; a successful call leaves it.
  * Never NULL; "" when no error has occurred on this thread.
  */

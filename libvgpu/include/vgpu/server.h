@@ -50,8 +50,9 @@ struct vgpu_server_opts {
 	const char *secrets_file;
 	uint32_t stop_timeout_ms;  /* in-flight calls at stop; 0 = 10 s */
 	int workers;               /* engine worker threads; 0 = default */
+	unsigned int max_connections; /* more are refused (VGPU_ERR_BUSY); 0 = 1024 */
 };
-#define VGPU_SERVER_OPTS_INIT { sizeof(struct vgpu_server_opts), 0, NULL, NULL, 0, 0 }
+#define VGPU_SERVER_OPTS_INIT { sizeof(struct vgpu_server_opts), 0, NULL, NULL, 0, 0, 0 }
 
 VGPU_API vgpu_status vgpu_server_create(vgpu_server **srv, const struct vgpu_server_opts *opts);
 /*
