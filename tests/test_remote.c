@@ -722,12 +722,14 @@ static int t_server_version(void *d)
 {
 	struct fake f = { NULL, 7 };
 	struct vgpu_uri u;
+	struct vgpu_tp_addr ua;
 	char bound[256], uri[300];
 	pthread_t th;
 	vgpu_t *v;
 
 	CHECK_OK(vgpu__uri_parse("tcp://127.0.0.1:0", &u));
-	CHECK_OK(vgpu__transport_tcp.listen(&u, &f.l, bound, sizeof(bound)));
+	vgpu__tp_addr(&u, &ua);
+	CHECK_OK(vgpu__transport_tcp.listen(&ua, &f.l, bound, sizeof(bound)));
 	snprintf(uri, sizeof(uri), "%s/0", bound);
 	CHECK(pthread_create(&th, NULL, fake_server, &f) == 0);
 	CHECK_ST(vgpu_open(&v, uri), VGPU_ERR_PROTOCOL);
