@@ -866,7 +866,7 @@ static int t_server_killed(void *d)
 	vgpu_close(v); /* safe */
 	/* connecting to a dead server: a clean error naming it */
 	CHECK_ST(vgpu_open(&v, k.tcp), VGPU_ERR_CONNECTION);
-	CHECK_MSG("127.0.0.1");
+	CHECK_MSG(strcmp(tp_scheme, "unix") ? "127.0.0.1" : k.sock);
 	return 0;
 }
 

@@ -57,6 +57,7 @@
 #define RECV_MAX (512ull << 20)   /* largest message accepted */
 #define SPIN 64                   /* progress rounds before sleeping */
 #define CLOSE_MS 2000
+#define FLUSH_MS 250
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -354,9 +355,12 @@ static ucs_status_t req_wait(struct vgpu_tp_conn *c, void *req, struct op *o, do
 	wk_wake(k);
 	while (!o->done) {
 		if (deadline > 0 && now_ms() > deadline) {
+			double give_up = now_ms() + 500;
+
 			ucp_request_cancel(k->w, req);
-			while (!o->done)
+			while (!o->done && now_ms() < give_up)
 				wk_wait(k, 10);
+			/* freed: no callback will touch *o afterwards */
 			ucp_request_free(req);
 			return UCS_ERR_TIMED_OUT;
 		}
@@ -982,14 +986,20 @@ static void rdma_close_internal(struct vgpu_tp_conn *c)
 		c->qh = it->next;
 		item_free(k, it);
 	}
-	/* flush what was sent (the peer may still be reading a last reply),
-	 * then close; force when the peer is gone or does not answer */
+	/* Deliver what was sent (the peer may still be reading a last reply),
+	 * for at most FLUSH_MS (UCX 1.13 does not complete a flush of an idle
+	 * client-server endpoint: this is a bounded grace), then close at once: a
+	 * graceful close waits for the peer's own close, which an idle peer
+	 * may never do. The peer sees the connection fail, as after a TCP
+	 * close. */
+	if (!c->dead && ep_ready_ms(c, FLUSH_MS) == UCS_ERR_TIMED_OUT)
+		H->log(3, "rdma: flushing the connection to %s timed out", c->peer);
 	memset(&rp, 0, sizeof(rp));
 	rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
 			  UCP_OP_ATTR_FIELD_FLAGS;
 	rp.cb.send = send_cb;
 	rp.user_data = &o;
-	rp.flags = c->dead ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+	rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
 	c->dead = 1;
 	req = ucp_ep_close_nbx(c->ep, &rp);
 	if (req_wait(c, req, &o, now_ms() + CLOSE_MS) == UCS_ERR_TIMED_OUT)
