@@ -55,7 +55,7 @@
 #define AM_ID 17
 #define BULK_MIN (64u * 1024)     /* segments sent on their own, zero-copy */
 #define RECV_MAX (512ull << 20)   /* largest message accepted */
-#define SPIN 64                   /* progress rounds before sleeping */
+#define SPIN 16                   /* progress rounds before sleeping */
 #define CLOSE_MS 2000
 #define FLUSH_MS 250
 
