@@ -10,6 +10,11 @@ VGPU_TRANSPORT_PATH="$b/transports/rdma/.libs${VGPU_TRANSPORT_PATH:+:$VGPU_TRANS
 UCX_TLS=${VGPU_TEST_UCX_SHM_TLS:-sm,self,tcp}
 UCX_MM_ERROR_HANDLING=y
 UCX_WARN_UNUSED_ENV_VARS=n
+# UCX's malloc/mmap hooks (libucm) crash LeakSanitizer in --enable-sanitizers
+# builds; the tests do not need them (UCX then registers memory directly).
+UCX_MEM_MALLOC_HOOKS=n
+UCX_MEM_MMAP_HOOK_MODE=none
+export UCX_MEM_MALLOC_HOOKS UCX_MEM_MMAP_HOOK_MODE
 export VGPU_TRANSPORT_PATH UCX_TLS UCX_MM_ERROR_HANDLING UCX_WARN_UNUSED_ENV_VARS
 
 tmp=$(mktemp -d /tmp/vgpu-rdma-shm-XXXXXX) || exit 1

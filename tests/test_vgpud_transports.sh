@@ -13,7 +13,9 @@ if [ -f "$b/transports/rdma/.libs/transport_rdma.so" ]; then
 	VGPU_TRANSPORT_PATH="$b/transports/rdma/.libs"
 	UCX_TLS=${UCX_TLS:-tcp}
 	UCX_WARN_UNUSED_ENV_VARS=n
-	export VGPU_TRANSPORT_PATH UCX_TLS UCX_WARN_UNUSED_ENV_VARS
+	UCX_MEM_MALLOC_HOOKS=n        # see test_remote_rdma_tcp.sh
+	UCX_MEM_MMAP_HOOK_MODE=none
+	export VGPU_TRANSPORT_PATH UCX_TLS UCX_WARN_UNUSED_ENV_VARS UCX_MEM_MALLOC_HOOKS UCX_MEM_MMAP_HOOK_MODE
 	schemes="$schemes rdma"
 	set -- "$@" --listen rdma://127.0.0.1:0
 fi
