@@ -240,7 +240,7 @@ static void run(struct fig *f, const char *uri, int blocks, int rounds, int laun
 	}
 	raw_htod();
 	v_htod();
-	for (int b = 0; b < 7; b++) {
+	for (int b = 0; b < 10; b++) {
 		f->raw_htod = maxf(f->raw_htod, raw_htod());
 		f->htod = maxf(f->htod, v_htod());
 		f->raw_dtoh = maxf(f->raw_dtoh, raw_dtoh());

@@ -481,8 +481,18 @@ vgpu_status vgpu__rbuf_frame(struct vgpu_rbuf *r, struct vgpu_hdr *h, uint8_t *b
 			     uint64_t max_bulk, const char *peer)
 {
 	uint8_t raw[VGPU_PROTO_HDR];
-	vgpu_status st = vgpu__rbuf_read(r, raw, sizeof(raw));
+	vgpu_status st = vgpu__rbuf_read(r, raw, 4);
 
+	if (st < 0)
+		return st;
+	/* a peer that is not libvgpu at all is told so without waiting for 32
+	 * bytes it may never send */
+	if (raw[0] != 'V' || raw[1] != 'G' || raw[2] != 'P' || raw[3] != 'U') {
+		memset(h, 0, sizeof(*h));
+		return vgpu__error(VGPU_ERR_PROTOCOL, "bad frame: the %s is not a libvgpu peer "
+				   "(bytes %02x %02x %02x %02x)", peer, raw[0], raw[1], raw[2], raw[3]);
+	}
+	st = vgpu__rbuf_read(r, raw + 4, sizeof(raw) - 4);
 	if (st < 0)
 		return st;
 	vgpu__hdr_decode(raw, h);

@@ -1103,9 +1103,13 @@ static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 			msgpack_pack_uint32(&w.pk, b32);
 		break;
 	case VGPU_OP_STREAM_DESTROY:
-		if (vgpu__mp_u32(m, &sid) || sid == c->xfer_sid)
+		if (vgpu__mp_u32(m, &sid))
 			return BAD_BODY(op);
-		st = vgpu__s_stream_destroy(c->sess, sid);
+		if (sid && sid == c->xfer_sid)
+			st = vgpu__error(VGPU_ERR_BAD_HANDLE, "%s: stream_destroy: stream %u is not the "
+					 "client's (the server's copy stream)", c->label, sid);
+		else
+			st = vgpu__s_stream_destroy(c->sess, sid);
 		if (st >= 0) {
 			drain_completions(c);
 			take_err(c, sid, 0, msg, sizeof(msg));
@@ -1819,7 +1823,7 @@ VGPU_API vgpu_status vgpu_server_stop(vgpu_server *s)
 	for (c = s->conns; c; c = c->next)
 		c->tp->shutdown(c->tc, 0);
 	pthread_mutex_unlock(&s->lock);
-	if (wait_conns(s, 5000) == 0) {
+	if (wait_conns(s, 2000) == 0) {
 		reap_zombies(s, 1);
 		return VGPU_OK;
 	}

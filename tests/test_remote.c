@@ -684,6 +684,121 @@ static int t_malformed(void *d)
 	return 0;
 }
 
+/* Random but well-formed requests (random ops, argument types, ids,
+ * addresses, sizes, flags): every one is answered or refused, the server
+ * stays up and keeps serving. */
+static uint64_t rnd_state = 0x9E3779B97F4A7C15ull;
+
+static uint64_t rnd(void)
+{
+	rnd_state ^= rnd_state << 13;
+	rnd_state ^= rnd_state >> 7;
+	rnd_state ^= rnd_state << 17;
+	return rnd_state;
+}
+
+static void rnd_value(msgpack_packer *pk, int depth)
+{
+	static const uint64_t interesting[] = { 0, 1, 2, 3, 4096, 0xffffffffull, 1ull << 32,
+		0x100000000000ull, 1ull << 62, ~0ull };
+	char str[40];
+
+	if (rnd() % 4) { /* mostly plausible unsigned values, to get past decoding */
+		msgpack_pack_uint64(pk, rnd() % 2 ? rnd() % 8 : interesting[rnd() % 10]);
+		return;
+	}
+	switch (rnd() % (depth < 2 ? 8 : 6)) {
+	case 0: msgpack_pack_uint64(pk, rnd()); break;
+	case 1: msgpack_pack_uint64(pk, interesting[rnd() % 10]); break;
+	case 2: msgpack_pack_int64(pk, -(int64_t)(rnd() % 1000)); break;
+	case 3: msgpack_pack_nil(pk); break;
+	case 4:
+		for (size_t i = 0; i < sizeof(str); i++)
+			str[i] = (char)('a' + rnd() % 26);
+		msgpack_pack_str_with_body(pk, str, rnd() % sizeof(str));
+		break;
+	case 5: msgpack_pack_bin_with_body(pk, str, rnd() % 16); break;
+	case 6:
+	case 7: {
+		unsigned n = (unsigned)(rnd() % 5);
+		msgpack_pack_array(pk, n);
+		while (n--)
+			rnd_value(pk, depth + 1);
+		break;
+	}
+	}
+}
+
+static int t_fuzz(void *d)
+{
+	struct vgpu_rbuf *rb = calloc(1, sizeof(*rb));
+	static uint8_t body[VGPU_PROTO_MAX_BODY];
+	uint8_t b[4096], bulk[300];
+	int answered = 0, refused = 0;
+
+	CHECK(rb);
+	memset(bulk, 0x42, sizeof(bulk));
+	for (int i = 0; i < 1000; i++) {
+		struct vgpu_tp_conn *c;
+		struct vgpu_wbuf w;
+		struct vgpu_hdr h;
+		unsigned nargs = (unsigned)(rnd() % 12), op = 2 + (unsigned)(rnd() % 24);
+		size_t nb = rnd() % 3 == 0 ? rnd() % sizeof(bulk) : 0;
+		uint8_t raw[VGPU_PROTO_HDR];
+
+		CHECK(raw_connect(S.unix_, &c, rb) == 0);
+		CHECK(raw_hello(c, rb) == 0);
+		vgpu__wbuf_init(&w, b, sizeof(b));
+		msgpack_pack_array(&w.pk, 1 + nargs);
+		msgpack_pack_uint32(&w.pk, op);
+		for (unsigned k = 0; k < nargs; k++) {
+			if (k + 1 == nargs && nb && rnd() % 2)
+				msgpack_pack_uint64(&w.pk, nb); /* a plausible size */
+			else
+				rnd_value(&w.pk, 0);
+		}
+		CHECK(!w.overflow);
+		if (nb && op != VGPU_OP_MODULE_LOAD && rnd() % 2)
+			op = VGPU_OP_HTOD; /* bulk mostly where it belongs */
+		if (nb && (op == VGPU_OP_HTOD || op == VGPU_OP_MODULE_LOAD))
+			w.buf[1] = (uint8_t)op; /* [op, ...]: op is a positive fixint */
+		h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ,
+				       (uint32_t)(rnd() % 8), (uint32_t)w.len, 7, nb };
+		{
+			struct iovec iov[3] = { { raw, sizeof(raw) }, { w.buf, w.len }, { bulk, nb } };
+			vgpu__hdr_encode(raw, &h);
+			CHECK(vgpu__transport_tcp.send(c, iov, nb ? 3 : 2) == VGPU_OK);
+		}
+		/* then a synchronize: its answer (or a close) ends the exchange */
+		vgpu__wbuf_init(&w, b, sizeof(b));
+		msgpack_pack_array(&w.pk, 1);
+		msgpack_pack_uint32(&w.pk, VGPU_OP_SYNCHRONIZE);
+		if (vgpu__send_msg(&vgpu__transport_tcp, c, VGPU_MSG_REQ, 0, 999, w.buf, w.len, NULL, 0) == 0) {
+			for (;;) {
+				if (vgpu__rbuf_frame(rb, &h, body, 1u << 20, "server") < 0) {
+					refused++;
+					break;
+				}
+				if (vgpu__rbuf_discard(rb, h.bulk_len) < 0) {
+					refused++;
+					break;
+				}
+				if (h.id == 999 && !(h.flags & VGPU_MSGF_MORE)) {
+					answered++;
+					break;
+				}
+			}
+		} else {
+			refused++;
+		}
+		vgpu__transport_tcp.close(c);
+	}
+	free(rb);
+	printf("     1000 random requests: %d connections went on, %d were closed\n", answered, refused);
+	CHECK(well_behaved() == 0);
+	return 0;
+}
+
 /* A server of another protocol version: the client names both versions. */
 struct fake {
 	struct vgpu_tp_listener *l;
@@ -694,13 +809,56 @@ static void *fake_server(void *arg)
 {
 	struct fake *f = arg;
 	struct vgpu_tp_conn *c;
-	uint8_t raw[VGPU_PROTO_HDR], b[128], x;
+	uint8_t raw[VGPU_PROTO_HDR], b[512], x;
 	struct vgpu_wbuf w;
 	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, f->version, VGPU_MSG_HELLO, 0, 0, 0, 0 };
-	struct iovec iov[2];
+	struct iovec iov[3];
 
 	if (vgpu__transport_tcp.accept(f->l, &c))
 		return NULL;
+	if (f->version == VGPU_PROTO_VERSION) {
+		/* a hostile server: a proper welcome, then a reply to the next
+		 * request that carries more bytes than the request asked for */
+		static uint8_t body[VGPU_PROTO_MAX_BODY], junk[4096];
+		struct vgpu_rbuf *rb = calloc(1, sizeof(*rb));
+		struct vgpu_device_info di;
+
+		memset(&di, 0, sizeof(di));
+		vgpu__wbuf_init(&w, b, sizeof(b));
+		msgpack_pack_array(&w.pk, 4);
+		msgpack_pack_uint32(&w.pk, VGPU_PROTO_VERSION);
+		msgpack_pack_bin_with_body(&w.pk, b + 400, 32);
+		msgpack_pack_str_with_body(&w.pk, "evil", 4);
+		msgpack_pack_false(&w.pk);
+		vgpu__send_msg(&vgpu__transport_tcp, c, VGPU_MSG_HELLO, 0, 0, w.buf, w.len, NULL, 0);
+		rb->tp = &vgpu__transport_tcp;
+		rb->c = c;
+		if (rb && vgpu__rbuf_frame(rb, &h, body, 0, "client") == 0) {
+			vgpu__wbuf_init(&w, b, sizeof(b));
+			msgpack_pack_array(&w.pk, 4);
+			msgpack_pack_int(&w.pk, 0);
+			msgpack_pack_str_with_body(&w.pk, "", 0);
+			msgpack_pack_uint64(&w.pk, 1);
+			vgpu__pack_device_info(&w.pk, &di);
+			vgpu__send_msg(&vgpu__transport_tcp, c, VGPU_MSG_RESP, 0, h.id, w.buf, w.len, NULL, 0);
+			/* the client's dtoh of 16 bytes: answer with 4096 */
+			if (vgpu__rbuf_frame(rb, &h, body, 0, "client") == 0) {
+				vgpu__wbuf_init(&w, b, sizeof(b));
+				msgpack_pack_array(&w.pk, 3);
+				msgpack_pack_int(&w.pk, 0);
+				msgpack_pack_str_with_body(&w.pk, "", 0);
+				msgpack_pack_uint64(&w.pk, 0);
+				memset(junk, 0xee, sizeof(junk));
+				vgpu__send_msg(&vgpu__transport_tcp, c, VGPU_MSG_RESP, 0, h.id, w.buf, w.len,
+					       junk, sizeof(junk));
+			}
+		}
+		free(rb);
+		vgpu__transport_tcp.set_timeout(c, 2000);
+		vgpu__transport_tcp.recv(c, &x, 1, 1);
+		vgpu__transport_tcp.close(c);
+		return NULL;
+	}
 	vgpu__wbuf_init(&w, b, sizeof(b));
 	msgpack_pack_array(&w.pk, 4);
 	msgpack_pack_uint32(&w.pk, f->version);
@@ -736,6 +894,22 @@ static int t_server_version(void *d)
 	CHECK_MSG("server speaks version 7, client speaks version 1");
 	CHECK_MSG(bound);
 	pthread_join(th, NULL);
+
+	/* a hostile server never makes the client write past a buffer */
+	{
+		uint8_t guard[64];
+
+		f.version = VGPU_PROTO_VERSION;
+		CHECK(pthread_create(&th, NULL, fake_server, &f) == 0);
+		CHECK_OK(vgpu_open(&v, uri));
+		memset(guard, 0x11, sizeof(guard));
+		CHECK_ST(v->ops->memcpy_dtoh(v, 0, guard, 0x1000, 16), VGPU_ERR_CONNECTION);
+		CHECK_MSG("did not ask for");
+		for (size_t i = 0; i < sizeof(guard); i++)
+			CHECK(guard[i] == 0x11);
+		vgpu_close(v);
+		pthread_join(th, NULL);
+	}
 	vgpu__transport_tcp.listen_close(f.l);
 	return 0;
 }
@@ -1003,6 +1177,73 @@ static int t_busy(void *d)
 	return 0;
 }
 
+struct spinner {
+	vgpu_t *v;
+	vgpu_function *f;
+	uint64_t us;
+	vgpu_status st;
+};
+
+static void *spin_sync(void *arg)
+{
+	struct spinner *sp = arg;
+	vgpu_arg a[] = { vgpu_arg_u64(sp->us) };
+
+	sp->st = vgpu_launch(sp->v, sp->f, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, NULL,
+			     a, 1);
+	return NULL;
+}
+
+/* SIGTERM lets a call in flight finish (its reply arrives), then exits 0;
+ * a call that outlasts --stop-timeout does not keep vgpud alive. */
+static int t_sigterm_inflight(void *d)
+{
+	struct server t;
+	const char *extra[] = { "--allow-native-modules", "--stop-timeout", "1", NULL };
+	struct spinner sp;
+	vgpu_module *m;
+	pthread_t th;
+	int status = -1;
+	double t0;
+
+	CHECK(server_start(&t, extra) == 0);
+	CHECK_OK(vgpu_open(&sp.v, t.tcp));
+	CHECK_OK(vt_module_load(sp.v, "test_kernels", &m));
+	CHECK_OK(vgpu_module_function(m, "spin_us", &sp.f));
+	sp.us = 500000;
+	CHECK(pthread_create(&th, NULL, spin_sync, &sp) == 0);
+	poll(NULL, 0, 150);
+	kill(t.pid, SIGTERM);
+	pthread_join(th, NULL);
+	CHECK_OK(sp.st); /* the call in flight finished and was answered */
+	waitpid(t.pid, &status, 0);
+	for (int i = 0; i < npids; i++)
+		if (all_pids[i] == t.pid)
+			all_pids[i] = 0;
+	vgpu_close(sp.v);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	/* 30 s of work against a 1 s stop timeout: vgpud is gone well before */
+	CHECK(server_start(&t, extra) == 0);
+	CHECK_OK(vgpu_open(&sp.v, t.tcp));
+	CHECK_OK(vt_module_load(sp.v, "test_kernels", &m));
+	CHECK_OK(vgpu_module_function(m, "spin_us", &sp.f));
+	sp.us = 30000000;
+	CHECK(pthread_create(&th, NULL, spin_sync, &sp) == 0);
+	poll(NULL, 0, 150);
+	t0 = now_s();
+	kill(t.pid, SIGTERM);
+	waitpid(t.pid, &status, 0);
+	for (int i = 0; i < npids; i++)
+		if (all_pids[i] == t.pid)
+			all_pids[i] = 0;
+	CHECK(now_s() - t0 < 10);
+	pthread_join(th, NULL);
+	CHECK_ST(sp.st, VGPU_ERR_CONNECTION);
+	vgpu_close(sp.v);
+	return 0;
+}
+
 /* SIGTERM with clients connected: vgpud exits 0 promptly. */
 static int t_sigterm(void *d)
 {
@@ -1043,12 +1284,22 @@ static int t_clean_exit(void *d)
 	return 0;
 }
 
-/* $VGPU_TEST_ONLY=substring runs only the matching cases. */
-#define RUN(name, fn) do { \
-	const char *only_ = getenv("VGPU_TEST_ONLY"); \
-	if (!only_ || strstr(name, only_)) \
-		vt_run(name, fn, NULL); \
-} while (0)
+/* $VGPU_TEST_ONLY="sub1,sub2" runs only the cases whose names contain one. */
+static int selected(const char *name)
+{
+	const char *only = getenv("VGPU_TEST_ONLY");
+	char buf[256], *tok, *save = NULL;
+
+	if (!only || !*only)
+		return 1;
+	snprintf(buf, sizeof(buf), "%s", only);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+		if (strstr(name, tok))
+			return 1;
+	return 0;
+}
+
+#define RUN(name, fn) do { if (selected(name)) vt_run(name, fn, NULL); } while (0)
 
 int main(int argc, char **argv)
 {
@@ -1075,14 +1326,16 @@ int main(int argc, char **argv)
 	RUN("two_clients_isolation", t_isolation);
 	RUN("async_errors_at_sync", t_async_errors);
 	RUN("malformed_frames", t_malformed);
+	RUN("random_requests", t_fuzz);
 	RUN("auth_tokens", t_auth);
-	RUN("server_of_another_version", t_server_version);
+	RUN("server_of_another_version_or_hostile", t_server_version);
 	RUN("client_killed_mid_transfer", t_client_killed);
 	RUN("server_killed", t_server_killed);
 	RUN("native_modules_refused", t_native_refused);
 	RUN("copy_1GiB_checksum", t_big_copy);
 	RUN("max_connections", t_busy);
 	RUN("sigterm", t_sigterm);
+	RUN("sigterm_inflight", t_sigterm_inflight);
 	RUN("shared_server_clean_exit", t_clean_exit);
 	kill_all();
 	{
