@@ -18,10 +18,24 @@
  * Allocations carry a reference count: queued or running work and
  * synchronous copies hold a reference on each allocation they touch, and a
  * free waits until the count drops to zero after unlinking the allocation.
+ *
+ * Scheduled devices (a scheduler plugin is loaded): a stream with work goes
+ * on its session's run queue instead of the ready list; the session is
+ * "runnable" for the plugin while that queue is not empty and the session
+ * is not throttled by its share= cap. When a slot of the device is free a
+ * worker asks the plugin's pick() for a session, runs the head item of that
+ * session's first queued stream (streams of a session take turns), measures
+ * it and charges the time (charge()). Plugin ops run under qlock, which
+ * serialises them; host functions they call know qlock is held (tls).
+ *
+ * Admission: devlock guards the admitted count and the wait queue
+ * (admit_cv). Lock order: devlock before qlock.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -33,10 +47,14 @@
 #include "engine.h"
 #include "error.h"
 #include "idtable.h"
+#include "pluginhost.h"
 
 #define ENGINE_MAX_DEVICES 64
 #define DEFAULT_WORKERS 4
 #define INLINE_HTOD_MAX (64u * 1024)
+#define DEFAULT_ADMIT_QUEUE 16
+#define DEFAULT_ADMIT_TIMEOUT_MS 10000
+#define DEFAULT_SHARE_WINDOW_NS 100000000ull
 
 /* Short names inside this file. */
 #define engine vgpu_engine
@@ -50,14 +68,45 @@ struct alloc {
 	int freeing;
 };
 
+/* A plugin instance (one per device for scheduler plugins). */
+struct pinst {
+	const struct vgpu__plugin_conf *conf;
+	const struct vgpu_plugin_desc *d;
+	const struct vgpu_sched_ops *sched; /* kind scheduler */
+	void *state;
+	struct vgpu_plugin_host host;
+	struct vgpu_engine *e;
+};
+
 struct edev {
 	int index;
 	struct vgpu_backend_dev *bdev;
-	unsigned nsessions;
+	unsigned nsessions;   /* devlock: sessions holding the device (admitted or waiting) */
 	size_t gran;
 	uint32_t max_threads_per_block;
+	uint64_t mem_total;
 	/* stats (engine qlock) */
 	uint64_t mem_used, allocations;
+	/* scheduling (qlock) */
+	struct pinst *sched;  /* NULL: FIFO fast path */
+	unsigned slots, running;
+	unsigned nrunnable;   /* sessions between runnable() and idle() */
+	struct vgpu_session *throttled; /* over their share, by thr_next */
+	uint64_t device_ns, items, sched_decisions, sched_ns;
+	uint64_t last_done_ns, dispatch_seq;
+	uint64_t last_active_ns;  /* devlock: opened, or last session closed */
+	struct edev *snext;   /* engine->sdevs */
+	/* admission (devlock) */
+	unsigned admitted, waiting, max_sessions;
+	int admit_queue;
+	uint32_t admit_timeout_ms;
+	uint64_t admit_waits, admit_wait_ns, admit_wait_max_ns, admit_rejected;
+	struct admit_waiter *waiters; /* devlock: sessions waiting now */
+};
+
+struct admit_waiter {
+	uint64_t t0;
+	struct admit_waiter *next;
 };
 
 struct event {
@@ -111,7 +160,7 @@ struct stream {
 	int on_ready;  /* on the ready list */
 	struct event *parked_on;
 	struct stream *park_next;
-	struct stream *ready_next;
+	struct stream *ready_next;  /* engine ready list, or session run queue */
 	vgpu_status err;
 	char errmsg[VGPU_ERRMSG_MAX];
 };
@@ -144,13 +193,48 @@ struct vgpu_session {
 	uint64_t mem_used;
 	struct stream *null_stream; /* error record for stream 0 (unused) */
 	struct vgpu_session *next, *prev; /* engine->sessions (qlock) */
+	/* plugins' view and URI parameters */
+	struct vgpu_plugin_session ps;
+	struct vgpu_uri_param *params;
+	int nparams;
+	uint64_t admit_wait_ns;
+	/* scheduling (qlock) */
+	struct stream *sync_st;      /* NULL-stream work on scheduled devices */
+	struct stream *rq_head, *rq_tail; /* streams with dispatchable work */
+	int in_sched;                /* runnable() given, idle() not yet */
+	int throttled;               /* over its share until eligible_at */
+	uint64_t eligible_at;
+	struct vgpu_session *thr_next;
+	int64_t tokens;              /* share bucket, ns of device time */
+	uint64_t tokens_at;
+	uint64_t device_ns, items, queued, last_done_ns, opened_ns;
+	uint64_t last_seq;           /* dispatch number of its last item */
 };
 
 struct vgpu_engine {
 	const struct vgpu_backend_ops *be;
 	pthread_mutex_t qlock;
-	pthread_cond_t work_cv;  /* ready list became non-empty / stop */
+	pthread_cond_t work_cv;  /* ready list became non-empty / stop / slot free */
 	pthread_cond_t done_cv;  /* some work completed */
+	pthread_cond_t admit_cv; /* (devlock) a session closed */
+	struct vgpu__plugin_set plugins;
+	const struct vgpu__plugin_conf *sched_conf;
+	struct edev *sdevs;      /* (qlock) devices with a scheduler */
+	unsigned slots, max_sessions;
+	int admit_queue;
+	uint32_t admit_timeout_ms;
+	uint64_t share_window_ns;
+	char *tenant_shares;
+	int uri_device_params;
+	/* autoscale plugins: engine-wide instances, signalled under scale_lock
+	 * (a leaf but for qlock, which host functions take) */
+	struct pinst **scalers;
+	unsigned nscalers;
+	pthread_mutex_t scale_lock;
+	pthread_cond_t scale_cv;
+	pthread_t scale_thread;
+	int scale_running;
+	uint64_t scale_period_ns;
 	struct stream *ready_head, *ready_tail;
 	int stop;
 	int nworkers;
@@ -162,19 +246,263 @@ struct vgpu_engine {
 	unsigned refs;           /* local engines */
 };
 
+static vgpu_status sync_result(struct vgpu_session *s, vgpu_status st);
+static void stream_free(struct vgpu_session *s, struct stream *st);
+
 static double ts_ms(const struct timespec *a, const struct timespec *b)
 {
 	return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
 }
 
+uint64_t vgpu__now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Plugin host                                                              */
+
+/* Set while this thread calls into a plugin with qlock held, so host
+ * functions called back do not take it again. */
+static __thread int tls_in_plugin;
+
+#define PLUGIN_CALL(expr) do { tls_in_plugin++; expr; tls_in_plugin--; } while (0)
+
+static void host_qlock(struct engine *e)
+{
+	if (!tls_in_plugin)
+		pthread_mutex_lock(&e->qlock);
+}
+
+static void host_qunlock(struct engine *e)
+{
+	if (!tls_in_plugin)
+		pthread_mutex_unlock(&e->qlock);
+}
+
+#define PI(h) ((struct pinst *)(h)->host_priv)
+#define PS_SESSION(p) ((struct session *)((char *)(p) - offsetof(struct session, ps)))
+
+static void host_log(const struct vgpu_plugin_host *h, int level, const char *fmt, ...)
+{
+	char msg[768];
+	va_list ap;
+
+	if (level < VGPU_PLUGIN_LOG_ERROR)
+		level = VGPU_PLUGIN_LOG_ERROR;
+	if (level > VGPU_PLUGIN_LOG_DEBUG)
+		level = VGPU_PLUGIN_LOG_DEBUG;
+	if (!vgpu__log_enabled((enum vgpu_log_level)level))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	vgpu__log((enum vgpu_log_level)level, "plugin %s: %s", PI(h)->conf->plugin->name, msg);
+}
+
+static vgpu_status host_fail(const struct vgpu_plugin_host *h, vgpu_status st, const char *fmt, ...)
+{
+	char msg[VGPU_ERRMSG_MAX - 80];
+	va_list ap;
+
+	if (st >= 0)
+		st = VGPU_ERR_PLUGIN;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return vgpu__error(st, "plugin %s: %s", PI(h)->conf->plugin->name, msg);
+}
+
+static uint64_t host_now(const struct vgpu_plugin_host *h)
+{
+	return vgpu__now_ns();
+}
+
+static const char *host_session_param(const struct vgpu_plugin_host *h,
+				      const struct vgpu_plugin_session *ps, const char *key)
+{
+	const struct session *s = PS_SESSION(ps);
+
+	if (!key)
+		return NULL;
+	if (!strcmp(key, "tenant"))
+		return s->tenant;
+	for (int i = 0; i < s->nparams; i++)
+		if (!strcmp(s->params[i].key, key))
+			return s->params[i].value;
+	return NULL;
+}
+
+static vgpu_status host_session_stats(const struct vgpu_plugin_host *h,
+				      const struct vgpu_plugin_session *ps,
+				      struct vgpu_plugin_session_stats *out)
+{
+	struct session *s = PS_SESSION(ps);
+	struct vgpu_plugin_session_stats o;
+	uint64_t now = vgpu__now_ns();
+	size_t n;
+
+	if (!out || out->size < sizeof(size_t))
+		return VGPU_ERR_INVALID;
+	memset(&o, 0, sizeof(o));
+	o.size = sizeof(o);
+	host_qlock(s->e);
+	o.device_ns = s->device_ns;
+	o.items = s->items;
+	o.queued = s->queued;
+	o.opened_ns = s->opened_ns;
+	o.idle_ns = s->queued ? 0 : now - (s->last_done_ns ? s->last_done_ns : s->opened_ns);
+	host_qunlock(s->e);
+	o.mem_used = __atomic_load_n(&s->mem_used, __ATOMIC_RELAXED);
+	n = out->size < sizeof(o) ? out->size : sizeof(o);
+	memcpy((char *)out + sizeof(size_t), (char *)&o + sizeof(size_t), n - sizeof(size_t));
+	return VGPU_OK;
+}
+
+static void dev_stats_locked(struct engine *e, struct edev *d, struct vgpu_plugin_device_stats *o,
+			     uint64_t now);
+
+static vgpu_status host_device_stats(const struct vgpu_plugin_host *h, int device,
+				     struct vgpu_plugin_device_stats *out)
+{
+	struct engine *e = PI(h)->e;
+	struct vgpu_plugin_device_stats o;
+	size_t n;
+
+	if (!out || out->size < sizeof(size_t) || device < 0 || device >= ENGINE_MAX_DEVICES)
+		return VGPU_ERR_INVALID;
+	memset(&o, 0, sizeof(o));
+	o.size = sizeof(o);
+	host_qlock(e);
+	if (!e->devs[device]) {
+		host_qunlock(e);
+		return VGPU_ERR_NO_DEVICE;
+	}
+	dev_stats_locked(e, e->devs[device], &o, vgpu__now_ns());
+	host_qunlock(e);
+	n = out->size < sizeof(o) ? out->size : sizeof(o);
+	memcpy((char *)out + sizeof(size_t), (char *)&o + sizeof(size_t), n - sizeof(size_t));
+	return VGPU_OK;
+}
+
+static vgpu_status host_mem_unsupported(const struct vgpu_plugin_host *h,
+					const struct vgpu_plugin_session *s, vgpu_dptr base)
+{
+	return host_fail(h, VGPU_ERR_UNSUPPORTED, "mem_evict/mem_restore: not supported by this "
+			 "engine yet");
+}
+
+static void host_kick(const struct vgpu_plugin_host *h)
+{
+	struct engine *e = PI(h)->e;
+
+	host_qlock(e);
+	pthread_cond_broadcast(&e->work_cv);
+	host_qunlock(e);
+}
+
+/* Make an instance of conf for device (-1: engine-wide). Message set on error. */
+static vgpu_status pinst_new(struct engine *e, const struct vgpu__plugin_conf *conf, int device,
+			     struct pinst **out)
+{
+	struct pinst *pi = calloc(1, sizeof(*pi));
+	vgpu_status st = VGPU_OK;
+
+	*out = NULL;
+	if (!pi)
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
+	pi->conf = conf;
+	pi->d = conf->plugin->desc;
+	pi->e = e;
+	if (pi->d->kind == VGPU_PLUGIN_SCHEDULER)
+		pi->sched = pi->d->ops;
+	pi->host.size = sizeof(pi->host);
+	pi->host.abi_version = VGPU_PLUGIN_ABI_VERSION;
+	pi->host.device = device;
+	pi->host.host_priv = pi;
+	pi->host.log = host_log;
+	pi->host.fail = host_fail;
+	pi->host.now_ns = host_now;
+	pi->host.session_param = host_session_param;
+	pi->host.session_stats = host_session_stats;
+	pi->host.device_stats = host_device_stats;
+	pi->host.mem_evict = host_mem_unsupported;
+	pi->host.mem_restore = host_mem_unsupported;
+	pi->host.kick = host_kick;
+	vgpu__error_clear();
+	if (pi->d->init)
+		st = pi->d->init(&pi->host, &conf->cfg, &pi->state);
+	if (st) {
+		if (vgpu__error_status() == VGPU_OK)
+			vgpu__error(st, "plugin %s: init failed (%s)", conf->plugin->name,
+				    vgpu_strerror(st));
+		st = vgpu__error_status();
+		free(pi);
+		return st;
+	}
+	*out = pi;
+	return VGPU_OK;
+}
+
+static void pinst_free(struct pinst *pi)
+{
+	if (!pi)
+		return;
+	if (pi->d->fini)
+		pi->d->fini(pi->state);
+	free(pi);
+}
+
+/* Does the (size-prefixed) sched ops table have field f? */
+#define SOPS_HAS(o, f) ((o)->size >= offsetof(struct vgpu_sched_ops, f) + sizeof((o)->f) && (o)->f)
+
 /* ------------------------------------------------------------------------ */
 /* Work execution                                                           */
+
+/* Scheduled devices: put st on its session's run queue (qlock held). */
+static void sched_push(struct engine *e, struct stream *st)
+{
+	struct session *s = st->s;
+	struct edev *d = s->dev;
+
+	st->ready_next = NULL;
+	if (s->rq_tail)
+		s->rq_tail->ready_next = st;
+	else
+		s->rq_head = st;
+	s->rq_tail = st;
+	if (!s->in_sched && !s->throttled) {
+		s->in_sched = 1;
+		d->nrunnable++;
+		PLUGIN_CALL(d->sched->sched->runnable(d->sched->state, &s->ps, vgpu__now_ns()));
+	}
+	/* a worker for it, also when its session was runnable already (its
+	 * other streams may be running while a slot is free) */
+	if (!s->throttled)
+		pthread_cond_signal(&e->work_cv);
+}
+
+static void sched_idle(struct edev *d, struct session *s, uint64_t now)
+{
+	if (!s->in_sched)
+		return;
+	s->in_sched = 0;
+	d->nrunnable--;
+	PLUGIN_CALL(d->sched->sched->idle(d->sched->state, &s->ps, now));
+}
 
 static void ready_push(struct engine *e, struct stream *st)
 {
 	if (st->on_ready || st->running || !st->head || st->parked_on)
 		return;
 	st->on_ready = 1;
+	if (st->s->dev->sched) {
+		sched_push(e, st);
+		return;
+	}
 	st->ready_next = NULL;
 	if (e->ready_tail)
 		e->ready_tail->ready_next = st;
@@ -184,8 +512,7 @@ static void ready_push(struct engine *e, struct stream *st)
 	pthread_cond_signal(&e->work_cv);
 }
 
-/* The scheduling decision: FIFO among ready streams (policy plugins come
- * here). */
+/* The built-in scheduling decision: FIFO among ready streams. */
 static struct stream *ready_pop(struct engine *e)
 {
 	struct stream *st = e->ready_head;
@@ -197,6 +524,114 @@ static struct stream *ready_pop(struct engine *e)
 		e->ready_tail = NULL;
 	st->on_ready = 0;
 	return st;
+}
+
+/*
+ * The plugin's decision (qlock held): for a device with a free slot, let
+ * throttled sessions whose time has come back in, ask pick() and take the
+ * first queued stream of the session picked. *wake: earliest time a
+ * throttled session becomes eligible or the plugin asked to be asked again.
+ */
+static struct stream *sched_pop(struct engine *e, uint64_t *wake)
+{
+	for (struct edev *d = e->sdevs; d; d = d->snext) {
+		const struct vgpu_sched_ops *ops = d->sched->sched;
+		struct vgpu_plugin_session *ps = NULL;
+		struct session *s, **pp;
+		struct stream *st;
+		uint64_t now, t1, w = 0;
+
+		if (d->running >= d->slots)
+			continue;
+		if (!d->nrunnable && !d->throttled)
+			continue;
+		now = vgpu__now_ns();
+		for (pp = &d->throttled; (s = *pp);) {
+			if (s->eligible_at <= now) {
+				*pp = s->thr_next;
+				s->throttled = 0;
+				if (s->rq_head) {
+					s->in_sched = 1;
+					d->nrunnable++;
+					PLUGIN_CALL(ops->runnable(d->sched->state, &s->ps, now));
+				}
+			} else {
+				if (!*wake || s->eligible_at < *wake)
+					*wake = s->eligible_at;
+				pp = &s->thr_next;
+			}
+		}
+		if (!d->nrunnable)
+			continue;
+		PLUGIN_CALL(ps = ops->pick(d->sched->state, now, &w));
+		t1 = vgpu__now_ns();
+		d->sched_decisions++;
+		d->sched_ns += t1 - now;
+		if (!ps) {
+			if (w && (!*wake || w < *wake))
+				*wake = w;
+			continue;
+		}
+		s = PS_SESSION(ps);
+		if (s->dev != d || !s->in_sched || !s->rq_head) {
+			vgpu_warn("plugin %s: pick returned a session that is not runnable (ignored)",
+				  d->sched->conf->plugin->name);
+			continue;
+		}
+		st = s->rq_head;
+		s->rq_head = st->ready_next;
+		if (!s->rq_head) {
+			s->rq_tail = NULL;
+			sched_idle(d, s, t1);
+		}
+		st->on_ready = 0;
+		s->last_seq = ++d->dispatch_seq;
+		/* more runnable work and another free slot: wake a worker for it */
+		if (d->nrunnable && d->running + 1 < d->slots)
+			pthread_cond_signal(&e->work_cv);
+		return st;
+	}
+	return NULL;
+}
+
+/* An item of a scheduled session ran for ns (qlock held). */
+static void sched_done(struct engine *e, struct session *s, uint64_t ns, uint64_t now)
+{
+	struct edev *d = s->dev;
+	double share = s->ps.share;
+
+	d->running--;
+	d->device_ns += ns;
+	d->items++;
+	d->last_done_ns = now;
+	s->device_ns += ns;
+	s->items++;
+	s->last_done_ns = now;
+	if (SOPS_HAS(d->sched->sched, charge)) {
+		uint64_t c0 = vgpu__now_ns();
+
+		PLUGIN_CALL(d->sched->sched->charge(d->sched->state, &s->ps, ns, now));
+		d->sched_ns += vgpu__now_ns() - c0;
+	}
+	if (share > 0 && share < 1) {
+		/* token bucket: refills at share of wall time, holds at most
+		 * share x window; an item may start while it is positive */
+		int64_t cap = (int64_t)(share * (double)e->share_window_ns);
+
+		s->tokens += (int64_t)(share * (double)(now - s->tokens_at));
+		if (s->tokens > cap)
+			s->tokens = cap;
+		s->tokens_at = now;
+		s->tokens -= (int64_t)ns;
+		if (s->tokens < 0 && !s->throttled) {
+			s->throttled = 1;
+			s->eligible_at = now + (uint64_t)((double)-s->tokens / share);
+			s->thr_next = d->throttled;
+			d->throttled = s;
+			sched_idle(d, s, now);
+		}
+	}
+	pthread_cond_broadcast(&e->work_cv);
 }
 
 static void unref_allocs(struct session *s, struct work *w)
@@ -270,6 +705,7 @@ static void complete_event(struct engine *e, struct event *ev, uint64_t seq)
 			if (!p->head)
 				p->tail = NULL;
 			p->completed++;
+			p->s->queued--;
 			free(w);
 			ready_push(e, p);
 		} else {
@@ -289,12 +725,25 @@ static void *worker_main(void *arg)
 		struct session *s;
 		vgpu_status rc;
 		char msg[VGPU_ERRMSG_MAX];
+		uint64_t wake = 0, t0 = 0, t1 = 0;
+		int scheduled;
 
-		while (!e->stop && !e->ready_head)
-			pthread_cond_wait(&e->work_cv, &e->qlock);
-		if (e->stop && !e->ready_head)
-			break;
 		st = ready_pop(e);
+		if (!st && e->sdevs)
+			st = sched_pop(e, &wake);
+		if (!st) {
+			if (e->stop)
+				break;
+			if (wake) {
+				struct timespec ts = { (time_t)(wake / 1000000000ull),
+						       (long)(wake % 1000000000ull) };
+
+				pthread_cond_timedwait(&e->work_cv, &e->qlock, &ts);
+			} else {
+				pthread_cond_wait(&e->work_cv, &e->qlock);
+			}
+			continue;
+		}
 		w = st->head;
 		if (w->op == W_WAIT) {
 			struct event *ev = w->u.wait.ev;
@@ -309,6 +758,7 @@ static void *worker_main(void *arg)
 			if (!st->head)
 				st->tail = NULL;
 			st->completed++;
+			st->s->queued--;
 			free(w);
 			ready_push(e, st);
 			pthread_cond_broadcast(&e->done_cv);
@@ -316,9 +766,16 @@ static void *worker_main(void *arg)
 		}
 		st->running = 1;
 		s = st->s;
+		scheduled = s->dev->sched != NULL;
+		if (scheduled)
+			s->dev->running++;
 		pthread_mutex_unlock(&e->qlock);
 
+		if (scheduled)
+			t0 = vgpu__now_ns();
 		rc = run_item(s, st, w);
+		if (scheduled)
+			t1 = vgpu__now_ns();
 		msg[0] = '\0';
 		if (rc != VGPU_OK)
 			snprintf(msg, sizeof(msg), "%s: %s", s->label, vgpu__error_msg());
@@ -346,6 +803,9 @@ static void *worker_main(void *arg)
 		}
 		st->running = 0;
 		st->completed++;
+		s->queued--;
+		if (scheduled)
+			sched_done(e, s, t1 - t0, t1);
 		ready_push(e, st);
 		pthread_cond_broadcast(&e->done_cv);
 		if (w->done.fn) {
@@ -372,6 +832,7 @@ static void enqueue(struct engine *e, struct stream *st, struct work *w)
 		st->head = w;
 	st->tail = w;
 	st->submitted++;
+	st->s->queued++;
 	ready_push(e, st);
 	pthread_mutex_unlock(&e->qlock);
 }
@@ -386,6 +847,159 @@ static void stream_drain_locked(struct engine *e, struct stream *st)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Autoscale signals                                                        */
+
+/* Fill sig for d (devlock held; takes qlock). */
+static void scale_fill(struct engine *e, struct edev *d, uint32_t event, uint64_t now,
+		       struct vgpu_autoscale_signal *sig)
+{
+	memset(sig, 0, sizeof(*sig));
+	sig->size = sizeof(*sig);
+	sig->event = event;
+	sig->device = d->index;
+	sig->now_ns = now;
+	sig->sessions = d->admitted;
+	sig->waiting = d->waiting;
+	for (struct admit_waiter *w = d->waiters; w; w = w->next)
+		if (now - w->t0 > sig->wait_ns_max)
+			sig->wait_ns_max = now - w->t0;
+	pthread_mutex_lock(&e->qlock);
+	sig->mem_total = d->mem_total;
+	sig->mem_used = d->mem_used;
+	if (d->admitted == 0)
+		sig->idle_ns = now - d->last_active_ns;
+	else if (d->sched && !d->running && !d->nrunnable)
+		sig->idle_ns = now - (d->last_done_ns ? d->last_done_ns : d->last_active_ns);
+	pthread_mutex_unlock(&e->qlock);
+}
+
+static void scale_send(struct engine *e, const struct vgpu_autoscale_signal *sig)
+{
+	pthread_mutex_lock(&e->scale_lock);
+	for (unsigned i = 0; i < e->nscalers; i++) {
+		const struct vgpu_autoscale_ops *o = e->scalers[i]->d->ops;
+
+		o->signal(e->scalers[i]->state, sig);
+	}
+	pthread_mutex_unlock(&e->scale_lock);
+}
+
+/* Sessions wait for admission or one was refused with st (devlock held;
+ * the thread's error message is kept). */
+static void scale_pressure(struct engine *e, struct edev *d, vgpu_status st)
+{
+	struct vgpu_autoscale_signal sig;
+	char msg[VGPU_ERRMSG_MAX];
+
+	if (!e->nscalers)
+		return;
+	snprintf(msg, sizeof(msg), "%s", vgpu__error_msg());
+	scale_fill(e, d, VGPU_SCALE_PRESSURE, vgpu__now_ns(), &sig);
+	scale_send(e, &sig);
+	if (st)
+		vgpu__error_set_raw(st, msg);
+}
+
+/* Every period: a TICK per open device, IDLE when it was idle a period. */
+static void *scale_main(void *arg)
+{
+	struct engine *e = arg;
+
+	pthread_mutex_lock(&e->scale_lock);
+	while (e->scale_running) {
+		uint64_t next = vgpu__now_ns() + e->scale_period_ns;
+		struct timespec ts = { (time_t)(next / 1000000000ull), (long)(next % 1000000000ull) };
+		struct vgpu_autoscale_signal sigs[ENGINE_MAX_DEVICES];
+		unsigned n = 0;
+
+		pthread_cond_timedwait(&e->scale_cv, &e->scale_lock, &ts);
+		if (!e->scale_running)
+			break;
+		pthread_mutex_unlock(&e->scale_lock);
+		pthread_mutex_lock(&e->devlock);
+		for (int i = 0; i < ENGINE_MAX_DEVICES; i++) {
+			uint64_t now = vgpu__now_ns();
+
+			if (!e->devs[i])
+				continue;
+			scale_fill(e, e->devs[i], VGPU_SCALE_TICK, now, &sigs[n]);
+			if (sigs[n].idle_ns >= e->scale_period_ns && !sigs[n].waiting)
+				sigs[n].event = VGPU_SCALE_IDLE;
+			n++;
+		}
+		pthread_mutex_unlock(&e->devlock);
+		for (unsigned i = 0; i < n; i++)
+			scale_send(e, &sigs[i]);
+		pthread_mutex_lock(&e->scale_lock);
+	}
+	pthread_mutex_unlock(&e->scale_lock);
+	return NULL;
+}
+
+/* Instantiate the autoscale plugins and start their thread. */
+static vgpu_status scale_start(struct engine *e)
+{
+	unsigned k = 0;
+	vgpu_status st;
+	int rc;
+
+	pthread_mutex_init(&e->scale_lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&e->scale_cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	if (!e->nscalers)
+		return VGPU_OK;
+	e->scalers = calloc(e->nscalers, sizeof(*e->scalers));
+	if (!e->scalers) {
+		e->nscalers = 0;
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
+	}
+	for (unsigned i = 0; i < e->plugins.n; i++) {
+		const struct vgpu__plugin_conf *c = e->plugins.v[i];
+
+		if (c->plugin->desc->kind != VGPU_PLUGIN_AUTOSCALE)
+			continue;
+		st = pinst_new(e, c, -1, &e->scalers[k]);
+		if (st) {
+			e->nscalers = k;
+			return st;
+		}
+		k++;
+	}
+	e->scale_running = 1;
+	rc = pthread_create(&e->scale_thread, NULL, scale_main, e);
+	if (rc) {
+		e->scale_running = 0;
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "cannot start the autoscale thread: %s",
+				   strerror(rc));
+	}
+	return VGPU_OK;
+}
+
+static void scale_stop(struct engine *e)
+{
+	pthread_mutex_lock(&e->scale_lock);
+	if (e->scale_running) {
+		e->scale_running = 0;
+		pthread_cond_broadcast(&e->scale_cv);
+		pthread_mutex_unlock(&e->scale_lock);
+		pthread_join(e->scale_thread, NULL);
+	} else {
+		pthread_mutex_unlock(&e->scale_lock);
+	}
+	for (unsigned i = 0; i < e->nscalers; i++)
+		pinst_free(e->scalers[i]);
+	free(e->scalers);
+	e->scalers = NULL;
+	e->nscalers = 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Engine                                                                   */
 
 vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_opts *opts,
@@ -395,26 +1009,85 @@ vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_op
 	struct engine *e;
 	int n = DEFAULT_WORKERS;
 
+	struct vgpu_engine_opts o;
+	pthread_condattr_t ca;
+	vgpu_status st;
+	unsigned nsched = 0;
+
 	*out = NULL;
 	if (!be)
 		return vgpu__error(VGPU_ERR_NO_DEVICE, "backend '%s' is not built into this libvgpu",
 				   backend);
-	if (opts && opts->size >= offsetof(struct vgpu_engine_opts, workers) + sizeof(int) &&
-	    opts->workers > 0)
-		n = opts->workers;
+	memset(&o, 0, sizeof(o));
+	if (opts)
+		memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
+	if (o.workers > 0)
+		n = o.workers;
 	if (n > 256)
 		n = 256;
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory for the engine");
 	e->be = be;
+	st = vgpu__plugin_set_parse(o.plugins, &e->plugins);
+	if (st) {
+		free(e);
+		return st;
+	}
+	for (unsigned i = 0; i < e->plugins.n; i++) {
+		const struct vgpu__plugin_conf *c = e->plugins.v[i];
+
+		if (c->plugin->desc->kind == VGPU_PLUGIN_SCHEDULER && nsched++)
+			st = vgpu__error(VGPU_ERR_PLUGIN, "plugins %s and %s are both schedulers: a "
+					 "device has one scheduler", e->sched_conf->plugin->name,
+					 c->plugin->name);
+		else if (c->plugin->desc->kind == VGPU_PLUGIN_SCHEDULER)
+			e->sched_conf = c;
+		else if (!st && c->plugin->desc->kind == VGPU_PLUGIN_AUTOSCALE)
+			e->nscalers++;
+		else if (!st)
+			vgpu_warn("plugin %s: %s plugins are not run by this engine yet (ignored)",
+				  c->plugin->name, vgpu_plugin_kind_name(c->plugin->desc->kind));
+	}
+	if (!st && e->sched_conf) {
+		/* instantiate once to check the parameters now, not at first use */
+		struct pinst *pi;
+
+		st = pinst_new(e, e->sched_conf, -1, &pi);
+		if (!st)
+			pinst_free(pi);
+	}
+	if (!st && o.tenant_shares && *o.tenant_shares && !e->sched_conf)
+		st = vgpu__error(VGPU_ERR_PLUGIN, "tenant shares need a scheduler plugin (e.g. "
+				 "sched-fifo or sched-fair)");
+	if (!st && o.tenant_shares && !(e->tenant_shares = strdup(o.tenant_shares)))
+		st = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory for the engine");
+	if (st) {
+		vgpu__plugin_set_free(&e->plugins);
+		free(e);
+		return st;
+	}
+	e->slots = o.slots ? o.slots : 1;
+	e->max_sessions = o.max_sessions;
+	e->admit_queue = o.admit_queue ? o.admit_queue : DEFAULT_ADMIT_QUEUE;
+	e->admit_timeout_ms = o.admit_timeout_ms ? o.admit_timeout_ms : DEFAULT_ADMIT_TIMEOUT_MS;
+	e->share_window_ns = o.share_window_ns ? o.share_window_ns : DEFAULT_SHARE_WINDOW_NS;
+	e->uri_device_params = o.uri_device_params;
+	e->scale_period_ns = (uint64_t)(o.autoscale_period_ms ? o.autoscale_period_ms : 1000) *
+			     1000000ull;
 	pthread_mutex_init(&e->qlock, NULL);
 	pthread_mutex_init(&e->devlock, NULL);
-	pthread_cond_init(&e->work_cv, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&e->work_cv, &ca);
+	pthread_cond_init(&e->admit_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&e->done_cv, NULL);
 	e->sessions.next = e->sessions.prev = &e->sessions;
 	e->workers = calloc((size_t)n, sizeof(pthread_t));
 	if (!e->workers) {
+		vgpu__plugin_set_free(&e->plugins);
+		free(e->tenant_shares);
 		free(e);
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory for the engine");
 	}
@@ -423,12 +1096,23 @@ vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_op
 
 		if (rc) {
 			e->nworkers = i;
+			pthread_mutex_init(&e->scale_lock, NULL);
+			pthread_cond_init(&e->scale_cv, NULL);
 			vgpu__engine_destroy(e);
 			return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "cannot start engine threads: %s",
 					   strerror(rc));
 		}
 	}
 	e->nworkers = n;
+	st = scale_start(e);
+	if (st) {
+		char msg[VGPU_ERRMSG_MAX];
+
+		snprintf(msg, sizeof(msg), "%s", vgpu__error_msg());
+		vgpu__engine_destroy(e);
+		vgpu__error_set_raw(st, msg);
+		return st;
+	}
 	*out = e;
 	return VGPU_OK;
 }
@@ -447,6 +1131,7 @@ void vgpu__engine_destroy(struct engine *e)
 			break;
 		vgpu__session_close(s);
 	}
+	scale_stop(e);
 	pthread_mutex_lock(&e->qlock);
 	e->stop = 1;
 	pthread_cond_broadcast(&e->work_cv);
@@ -455,14 +1140,20 @@ void vgpu__engine_destroy(struct engine *e)
 		pthread_join(e->workers[i], NULL);
 	for (int i = 0; i < ENGINE_MAX_DEVICES; i++)
 		if (e->devs[i]) {
+			pinst_free(e->devs[i]->sched);
 			e->be->device_close(e->devs[i]->bdev);
 			free(e->devs[i]);
 		}
 	free(e->workers);
+	vgpu__plugin_set_free(&e->plugins);
+	free(e->tenant_shares);
 	pthread_mutex_destroy(&e->qlock);
 	pthread_mutex_destroy(&e->devlock);
 	pthread_cond_destroy(&e->work_cv);
 	pthread_cond_destroy(&e->done_cv);
+	pthread_cond_destroy(&e->admit_cv);
+	pthread_mutex_destroy(&e->scale_lock);
+	pthread_cond_destroy(&e->scale_cv);
 	free(e);
 }
 
@@ -476,10 +1167,30 @@ int vgpu__engine_device_count(struct engine *e)
 	return e->be->device_count();
 }
 
+static void dev_stats_locked(struct engine *e, struct edev *d, struct vgpu_plugin_device_stats *o,
+			     uint64_t now)
+{
+	for (struct session *s = e->sessions.next; s != &e->sessions; s = s->next)
+		if (s->dev == d)
+			o->sessions++;
+	o->waiting = d->waiting;
+	o->slots = d->slots;
+	o->running = d->running;
+	o->device_ns = d->device_ns;
+	o->mem_total = d->mem_total;
+	o->mem_used = d->mem_used;
+	o->admit_waits = d->admit_waits;
+	o->admit_wait_ns = d->admit_wait_ns;
+	o->admit_rejected = d->admit_rejected;
+	o->idle_ns = d->running || !d->last_done_ns ? 0 : now - d->last_done_ns;
+}
+
 void vgpu__engine_stats(struct engine *e, int device, struct vgpu_engine_stats *out)
 {
 	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&e->devlock);
 	pthread_mutex_lock(&e->qlock);
+	out->now_ns = vgpu__now_ns();
 	for (struct session *s = e->sessions.next; s != &e->sessions; s = s->next)
 		if (device < 0 || s->dev->index == device)
 			out->sessions++;
@@ -490,8 +1201,32 @@ void vgpu__engine_stats(struct engine *e, int device, struct vgpu_engine_stats *
 			continue;
 		out->mem_used += d->mem_used;
 		out->allocations += d->allocations;
+		out->device_ns += d->device_ns;
+		out->items += d->items;
+		out->sched_decisions += d->sched_decisions;
+		out->sched_ns += d->sched_ns;
+		out->admit_waiting += d->waiting;
+		out->admit_waits += d->admit_waits;
+		out->admit_wait_ns += d->admit_wait_ns;
+		if (d->admit_wait_max_ns > out->admit_wait_max_ns)
+			out->admit_wait_max_ns = d->admit_wait_max_ns;
+		out->admit_rejected += d->admit_rejected;
 	}
 	pthread_mutex_unlock(&e->qlock);
+	pthread_mutex_unlock(&e->devlock);
+}
+
+void vgpu__session_stats(struct session *s, struct vgpu_session_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&s->e->qlock);
+	out->now_ns = vgpu__now_ns();
+	out->device_ns = s->device_ns;
+	out->items = s->items;
+	out->queued = s->queued;
+	out->admit_wait_ns = s->admit_wait_ns;
+	out->last_seq = s->last_seq;
+	pthread_mutex_unlock(&s->e->qlock);
 }
 
 /* Process-wide engines for in-process handles. */
@@ -499,10 +1234,25 @@ static pthread_mutex_t local_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct engine *local_engines[4];
 static const char *local_names[4];
 
+static int same_plugins(const char *a, const char *b)
+{
+	return !strcmp(a ? a : "", b ? b : "");
+}
+
 vgpu_status vgpu__engine_local_get(const char *backend, struct engine **out)
+{
+	return vgpu__engine_local_get_ex(backend, NULL, out);
+}
+
+vgpu_status vgpu__engine_local_get_ex(const char *backend, const char *plugins,
+				      struct engine **out)
 {
 	vgpu_status st = VGPU_OK;
 	int slot = -1;
+	int given = plugins != NULL;
+
+	if (!plugins)
+		plugins = getenv("VGPU_PLUGINS");
 
 	pthread_mutex_lock(&local_lock);
 	for (int i = 0; i < 4; i++) {
@@ -518,9 +1268,20 @@ vgpu_status vgpu__engine_local_get(const char *backend, struct engine **out)
 		return vgpu__error(VGPU_ERR_INTERNAL, "too many local backends");
 	}
 	if (!local_engines[slot]) {
-		st = vgpu__engine_create(backend, NULL, &local_engines[slot]);
+		struct vgpu_engine_opts o;
+
+		memset(&o, 0, sizeof(o));
+		o.size = sizeof(o);
+		o.plugins = plugins;
+		o.uri_device_params = 1;
+		st = vgpu__engine_create(backend, &o, &local_engines[slot]);
 		if (st == VGPU_OK)
 			local_names[slot] = local_engines[slot]->be->name;
+	} else if (given && !same_plugins(plugins, local_engines[slot]->plugins.text)) {
+		st = vgpu__error(VGPU_ERR_PLUGIN, "the in-process %s engine already runs with "
+				 "plugins '%s'; it cannot also run '%s' (close every %s handle "
+				 "first)", backend, local_engines[slot]->plugins.text ?
+				 local_engines[slot]->plugins.text : "", plugins, backend);
 	}
 	if (st == VGPU_OK) {
 		local_engines[slot]->refs++;
@@ -551,12 +1312,285 @@ void vgpu__engine_local_put(struct engine *e)
 /* ------------------------------------------------------------------------ */
 /* Sessions                                                                 */
 
+/* Close a device no session holds any more (devlock held). Local engines
+ * close it with its last session, so a later open may choose another size. */
+static void dev_release(struct engine *e, struct edev *d)
+{
+	if (--d->nsessions || !e->refs)
+		return;
+	/* e->devs and e->sdevs change under both devlock and qlock */
+	pthread_mutex_lock(&e->qlock);
+	for (struct edev **pp = &e->sdevs; *pp; pp = &(*pp)->snext)
+		if (*pp == d) {
+			*pp = d->snext;
+			break;
+		}
+	e->devs[d->index] = NULL;
+	pthread_mutex_unlock(&e->qlock);
+	pinst_free(d->sched);
+	e->be->device_close(d->bdev);
+	free(d);
+}
+
+/* Unsigned URI parameter; message set on error. */
+static vgpu_status uri_uint(const struct vgpu_uri *uri, const char *label, const char *key,
+			    unsigned *out)
+{
+	const char *v = vgpu__uri_get(uri, key);
+	char *end;
+	unsigned long x;
+
+	if (!v)
+		return VGPU_OK;
+	errno = 0;
+	x = strtoul(v, &end, 10);
+	if (errno || !*v || *end || *v == '-' || x > 1000000)
+		return vgpu__error(VGPU_ERR_BAD_URI, "%s: bad URI parameter %s=%s: expected a "
+				   "count", label, key, v);
+	*out = (unsigned)x;
+	return VGPU_OK;
+}
+
+/* Share of a tenant from "alice=0.25;bob=0.5", or 0. */
+static double tenant_share(const char *list, const char *tenant)
+{
+	size_t tl = strlen(tenant);
+
+	for (const char *p = list; p && *p;) {
+		const char *e = strchr(p, ';');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+
+		if (len > tl && !strncmp(p, tenant, tl) && p[tl] == '=')
+			return strtod(p + tl + 1, NULL);
+		p = e ? e + 1 : NULL;
+	}
+	return 0;
+}
+
+/* The session's scheduling parameters from its URI (message set on error). */
+static vgpu_status session_params(struct engine *e, struct session *s, const struct vgpu_uri *uri)
+{
+	const char *v;
+	char *end;
+	uint64_t mem = 0;
+
+	s->ps.size = sizeof(s->ps);
+	s->ps.tenant = s->tenant;
+	s->ps.label = s->label;
+	s->ps.share = 1.0;
+	if ((v = vgpu__uri_get(uri, "priority"))) {
+		long p;
+
+		errno = 0;
+		p = strtol(v, &end, 10);
+		if (errno || !*v || *end || p < -1000 || p > 1000)
+			return vgpu__error(VGPU_ERR_BAD_URI, "%s: bad URI parameter priority=%s: "
+					   "expected an integer in [-1000, 1000]", s->label, v);
+		s->ps.priority = (int)p;
+	}
+	if ((v = vgpu__uri_get(uri, "weight"))) {
+		s->ps.weight = strtod(v, &end);
+		if (!*v || *end || !(s->ps.weight > 0) || s->ps.weight > 1e6)
+			return vgpu__error(VGPU_ERR_BAD_URI, "%s: bad URI parameter weight=%s: "
+					   "expected a number > 0", s->label, v);
+	}
+	v = vgpu__uri_get(uri, "share");
+	if (v) {
+		s->ps.share = strtod(v, &end);
+		if (!*v || *end || !(s->ps.share > 0) || s->ps.share > 1)
+			return vgpu__error(VGPU_ERR_BAD_URI, "%s: bad URI parameter share=%s: "
+					   "expected a fraction in (0, 1]", s->label, v);
+	} else if (e->tenant_shares) {
+		double t = tenant_share(e->tenant_shares, s->tenant);
+
+		if (t > 0 && t <= 1)
+			s->ps.share = t;
+	}
+	if (s->ps.share < 1 && !e->sched_conf)
+		return vgpu__error(VGPU_ERR_PLUGIN, "%s: share=%g needs a scheduler plugin to "
+				   "enforce it (VGPU_PLUGINS=sched-fifo, or vgpud --plugin "
+				   "sched-fair)", s->label, s->ps.share);
+	if (vgpu__uri_get_size(uri, "mem", 0, &mem))
+		return vgpu__error_prefix(VGPU_ERR_BAD_URI, "%s", s->label);
+	s->ps.mem_limit = mem;
+	if (uri->nparams) {
+		s->params = calloc((size_t)uri->nparams, sizeof(*s->params));
+		if (!s->params)
+			return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
+		memcpy(s->params, uri->params, (size_t)uri->nparams * sizeof(*s->params));
+		s->nparams = uri->nparams;
+	}
+	return VGPU_OK;
+}
+
+/* Open device idx for the first time (devlock held). */
+static vgpu_status dev_open(struct engine *e, int idx, const struct vgpu_uri *uri,
+			    const char *label, struct edev **out)
+{
+	struct vgpu_device_info info;
+	struct edev *d = calloc(1, sizeof(*d));
+	vgpu_status st;
+	uint64_t tmo;
+
+	if (!d)
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
+	d->index = idx;
+	d->slots = e->slots;
+	d->max_sessions = e->max_sessions;
+	d->admit_queue = e->admit_queue;
+	d->admit_timeout_ms = e->admit_timeout_ms;
+	if (e->uri_device_params) {
+		unsigned q = 0;
+		const char *v;
+
+		if ((st = uri_uint(uri, label, "slots", &d->slots)) ||
+		    (st = uri_uint(uri, label, "max_sessions", &d->max_sessions))) {
+			free(d);
+			return st;
+		}
+		if ((v = vgpu__uri_get(uri, "admit_queue"))) {
+			if ((st = uri_uint(uri, label, "admit_queue", &q))) {
+				free(d);
+				return st;
+			}
+			d->admit_queue = q ? (int)q : -1;
+		}
+		if ((v = vgpu__uri_get(uri, "admit_timeout"))) {
+			if (vgpu__parse_time_ns(v, &tmo) || tmo / 1000000 > 86400000ull) {
+				free(d);
+				return vgpu__error(VGPU_ERR_BAD_URI, "%s: bad URI parameter "
+						   "admit_timeout=%s: expected a duration like "
+						   "500ms or 2s", label, v);
+			}
+			d->admit_timeout_ms = (uint32_t)(tmo / 1000000);
+		}
+		if (!d->slots)
+			d->slots = 1;
+	}
+	st = e->be->device_open(idx, uri, &d->bdev);
+	if (st == VGPU_OK) {
+		memset(&info, 0, sizeof(info));
+		st = e->be->device_info(d->bdev, &info);
+		if (st != VGPU_OK)
+			e->be->device_close(d->bdev);
+	}
+	if (st == VGPU_OK && e->sched_conf) {
+		st = pinst_new(e, e->sched_conf, idx, &d->sched);
+		if (st != VGPU_OK)
+			e->be->device_close(d->bdev);
+	}
+	if (st != VGPU_OK) {
+		free(d);
+		return st;
+	}
+	d->gran = e->be->granularity(d->bdev);
+	d->max_threads_per_block = info.max_threads_per_block;
+	d->mem_total = info.total_mem;
+	d->last_active_ns = vgpu__now_ns();
+	pthread_mutex_lock(&e->qlock);
+	e->devs[idx] = d;
+	if (d->sched) {
+		d->snext = e->sdevs;
+		e->sdevs = d;
+	}
+	pthread_mutex_unlock(&e->qlock);
+	*out = d;
+	return VGPU_OK;
+}
+
+/* Admission (devlock held): wait for a place among d's max_sessions and the
+ * scheduler's consent, in the bounded queue, until the deadline. */
+static vgpu_status admit(struct engine *e, struct edev *d, struct session *s)
+{
+	uint64_t t0 = vgpu__now_ns(), deadline = t0 + (uint64_t)d->admit_timeout_ms * 1000000ull;
+	int waited = 0;
+	vgpu_status st = VGPU_OK;
+	struct admit_waiter me = { t0, NULL };
+
+	for (;;) {
+		int full = d->max_sessions && d->admitted >= d->max_sessions;
+		const char *why = "";
+
+		if (!full && d->sched && SOPS_HAS(d->sched->sched, session_open)) {
+			pthread_mutex_lock(&e->qlock);
+			vgpu__error_clear();
+			PLUGIN_CALL(st = d->sched->sched->session_open(d->sched->state, &s->ps));
+			pthread_mutex_unlock(&e->qlock);
+			if (st == VGPU_ERR_BUSY) {
+				full = 1;
+				why = " (the scheduler plugin asks to wait)";
+			} else if (st) {
+				if (vgpu__error_status() == VGPU_OK)
+					vgpu__error(st, "plugin %s refused the session",
+						    d->sched->conf->plugin->name);
+				st = vgpu__error_prefix(vgpu__error_status(), "%s", s->label);
+				break;
+			}
+		}
+		if (!full) {
+			d->admitted++;
+			st = VGPU_OK;
+			break;
+		}
+		if (!waited) {
+			if (d->admit_queue < 0 || d->waiting >= (unsigned)d->admit_queue) {
+				d->admit_rejected++;
+				st = vgpu__error(VGPU_ERR_BUSY, "%s: device %d is full: %u session%s "
+						 "admitted (max_sessions=%u)%s and the admission "
+						 "queue is full (%u waiting, at most %d)", s->label,
+						 d->index, d->admitted, d->admitted == 1 ? "" : "s",
+						 d->max_sessions, why, d->waiting,
+						 d->admit_queue < 0 ? 0 : d->admit_queue);
+				scale_pressure(e, d, st);
+				return st;
+			}
+			waited = 1;
+			d->waiting++;
+			d->admit_waits++;
+			me.next = d->waiters;
+			d->waiters = &me;
+			scale_pressure(e, d, VGPU_OK);
+		}
+		{
+			struct timespec ts = { (time_t)(deadline / 1000000000ull),
+					       (long)(deadline % 1000000000ull) };
+
+			if (pthread_cond_timedwait(&e->admit_cv, &e->devlock, &ts) == ETIMEDOUT &&
+			    vgpu__now_ns() >= deadline) {
+				d->admit_rejected++;
+				st = vgpu__error(VGPU_ERR_BUSY, "%s: device %d is full: not admitted "
+						 "within %u ms (%u session%s admitted, "
+						 "max_sessions=%u%s%s)", s->label, d->index,
+						 d->admit_timeout_ms, d->admitted,
+						 d->admitted == 1 ? "" : "s", d->max_sessions,
+						 *why ? ";" : "", why);
+				scale_pressure(e, d, st);
+				break;
+			}
+		}
+	}
+	if (waited) {
+		uint64_t w = vgpu__now_ns() - t0;
+
+		for (struct admit_waiter **pp = &d->waiters; *pp; pp = &(*pp)->next)
+			if (*pp == &me) {
+				*pp = me.next;
+				break;
+			}
+		d->waiting--;
+		d->admit_wait_ns += w;
+		if (w > d->admit_wait_max_ns)
+			d->admit_wait_max_ns = w;
+		s->admit_wait_ns = w;
+	}
+	return st;
+}
+
 vgpu_status vgpu__session_open(struct engine *e, const struct vgpu_uri *uri, const char *tenant,
 			       const char *label, struct session **out)
 {
 	struct session *s;
 	struct edev *d;
-	struct vgpu_device_info info;
 	int idx = uri->device;
 	int count;
 	vgpu_status st;
@@ -571,40 +1605,60 @@ vgpu_status vgpu__session_open(struct engine *e, const struct vgpu_uri *uri, con
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
-	pthread_mutex_lock(&e->devlock);
-	d = e->devs[idx];
-	if (!d) {
-		d = calloc(1, sizeof(*d));
-		if (!d) {
-			pthread_mutex_unlock(&e->devlock);
-			free(s);
-			return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
-		}
-		d->index = idx;
-		st = e->be->device_open(idx, uri, &d->bdev);
-		if (st == VGPU_OK) {
-			memset(&info, 0, sizeof(info));
-			st = e->be->device_info(d->bdev, &info);
-			if (st != VGPU_OK)
-				e->be->device_close(d->bdev);
-		}
-		if (st != VGPU_OK) {
-			pthread_mutex_unlock(&e->devlock);
-			free(d);
-			free(s);
-			return st;
-		}
-		d->gran = e->be->granularity(d->bdev);
-		d->max_threads_per_block = info.max_threads_per_block;
-		e->devs[idx] = d;
-	}
-	d->nsessions++;
-	pthread_mutex_unlock(&e->devlock);
-
 	s->e = e;
-	s->dev = d;
 	snprintf(s->tenant, sizeof(s->tenant), "%s", tenant && *tenant ? tenant : "default");
 	snprintf(s->label, sizeof(s->label), "%s", label ? label : e->be->name);
+	st = session_params(e, s, uri);
+	if (st) {
+		free(s->params);
+		free(s);
+		return st;
+	}
+	pthread_mutex_lock(&e->qlock);
+	s->id = ++e->next_session_id;
+	pthread_mutex_unlock(&e->qlock);
+	s->ps.id = s->id;
+	s->ps.device = idx;
+	pthread_mutex_lock(&e->devlock);
+	d = e->devs[idx];
+	if (!d && (st = dev_open(e, idx, uri, s->label, &d))) {
+		pthread_mutex_unlock(&e->devlock);
+		free(s->params);
+		free(s);
+		return st;
+	}
+	d->nsessions++;
+	s->dev = d;
+	st = admit(e, d, s);
+	if (st == VGPU_OK && d->sched) {
+		s->sync_st = calloc(1, sizeof(*s->sync_st));
+		if (!s->sync_st)
+			st = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
+		else if (e->be->stream_create &&
+			 (st = e->be->stream_create(d->bdev, &s->sync_st->bs)))
+			st = sync_result(s, st);
+		if (st) {
+			free(s->sync_st);
+			d->admitted--;
+			pthread_cond_broadcast(&e->admit_cv);
+			if (SOPS_HAS(d->sched->sched, session_close)) {
+				pthread_mutex_lock(&e->qlock);
+				PLUGIN_CALL(d->sched->sched->session_close(d->sched->state, &s->ps));
+				pthread_mutex_unlock(&e->qlock);
+			}
+		} else {
+			s->sync_st->s = s;
+		}
+	}
+	if (st) {
+		dev_release(e, d);
+		pthread_mutex_unlock(&e->devlock);
+		free(s->params);
+		free(s);
+		return st;
+	}
+	pthread_mutex_unlock(&e->devlock);
+
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cv, NULL);
 	vgpu__idt_init(&s->streams);
@@ -613,7 +1667,8 @@ vgpu_status vgpu__session_open(struct engine *e, const struct vgpu_uri *uri, con
 	vgpu__idt_init(&s->funcs);
 	vgpu__am_init(&s->allocs);
 	pthread_mutex_lock(&e->qlock);
-	s->id = ++e->next_session_id;
+	s->opened_ns = s->tokens_at = vgpu__now_ns();
+	s->tokens = (int64_t)(s->ps.share * (double)e->share_window_ns);
 	s->next = &e->sessions;
 	s->prev = e->sessions.prev;
 	e->sessions.prev->next = s;
@@ -742,17 +1797,31 @@ void vgpu__session_close(struct session *s)
 	pthread_mutex_lock(&e->qlock);
 	s->prev->next = s->next;
 	s->next->prev = s->prev;
+	if (s->dev->sched) {
+		struct edev *d = s->dev;
+
+		if (s->throttled)
+			for (struct session **pp = &d->throttled; *pp; pp = &(*pp)->thr_next)
+				if (*pp == s) {
+					*pp = s->thr_next;
+					break;
+				}
+		s->throttled = 0;
+		sched_idle(d, s, vgpu__now_ns());
+		if (SOPS_HAS(d->sched->sched, session_close))
+			PLUGIN_CALL(d->sched->sched->session_close(d->sched->state, &s->ps));
+	}
 	pthread_mutex_unlock(&e->qlock);
+	if (s->sync_st)
+		stream_free(s, s->sync_st);
 
 	pthread_mutex_lock(&e->devlock);
-	if (--s->dev->nsessions == 0 && e->refs) {
-		/* local engine: the device goes with its last session, so a
-		 * later open may choose another size */
-		e->be->device_close(s->dev->bdev);
-		e->devs[s->dev->index] = NULL;
-		free(s->dev);
-	}
+	if (--s->dev->admitted == 0)
+		s->dev->last_active_ns = vgpu__now_ns();
+	pthread_cond_broadcast(&e->admit_cv);
+	dev_release(e, s->dev);
 	pthread_mutex_unlock(&e->devlock);
+	free(s->params);
 	vgpu__idt_fini(&s->streams);
 	vgpu__idt_fini(&s->events);
 	vgpu__idt_fini(&s->modules);
@@ -932,9 +2001,51 @@ static vgpu_status sync_result(struct session *s, vgpu_status st)
 	return st;
 }
 
+/* Synchronous work on a scheduled device: queue it on the session's
+ * internal stream and wait, so the scheduler decides when it runs. */
+struct sync_wait {
+	struct engine *e;
+	int done;
+	vgpu_status st;
+	char msg[VGPU_ERRMSG_MAX];
+};
+
+static void sync_wait_done(void *arg, vgpu_status st, const char *msg)
+{
+	struct sync_wait *sw = arg;
+
+	pthread_mutex_lock(&sw->e->qlock);
+	sw->st = st;
+	if (msg)
+		snprintf(sw->msg, sizeof(sw->msg), "%s", msg);
+	sw->done = 1;
+	pthread_cond_broadcast(&sw->e->done_cv);
+	pthread_mutex_unlock(&sw->e->qlock);
+}
+
+static vgpu_status sync_wait(struct session *s, struct work *w)
+{
+	struct sync_wait sw;
+
+	sw.e = s->e;
+	sw.done = 0;
+	sw.st = VGPU_OK;
+	sw.msg[0] = '\0';
+	w->done.fn = sync_wait_done;
+	w->done.arg = &sw;
+	enqueue(s->e, s->sync_st, w);
+	pthread_mutex_lock(&s->e->qlock);
+	while (!sw.done)
+		pthread_cond_wait(&s->e->done_cv, &s->e->qlock);
+	pthread_mutex_unlock(&s->e->qlock);
+	if (sw.st)
+		vgpu__error_set_raw(sw.st, sw.msg);
+	return sw.st;
+}
+
 /*
  * Common path of the four copy kinds: validate ranges, then run at once
- * (stream 0) or queue.
+ * (stream 0) or queue (on a scheduled device stream 0 queues and waits).
  */
 static vgpu_status copy_op(struct session *s, uint32_t sid, enum work_op op, vgpu_dptr dst,
 			   vgpu_dptr src, void *hdst, const void *hsrc, size_t n, uint8_t value,
@@ -968,7 +2079,7 @@ static vgpu_status copy_op(struct session *s, uint32_t sid, enum work_op op, vgp
 	if (rc)
 		return rc;
 
-	if (!sid) {
+	if (!sid && !s->dev->sched) {
 		struct vgpu_backend_dev *d = s->dev->bdev;
 
 		switch (op) {
@@ -987,7 +2098,9 @@ static vgpu_status copy_op(struct session *s, uint32_t sid, enum work_op op, vgp
 		return sync_result(s, rc);
 	}
 
-	if (op == W_HTOD && !done && n <= INLINE_HTOD_MAX)
+	if (!sid)
+		st = s->sync_st;
+	else if (op == W_HTOD && !done && n <= INLINE_HTOD_MAX)
 		extra = n;
 	w = work_new(op, extra);
 	if (!w) {
@@ -1029,6 +2142,8 @@ static vgpu_status copy_op(struct session *s, uint32_t sid, enum work_op op, vgp
 		w->u.set.value = value;
 		break;
 	}
+	if (!sid)
+		return sync_wait(s, w);
 	return enqueue_checked(s, sid, w, names[op]);
 }
 
@@ -1573,6 +2688,7 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 	size_t bytes = 0;
 	unsigned nd = 0, nref = 0;
 	vgpu_status rc;
+	int queued = sid || s->dev->sched;
 
 	if (nargs && !args)
 		return vgpu__error(VGPU_ERR_INVALID, "%s: launch: args is NULL", s->label);
@@ -1590,7 +2706,9 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 		rc = VGPU_ERR_BAD_HANDLE;
 		goto out_unlock;
 	}
-	if (sid) {
+	if (!sid)
+		st = s->sync_st;
+	if (queued) {
 		w = work_new(W_LAUNCH, nargs * sizeof(vgpu_arg) + bytes + nd * sizeof(struct alloc *));
 		if (!w) {
 			rc = VGPU_ERR_NO_HOST_MEMORY;
@@ -1624,7 +2742,7 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 	f->refs++; /* module_unload waits for it */
 	pthread_mutex_unlock(&s->lock);
 
-	if (!sid) {
+	if (!queued) {
 		vgpu_status r2;
 
 		rc = s->e->be->launch(s->dev->bdev, NULL, f->bfn, grid, block, shmem, args, nargs);
@@ -1647,7 +2765,8 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 		vgpu_arg *a = (vgpu_arg *)w->data;
 		unsigned char *b = w->data + nargs * sizeof(vgpu_arg);
 
-		memcpy(a, args, nargs * sizeof(vgpu_arg));
+		if (nargs)
+			memcpy(a, args, nargs * sizeof(vgpu_arg));
 		for (unsigned i = 0; i < nargs; i++)
 			if (a[i].type == VGPU_ARG_BYTES) {
 				memcpy(b, a[i].v.ptr, a[i].size);
@@ -1663,6 +2782,8 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 		w->arefs = refs;
 		w->nrefs = nref;
 	}
+	if (!sid)
+		return sync_wait(s, w);
 	return enqueue_checked(s, sid, w, "launch");
 
 out_unref:
@@ -1671,7 +2792,7 @@ out_unref:
 out_unlock:
 	pthread_mutex_unlock(&s->lock);
 	free(w);
-	if (refs != stack_refs && !sid)
+	if (refs != stack_refs && !queued)
 		free(refs);
 	return rc;
 }

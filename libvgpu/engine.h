@@ -19,9 +19,35 @@
 struct vgpu_engine;
 struct vgpu_session;
 
+/*
+ * Execution model. Without a scheduler plugin a device runs work as it comes
+ * (FIFO over streams, up to `workers` items at once over all devices). With
+ * a scheduler plugin the engine queues work per session and a dispatcher
+ * asks the plugin which session's next item goes to the device whenever one
+ * of the device's `slots` is free (default 1: the device is time-sliced at
+ * work-item granularity, like a GPU shared without MPS); each item's
+ * measured device time is charged to its session and reported to the
+ * plugin. NULL-stream (synchronous) work is then queued too (on a
+ * per-session internal stream) so that no policy can be bypassed.
+ */
 struct vgpu_engine_opts {
 	size_t size;
-	int workers;        /* stream worker threads; 0 = default (2) */
+	int workers;        /* stream worker threads; 0 = default (4) */
+	/* Plugin spec list: "sched-fair:weights=alice=3;bob=1 mem-quota:limit=1G"
+	 * (see vgpu-plugin(7)). NULL: none. */
+	const char *plugins;
+	unsigned slots;            /* scheduled devices: items run at once; 0 = 1 */
+	unsigned max_sessions;     /* admitted sessions per device; 0 = unlimited */
+	int admit_queue;           /* sessions that may wait for admission;
+				    * 0 = 16, negative = none (refuse at once) */
+	uint32_t admit_timeout_ms; /* how long one may wait; 0 = 10000 */
+	uint64_t share_window_ns;  /* share= cap window; 0 = 100 ms */
+	const char *tenant_shares; /* default share per tenant: "alice=0.25;bob=0.5" */
+	/* Honour device parameters (slots=, max_sessions=, admit_queue=,
+	 * admit_timeout=) in the URI of the session that opens a device
+	 * (in-process engines do; a server's clients must not). */
+	int uri_device_params;
+	uint32_t autoscale_period_ms; /* autoscale plugins: TICK/IDLE period; 0 = 1000 */
 };
 
 /* Completion of asynchronous work: called once, from an engine thread (or
@@ -43,6 +69,10 @@ int vgpu__engine_device_count(struct vgpu_engine *e);
 /* Process-wide engine for in-process handles (one per backend, created on
  * first use, refcounted). */
 vgpu_status vgpu__engine_local_get(const char *backend, struct vgpu_engine **out);
+/* Same; plugins is the spec list it must run (NULL: $VGPU_PLUGINS). An
+ * engine already running with other plugins gives VGPU_ERR_PLUGIN. */
+vgpu_status vgpu__engine_local_get_ex(const char *backend, const char *plugins,
+				      struct vgpu_engine **out);
 void vgpu__engine_local_put(struct vgpu_engine *e);
 
 /* Sessions. uri carries the device index and resource parameters (mem=,
@@ -107,12 +137,37 @@ vgpu_status vgpu__s_launch(struct vgpu_session *s, uint32_t fid, vgpu_dim3 grid,
 			   vgpu_dim3 block, size_t shmem, uint32_t sid,
 			   const vgpu_arg *args, unsigned int nargs);
 
-/* Engine-wide stats (for servers, smi, tests). */
+/* Engine-wide stats (for servers, smi, tests, autoscaling). */
 struct vgpu_engine_stats {
 	uint64_t sessions;
 	uint64_t mem_used;      /* bytes allocated by all sessions */
 	uint64_t allocations;
+	/* scheduling (devices with a scheduler plugin) */
+	uint64_t now_ns;        /* engine clock (CLOCK_MONOTONIC) at the snapshot */
+	uint64_t device_ns;     /* measured device time of all items run */
+	uint64_t items;         /* items run */
+	uint64_t sched_decisions; /* calls of the plugin's pick */
+	uint64_t sched_ns;      /* time spent in the plugin (pick + charge) */
+	/* admission (max_sessions) */
+	uint64_t admit_waiting; /* sessions waiting now (the queue's length) */
+	uint64_t admit_waits;   /* sessions that waited (admitted or not) */
+	uint64_t admit_wait_ns; /* their total wait */
+	uint64_t admit_wait_max_ns;
+	uint64_t admit_rejected;/* refused with VGPU_ERR_BUSY */
 };
 void vgpu__engine_stats(struct vgpu_engine *e, int device, struct vgpu_engine_stats *out);
+
+/* Per-session accounting (exact: sums of measured item times). */
+struct vgpu_session_stats {
+	uint64_t now_ns;        /* engine clock at the snapshot */
+	uint64_t device_ns;     /* measured device time of its items */
+	uint64_t items;
+	uint64_t queued;        /* items queued, not yet run */
+	uint64_t admit_wait_ns; /* how long it waited to be admitted */
+	uint64_t last_seq;      /* scheduled devices: dispatch number (1, 2, ...
+				 * on its device) of its last item */
+};
+void vgpu__session_stats(struct vgpu_session *s, struct vgpu_session_stats *out);
+uint64_t vgpu__now_ns(void);
 
 #endif

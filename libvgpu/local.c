@@ -92,8 +92,7 @@ vgpu_status vgpu__door_local_open(vgpu_t *v, const struct vgpu_uri *uri,
 	struct vgpu_session *s;
 	vgpu_status st;
 
-	(void)opts;
-	st = vgpu__engine_local_get(uri->scheme, &e);
+	st = vgpu__engine_local_get_ex(uri->scheme, opts ? opts->plugins : NULL, &e);
 	if (st)
 		return st;
 	st = vgpu__session_open(e, uri, vgpu__uri_get(uri, "tenant"), v->uri, &s);

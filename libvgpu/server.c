@@ -1688,7 +1688,16 @@ VGPU_API vgpu_status vgpu_server_create(vgpu_server **out, const struct vgpu_ser
 	memset(&eo, 0, sizeof(eo));
 	eo.size = sizeof(eo);
 	eo.workers = s->opts.workers;
+	eo.plugins = s->opts.plugins;
+	eo.slots = s->opts.slots;
+	eo.max_sessions = s->opts.max_sessions;
+	eo.admit_queue = s->opts.admit_queue;
+	eo.admit_timeout_ms = s->opts.admit_timeout_ms;
+	eo.tenant_shares = s->opts.tenant_shares;
 	st = vgpu__engine_create(s->backend, &eo, &s->eng);
+	/* the engine keeps its own copies */
+	s->opts.plugins = NULL;
+	s->opts.tenant_shares = NULL;
 	if (st < 0)
 		goto fail;
 	*out = s;

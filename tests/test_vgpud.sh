@@ -12,7 +12,7 @@ fail() { echo "FAIL: $*"; [ -f "$tmp/log" ] && cat "$tmp/log"; exit 1; }
 
 # refuses: plugins, unknown backend, no listener, public address without secrets
 out=$("$vgpud" --listen tcp://127.0.0.1:0 --plugin sched-fair:weight=2 2>&1) && fail "plugin accepted"
-echo "$out" | grep -q "plugins not supported yet" || fail "plugin message: $out"
+echo "$out" | grep -q "unknown parameter 'weight'" || fail "plugin message: $out"
 out=$("$vgpud" --listen tcp://127.0.0.1:0 --backend opencl 2>&1) && fail "backend accepted"
 echo "$out" | grep -q "unknown backend 'opencl'" || fail "backend message: $out"
 out=$("$vgpud" 2>&1) && fail "no listener accepted"

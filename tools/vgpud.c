@@ -47,6 +47,11 @@ struct settings {
 	long stop_timeout;
 	long workers;
 	long max_connections;
+	long slots;
+	long max_sessions;
+	long admit_queue;
+	long admit_timeout;
+	char *tenant_shares;
 };
 
 enum stype { S_STR, S_LIST, S_BOOL, S_INT };
@@ -62,7 +67,7 @@ static const struct setting {
 	  "listen on URI (repeatable): tcp://HOST:PORT (port 0: any free port), unix:///PATH" },
 	{ "backend", S_STR, offsetof(struct settings, backend), "cpu|cuda", "device backend (default cpu)" },
 	{ "plugin", S_LIST, offsetof(struct settings, plugin), "NAME[:k=v,...]",
-	  "load a plugin (repeatable; not supported yet)" },
+	  "load a plugin (repeatable): sched-fair:weights=alice=3;bob=1 (see vgpu plugins)" },
 	{ "config", S_STR, (size_t)-1, "FILE", "read settings from an INI file (keys as these flags)" },
 	{ "metrics", S_STR, offsetof(struct settings, metrics), "HOST:PORT",
 	  "serve Prometheus metrics (not supported yet: ignored with a warning)" },
@@ -77,6 +82,16 @@ static const struct setting {
 	{ "workers", S_INT, offsetof(struct settings, workers), "N", "engine worker threads (default 2)" },
 	{ "max_connections", S_INT, offsetof(struct settings, max_connections), "N",
 	  "refuse clients beyond N connections (default 1024)" },
+	{ "slots", S_INT, offsetof(struct settings, slots), "N",
+	  "with a scheduler plugin: work items a device runs at once (default 1)" },
+	{ "max_sessions", S_INT, offsetof(struct settings, max_sessions), "N",
+	  "admit at most N sessions per device (default unlimited); others wait" },
+	{ "admit_queue", S_INT, offsetof(struct settings, admit_queue), "N",
+	  "sessions that may wait for admission (default 16; 0: refuse at once)" },
+	{ "admit_timeout", S_INT, offsetof(struct settings, admit_timeout), "MS",
+	  "a session not admitted within MS milliseconds gets VGPU_ERR_BUSY (default 10000)" },
+	{ "tenant_shares", S_STR, offsetof(struct settings, tenant_shares), "T=F;...",
+	  "cap tenants' device time: alice=0.25;bob=0.5 (needs a scheduler plugin)" },
 };
 #define NSET (sizeof(table) / sizeof(table[0]))
 
@@ -186,6 +201,7 @@ static void settings_free(struct settings *s)
 	free(s->metrics);
 	free(s->secrets);
 	free(s->log_level);
+	free(s->tenant_shares);
 }
 
 int main(int argc, char **argv)
@@ -196,6 +212,7 @@ int main(int argc, char **argv)
 	const char *config = NULL;
 	struct vgpu_server_opts so = VGPU_SERVER_OPTS_INIT;
 	vgpu_server *srv = NULL;
+	char *plugins = NULL;
 	sigset_t sigs;
 	int sig, rc = 1, o, idx;
 	vgpu_status st;
@@ -203,6 +220,8 @@ int main(int argc, char **argv)
 	memset(&cfg, 0, sizeof(cfg));
 	memset(&cmd, 0, sizeof(cmd));
 	cmd.stop_timeout = cmd.workers = cmd.max_connections = -1;
+	cmd.slots = cmd.max_sessions = cmd.admit_queue = cmd.admit_timeout = -1;
+	cfg.admit_queue = -1;
 	cmd.allow_native_modules = -1;
 	for (size_t i = 0; i < NSET; i++) {
 		size_t k;
@@ -279,6 +298,7 @@ int main(int argc, char **argv)
 	TAKE(metrics);
 	TAKE(secrets);
 	TAKE(log_level);
+	TAKE(tenant_shares);
 	if (cmd.allow_native_modules >= 0)
 		cfg.allow_native_modules = cmd.allow_native_modules;
 	if (cmd.stop_timeout >= 0)
@@ -287,6 +307,14 @@ int main(int argc, char **argv)
 		cfg.workers = cmd.workers;
 	if (cmd.max_connections >= 0)
 		cfg.max_connections = cmd.max_connections;
+	if (cmd.slots >= 0)
+		cfg.slots = cmd.slots;
+	if (cmd.max_sessions >= 0)
+		cfg.max_sessions = cmd.max_sessions;
+	if (cmd.admit_queue >= 0)
+		cfg.admit_queue = cmd.admit_queue;
+	if (cmd.admit_timeout >= 0)
+		cfg.admit_timeout = cmd.admit_timeout;
 
 	if (cfg.log_level) {
 		if (strcmp(cfg.log_level, "error") && strcmp(cfg.log_level, "warn") &&
@@ -303,9 +331,25 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (cfg.plugin.n) {
-		fprintf(stderr, "vgpud: --plugin %s: plugins not supported yet\n", cfg.plugin.v[0]);
-		rc = 2;
-		goto out;
+		/* one spec list: the --plugin values, blank-separated */
+		size_t len = 1;
+
+		for (int i = 0; i < cfg.plugin.n; i++)
+			len += strlen(cfg.plugin.v[i]) + 1;
+		plugins = calloc(1, len);
+		if (!plugins)
+			goto out;
+		for (int i = 0; i < cfg.plugin.n; i++) {
+			if (strpbrk(cfg.plugin.v[i], " \t")) {
+				fprintf(stderr, "vgpud: --plugin '%s': blanks are not allowed in a "
+					"plugin spec\n", cfg.plugin.v[i]);
+				rc = 2;
+				goto out;
+			}
+			if (i)
+				strcat(plugins, " ");
+			strcat(plugins, cfg.plugin.v[i]);
+		}
 	}
 	if (cfg.backend && strcmp(cfg.backend, "cpu") && strcmp(cfg.backend, "cuda")) {
 		fprintf(stderr, "vgpud: unknown backend '%s' (cpu or cuda)\n", cfg.backend);
@@ -330,6 +374,12 @@ int main(int argc, char **argv)
 	so.stop_timeout_ms = (uint32_t)(cfg.stop_timeout > 0 ? cfg.stop_timeout * 1000 : 0);
 	so.workers = (int)cfg.workers;
 	so.max_connections = (unsigned)(cfg.max_connections > 0 ? cfg.max_connections : 0);
+	so.plugins = plugins;
+	so.slots = (unsigned)(cfg.slots > 0 ? cfg.slots : 0);
+	so.max_sessions = (unsigned)(cfg.max_sessions > 0 ? cfg.max_sessions : 0);
+	so.admit_queue = cfg.admit_queue < 0 ? 0 : cfg.admit_queue == 0 ? -1 : (int)cfg.admit_queue;
+	so.admit_timeout_ms = (uint32_t)(cfg.admit_timeout > 0 ? cfg.admit_timeout : 0);
+	so.tenant_shares = cfg.tenant_shares;
 	st = vgpu_server_create(&srv, &so);
 	if (st < 0) {
 		fprintf(stderr, "vgpud: %s\n", vgpu_last_error());
@@ -370,5 +420,6 @@ out:
 	vgpu_server_destroy(srv);
 	settings_free(&cfg);
 	settings_free(&cmd);
+	free(plugins);
 	return rc;
 }

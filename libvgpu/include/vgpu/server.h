@@ -51,8 +51,16 @@ struct vgpu_server_opts {
 	uint32_t stop_timeout_ms;  /* in-flight calls at stop; 0 = 10 s */
 	int workers;               /* engine worker threads; 0 = default */
 	unsigned int max_connections; /* more are refused (VGPU_ERR_BUSY); 0 = 1024 */
+	/* Scheduling (see vgpu-sched(7), vgpu-plugin(7)). */
+	const char *plugins;       /* spec list: "sched-fair:weights=alice=3;bob=1 ..." */
+	unsigned int slots;        /* with a scheduler: items a device runs at once; 0 = 1 */
+	unsigned int max_sessions; /* admitted sessions per device; 0 = unlimited */
+	int admit_queue;           /* sessions waiting for admission; 0 = 16, < 0 = none */
+	uint32_t admit_timeout_ms; /* longest admission wait; 0 = 10 s */
+	const char *tenant_shares; /* device-time caps per tenant: "alice=0.25;bob=0.5" */
 };
-#define VGPU_SERVER_OPTS_INIT { sizeof(struct vgpu_server_opts), 0, NULL, NULL, 0, 0, 0 }
+#define VGPU_SERVER_OPTS_INIT { sizeof(struct vgpu_server_opts), 0, NULL, NULL, 0, 0, 0, \
+				NULL, 0, 0, 0, 0, NULL }
 
 VGPU_API vgpu_status vgpu_server_create(vgpu_server **srv, const struct vgpu_server_opts *opts);
 /*
