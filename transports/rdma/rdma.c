@@ -57,7 +57,6 @@
 #define RECV_MAX (512ull << 20)   /* largest message accepted */
 #define SPIN 16                   /* progress rounds before sleeping */
 #define CLOSE_MS 2000
-#define FLUSH_MS 250
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -71,16 +70,21 @@ struct item {
 	uint64_t seq;
 	void *data;     /* eager data (held: release), rndv descriptor, or owned copy */
 	size_t len, off;
-	int kind;       /* K_HELD, K_RNDV, K_OWNED */
+	int kind;       /* K_HELD, K_RNDV, K_OWNED, K_FIN */
 };
-enum { K_HELD, K_RNDV, K_OWNED };
+enum { K_HELD, K_RNDV, K_OWNED, K_FIN };
+#define SEQ_ACK UINT64_MAX /* out of band: "your FIN arrived" */
 
 struct wk {
 	ucp_worker_h w;
 	pthread_mutex_t m;
 	pthread_cond_t cv;
 	int efd, wakefd;
-	int polling;
+	int polling, bg_polling; /* a thread sleeps on efd (the background one) */
+	int waiters;             /* callers inside wk_wait */
+	int stop;
+	pthread_t bg;
+	int bg_started;
 	struct vgpu_tp_conn *conns; /* endpoints on this worker */
 	int shared;                 /* a listener's: not freed with a connection */
 };
@@ -93,6 +97,10 @@ struct vgpu_tp_conn {
 	char peer[128];
 	uint32_t timeout_ms;
 	int dead, rd_shut, wr_shut;
+	int peer_fin;   /* the peer's FIN reached the reader: end of stream */
+	int acked;      /* the peer received our FIN (and all before it) */
+	uint64_t ack_hdr[2], fin_hdr[2]; /* control messages in flight */
+	ucp_dt_iov_t ack_iov, fin_iov;
 	char why[256];
 	uint64_t tx_seq, rx_seq;
 	struct item *qh;
@@ -164,11 +172,33 @@ static void wk_wake(struct wk *k)
  * held. The caller re-checks its condition after each call. ms: at most
  * this long asleep (-1: no limit).
  */
-static void wk_wait(struct wk *k, int ms)
+/* Lead: progress, then sleep on the worker's event fd and the wake fd
+ * with k->m released. */
+static void wk_lead(struct wk *k, int ms, int bg)
 {
 	struct pollfd pfd[2];
 	uint64_t junk;
 
+	k->polling = 1;
+	k->bg_polling = bg;
+	pthread_mutex_unlock(&k->m);
+	pfd[0].fd = k->efd;
+	pfd[0].events = POLLIN;
+	pfd[1].fd = k->wakefd;
+	pfd[1].events = POLLIN;
+	if (poll(pfd, 2, ms) > 0 && (pfd[1].revents & POLLIN) &&
+	    read(k->wakefd, &junk, sizeof(junk)) < 0) {
+	}
+	pthread_mutex_lock(&k->m);
+	k->polling = 0;
+	k->bg_polling = 0;
+	while (ucp_worker_progress(k->w)) {
+	}
+	pthread_cond_broadcast(&k->cv);
+}
+
+static void wk_wait_inner(struct wk *k, int ms)
+{
 	if (k->polling) {
 		if (ms < 0) {
 			pthread_cond_wait(&k->cv, &k->m);
@@ -191,20 +221,49 @@ static void wk_wait(struct wk *k, int ms)
 		}
 	if (ucp_worker_arm(k->w) == UCS_ERR_BUSY)
 		return;
-	k->polling = 1;
-	pthread_mutex_unlock(&k->m);
-	pfd[0].fd = k->efd;
-	pfd[0].events = POLLIN;
-	pfd[1].fd = k->wakefd;
-	pfd[1].events = POLLIN;
-	if (poll(pfd, 2, ms) > 0 && (pfd[1].revents & POLLIN) &&
-	    read(k->wakefd, &junk, sizeof(junk)) < 0) {
-	}
+	wk_lead(k, ms, 0);
+}
+
+/*
+ * Make progress or wait for it; called with k->m held, returns with it
+ * held. The caller re-checks its condition after each call. ms: at most
+ * this long asleep (-1: no limit). A waiting caller takes the lead from
+ * the background thread (which only keeps an idle worker moving).
+ */
+static void wk_wait(struct wk *k, int ms)
+{
+	k->waiters++;
+	if (k->bg_polling)
+		wk_wake(k);
+	wk_wait_inner(k, ms);
+	if (--k->waiters == 0)
+		pthread_cond_broadcast(&k->cv);
+}
+
+/*
+ * Background progress: when no caller waits on the worker (an idle client
+ * between calls, a server between requests), answer what arrives: control
+ * messages (FIN, acknowledgements), UCX's own wire-up and keepalive, and
+ * queue data for the next reader.
+ */
+static void *wk_bg(void *arg)
+{
+	struct wk *k = arg;
+
 	pthread_mutex_lock(&k->m);
-	k->polling = 0;
-	while (ucp_worker_progress(k->w)) {
+	while (!k->stop) {
+		if (k->waiters || k->polling) {
+			pthread_cond_wait(&k->cv, &k->m);
+			continue;
+		}
+		while (ucp_worker_progress(k->w)) {
+		}
+		if (ucp_worker_arm(k->w) == UCS_ERR_BUSY)
+			continue;
+		wk_lead(k, -1, 1);
 	}
-	pthread_cond_broadcast(&k->cv);
+	pthread_mutex_unlock(&k->m);
+	return NULL;
 }
 
 static void conn_kill(struct vgpu_tp_conn *c, const char *fmt, ...)
@@ -241,6 +300,34 @@ static void ep_err(void *arg, ucp_ep_h ep, ucs_status_t status)
 	conn_kill(c, "connection to %s lost: %s", c->peer, ucs_status_string(status));
 }
 
+/* A header-only eager message: [id, seq] (k->m held; no completion wait:
+ * the request is released at once and finishes on its own). */
+static void send_ctl(struct vgpu_tp_conn *c, uint64_t *hdr, ucp_dt_iov_t *iov)
+{
+	ucp_request_param_t rp;
+	void *req;
+
+	iov->buffer = hdr;
+	iov->length = 2 * sizeof(uint64_t);
+	memset(&rp, 0, sizeof(rp));
+	rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE;
+	rp.flags = UCP_AM_SEND_FLAG_EAGER;
+	rp.datatype = ucp_dt_make_iov();
+	req = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, iov, 1, &rp);
+	if (UCS_PTR_IS_ERR(req))
+		H->log(3, "rdma: control message to %s: %s", c->peer,
+		       ucs_status_string(UCS_PTR_STATUS(req)));
+	else if (req)
+		ucp_request_free(req);
+}
+
+static void send_ack(struct vgpu_tp_conn *c)
+{
+	c->ack_hdr[0] = c->id;
+	c->ack_hdr[1] = SEQ_ACK;
+	send_ctl(c, c->ack_hdr, &c->ack_iov);
+}
+
 static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, void *data,
 			  size_t length, const ucp_am_recv_param_t *param)
 {
@@ -270,13 +357,14 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, v
 	if (!c || c->dead)
 		return UCS_OK; /* unknown sender or a dead connection: drop */
 	seq = h[1];
+	if (seq == SEQ_ACK) {
+		c->acked = 1;
+		pthread_cond_broadcast(&k->cv);
+		return UCS_OK;
+	}
 	if (seq < c->rx_seq || length > RECV_MAX || c->queued + length > RECV_MAX + BULK_MIN) {
 		conn_kill(c, "bad message from %s: sequence %llu, %zu bytes", c->peer,
 			  (unsigned long long)seq, length);
-		return UCS_OK;
-	}
-	if (length == skip) {
-		conn_kill(c, "bad message from %s: empty", c->peer);
 		return UCS_OK;
 	}
 	it = calloc(1, sizeof(*it));
@@ -287,7 +375,13 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, v
 	it->seq = seq;
 	it->len = length;
 	it->off = skip;
-	if (rndv) {
+	if (length == skip) {
+		/* FIN: nothing follows; acknowledge at once (everything before it
+		 * is already here: messages arrive in order) */
+		it->kind = K_FIN;
+		H->log(3, "rdma: end of stream from %s", c->peer);
+		send_ack(c);
+	} else if (rndv) {
 		it->kind = K_RNDV;
 		it->data = data;
 	} else if (held) {
@@ -310,7 +404,7 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, v
 	*pp = it;
 	c->queued += length;
 	pthread_cond_broadcast(&k->cv);
-	return (rndv || held) ? UCS_INPROGRESS : UCS_OK;
+	return (it->kind == K_RNDV || it->kind == K_HELD) ? UCS_INPROGRESS : UCS_OK;
 }
 
 struct op {
@@ -396,6 +490,8 @@ static ucs_status_t ep_ready(struct vgpu_tp_conn *c)
 
 /* ---- workers ---- */
 
+static void wk_fini(struct wk *k);
+
 static vgpu_status wk_init(struct wk *k, int shared, uint64_t client_id)
 {
 	ucp_worker_params_t wp;
@@ -433,11 +529,25 @@ static vgpu_status wk_init(struct wk *k, int shared, uint64_t client_id)
 	pthread_mutex_init(&k->m, NULL);
 	pthread_cond_init(&k->cv, NULL);
 	k->shared = shared;
+	if (pthread_create(&k->bg, NULL, wk_bg, k) != 0) {
+		wk_fini(k);
+		return H->error(VGPU_ERR_CONNECTION, "rdma: cannot start a progress thread");
+	}
+	k->bg_started = 1;
 	return VGPU_OK;
 }
 
 static void wk_fini(struct wk *k)
 {
+	if (k->bg_started) {
+		pthread_mutex_lock(&k->m);
+		k->stop = 1;
+		pthread_cond_broadcast(&k->cv);
+		wk_wake(k);
+		pthread_mutex_unlock(&k->m);
+		pthread_join(k->bg, NULL);
+		k->bg_started = 0;
+	}
 	ucp_worker_destroy(k->w);
 	close(k->wakefd);
 	pthread_mutex_destroy(&k->m);
@@ -844,6 +954,9 @@ static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, in
 
 static ssize_t recv_error(struct vgpu_tp_conn *c, size_t got)
 {
+	if (c->peer_fin && !c->dead)
+		return H->error(VGPU_ERR_CONNECTION, "connection closed by peer%s",
+				got ? " mid-message" : "");
 	if (c->rd_shut && !c->dead)
 		return H->error(VGPU_ERR_CONNECTION, "connection closed%s", got ? " mid-message" : "");
 	return H->error(VGPU_ERR_CONNECTION, "%s%s", c->why, got ? " (mid-message)" : "");
@@ -885,6 +998,13 @@ static ssize_t rdma_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t m
 		while ((it = c->qh) && it->seq == c->rx_seq && got < max && !c->rd_shut) {
 			size_t k2;
 
+			if (it->kind == K_FIN) {
+				c->qh = it->next;
+				c->rx_seq++;
+				free(it);
+				c->peer_fin = 1;
+				break;
+			}
 			if (it->kind == K_RNDV) {
 				ucs_status_t s;
 
@@ -933,7 +1053,7 @@ static ssize_t rdma_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t m
 			pthread_mutex_unlock(&k->m);
 			return (ssize_t)got;
 		}
-		if (c->dead || c->rd_shut) {
+		if (c->dead || c->rd_shut || c->peer_fin) {
 			ssize_t r = recv_error(c, got);
 			pthread_mutex_unlock(&k->m);
 			return r;
@@ -976,6 +1096,44 @@ static void rdma_close_internal(struct vgpu_tp_conn *c)
 	void *req;
 
 	pthread_mutex_lock(&k->m);
+	/* Like a TCP FIN: tell the peer the stream ends (in sequence, after
+	 * everything sent) and wait until it acknowledges, which means every
+	 * earlier message reached it (a last error reply, say); then close the
+	 * endpoint at once. (A graceful UCX close would wait for the peer's
+	 * own close, and UCX 1.13 never completes a flush of an idle
+	 * client-server endpoint.) A dead or silent peer costs CLOSE_MS. */
+	if (!c->dead) {
+		double until = now_ms() + CLOSE_MS;
+
+		c->fin_hdr[0] = c->id;
+		c->fin_hdr[1] = c->tx_seq++;
+		{
+			ucp_request_param_t frp;
+			struct op fo = { 0, UCS_OK, 0 };
+			void *freq;
+			ucs_status_t fs;
+
+			c->fin_iov.buffer = c->fin_hdr;
+			c->fin_iov.length = sizeof(c->fin_hdr);
+			memset(&frp, 0, sizeof(frp));
+			frp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE |
+					   UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+			frp.flags = UCP_AM_SEND_FLAG_EAGER;
+			frp.datatype = ucp_dt_make_iov();
+			frp.cb.send = send_cb;
+			frp.user_data = &fo;
+			freq = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, &c->fin_iov, 1, &frp);
+			fs = req_wait(c, freq, &fo, until);
+			if (fs != UCS_OK)
+				H->log(3, "rdma: FIN to %s: %s", c->peer, ucs_status_string(fs));
+		}
+		wk_wake(k);
+		while (!c->acked && !c->dead && now_ms() < until)
+			wk_wait(k, 10);
+		if (!c->acked && !c->dead)
+			H->log(3, "rdma: %s did not acknowledge the close", c->peer);
+	}
+	/* no more messages for c */
 	for (pp = &k->conns; *pp; pp = &(*pp)->next)
 		if (*pp == c) {
 			*pp = c->next;
@@ -986,14 +1144,6 @@ static void rdma_close_internal(struct vgpu_tp_conn *c)
 		c->qh = it->next;
 		item_free(k, it);
 	}
-	/* Deliver what was sent (the peer may still be reading a last reply),
-	 * for at most FLUSH_MS (UCX 1.13 does not complete a flush of an idle
-	 * client-server endpoint: this is a bounded grace), then close at once: a
-	 * graceful close waits for the peer's own close, which an idle peer
-	 * may never do. The peer sees the connection fail, as after a TCP
-	 * close. */
-	if (!c->dead && ep_ready_ms(c, FLUSH_MS) == UCS_ERR_TIMED_OUT)
-		H->log(3, "rdma: flushing the connection to %s timed out", c->peer);
 	memset(&rp, 0, sizeof(rp));
 	rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
 			  UCP_OP_ATTR_FIELD_FLAGS;
