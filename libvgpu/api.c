@@ -106,15 +106,24 @@ VGPU_API vgpu_status vgpu_open_ex(vgpu_t **out, const char *uri,
 		if (!uri || !*uri)
 			uri = "cpu:0";
 	}
-	if (strchr(uri, ','))
-		return vgpu__error(VGPU_ERR_UNSUPPORTED,
-				   "'%.200s': pools of URIs are not supported by this build yet", uri);
 	u = malloc(sizeof(*u));
 	v = calloc(1, sizeof(*v));
 	if (!u || !v) {
 		free(u);
 		free(v);
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "vgpu_open: no host memory");
+	}
+	if (strchr(uri, ',') || !strncmp(uri, "pool=", 5) ||
+	    (strchr(uri, '?') && (strstr(strchr(uri, '?'), "?wait=") ||
+				  strstr(strchr(uri, '?'), "&wait=")))) {
+		/* a pool of servers (pool.c): the handle lands on one of them */
+		pthread_mutex_init(&v->objlock, NULL);
+		st = vgpu__pool_open(v, uri, &o);
+		if (st)
+			goto fail_lock;
+		free(u);
+		*out = v;
+		return VGPU_OK;
 	}
 	st = vgpu__uri_parse(uri, u);
 	if (st)

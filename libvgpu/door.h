@@ -71,5 +71,7 @@ vgpu_status vgpu__door_local_open(vgpu_t *v, const struct vgpu_uri *uri,
 /* Remote door (tcp, unix, ...): provided by the client (remote issue). */
 vgpu_status vgpu__door_remote_open(vgpu_t *v, const struct vgpu_uri *uri,
 				   const struct vgpu_open_opts *opts);
+/* A pool "uri1,uri2" or "pool=FILE" (pool.c): places and opens a remote door. */
+vgpu_status vgpu__pool_open(vgpu_t *v, const char *list, const struct vgpu_open_opts *opts);
 
 #endif

@@ -94,7 +94,11 @@ struct edev {
 	struct vgpu_session *throttled; /* over their share, by thr_next */
 	uint64_t device_ns, items, sched_decisions, sched_ns;
 	uint64_t last_done_ns, dispatch_seq;
+	uint64_t queued, queue_wait_ns; /* items queued or running; their waits */
 	uint64_t last_active_ns;  /* devlock: opened, or last session closed */
+	/* demand seen by the server, not the engine (qlock): pool clients */
+	uint32_t ext_waiting;
+	uint64_t ext_wait_ns_max, ext_at;
 	struct edev *snext;   /* engine->sdevs */
 	/* admission (devlock) */
 	unsigned admitted, waiting, max_sessions;
@@ -126,6 +130,7 @@ enum work_op {
 struct work {
 	struct work *next;
 	enum work_op op;
+	uint64_t queued_ns;    /* when it was queued (queue wait metric) */
 	struct vgpu_completion done;
 	struct alloc *refs[2]; /* copies */
 	struct alloc **arefs;  /* launch: one per DPTR arg (may repeat) */
@@ -209,6 +214,14 @@ struct vgpu_session {
 	uint64_t tokens_at;
 	uint64_t device_ns, items, queued, last_done_ns, opened_ns;
 	uint64_t last_seq;           /* dispatch number of its last item */
+	struct tenant_acct *acct;    /* (qlock) */
+};
+
+/* Per-tenant totals since the engine started (counters for metrics). */
+struct tenant_acct {
+	struct tenant_acct *next;
+	char name[64];
+	uint64_t device_ns, items, sessions;
 };
 
 struct vgpu_engine {
@@ -244,6 +257,7 @@ struct vgpu_engine {
 	struct vgpu_session sessions; /* list head */
 	uint64_t next_session_id;
 	unsigned refs;           /* local engines */
+	struct tenant_acct *tenants; /* (qlock) */
 };
 
 static vgpu_status sync_result(struct vgpu_session *s, vgpu_status st);
@@ -594,6 +608,33 @@ static struct stream *sched_pop(struct engine *e, uint64_t *wake)
 	return NULL;
 }
 
+/* Account an item of s that ran for ns (qlock held): device, session, tenant. */
+static void account_locked(struct session *s, uint64_t ns, uint64_t now)
+{
+	struct edev *d = s->dev;
+
+	d->device_ns += ns;
+	d->items++;
+	d->last_done_ns = now;
+	s->device_ns += ns;
+	s->items++;
+	s->last_done_ns = now;
+	if (s->acct) {
+		s->acct->device_ns += ns;
+		s->acct->items++;
+	}
+}
+
+/* Same for work run on the caller's thread (unscheduled NULL stream). */
+static void account(struct session *s, uint64_t t0)
+{
+	uint64_t t1 = vgpu__now_ns();
+
+	pthread_mutex_lock(&s->e->qlock);
+	account_locked(s, t1 - t0, t1);
+	pthread_mutex_unlock(&s->e->qlock);
+}
+
 /* An item of a scheduled session ran for ns (qlock held). */
 static void sched_done(struct engine *e, struct session *s, uint64_t ns, uint64_t now)
 {
@@ -601,12 +642,7 @@ static void sched_done(struct engine *e, struct session *s, uint64_t ns, uint64_
 	double share = s->ps.share;
 
 	d->running--;
-	d->device_ns += ns;
-	d->items++;
-	d->last_done_ns = now;
-	s->device_ns += ns;
-	s->items++;
-	s->last_done_ns = now;
+	account_locked(s, ns, now);
 	if (SOPS_HAS(d->sched->sched, charge)) {
 		uint64_t c0 = vgpu__now_ns();
 
@@ -706,6 +742,7 @@ static void complete_event(struct engine *e, struct event *ev, uint64_t seq)
 				p->tail = NULL;
 			p->completed++;
 			p->s->queued--;
+			p->s->dev->queued--;
 			free(w);
 			ready_push(e, p);
 		} else {
@@ -759,6 +796,7 @@ static void *worker_main(void *arg)
 				st->tail = NULL;
 			st->completed++;
 			st->s->queued--;
+			st->s->dev->queued--;
 			free(w);
 			ready_push(e, st);
 			pthread_cond_broadcast(&e->done_cv);
@@ -769,13 +807,13 @@ static void *worker_main(void *arg)
 		scheduled = s->dev->sched != NULL;
 		if (scheduled)
 			s->dev->running++;
+		t0 = vgpu__now_ns();
+		if (w->queued_ns && t0 > w->queued_ns)
+			s->dev->queue_wait_ns += t0 - w->queued_ns;
 		pthread_mutex_unlock(&e->qlock);
 
-		if (scheduled)
-			t0 = vgpu__now_ns();
 		rc = run_item(s, st, w);
-		if (scheduled)
-			t1 = vgpu__now_ns();
+		t1 = vgpu__now_ns();
 		msg[0] = '\0';
 		if (rc != VGPU_OK)
 			snprintf(msg, sizeof(msg), "%s: %s", s->label, vgpu__error_msg());
@@ -804,8 +842,11 @@ static void *worker_main(void *arg)
 		st->running = 0;
 		st->completed++;
 		s->queued--;
+		s->dev->queued--;
 		if (scheduled)
 			sched_done(e, s, t1 - t0, t1);
+		else if (w->op <= W_LAUNCH)
+			account_locked(s, t1 - t0, t1);
 		ready_push(e, st);
 		pthread_cond_broadcast(&e->done_cv);
 		if (w->done.fn) {
@@ -833,6 +874,8 @@ static void enqueue(struct engine *e, struct stream *st, struct work *w)
 	st->tail = w;
 	st->submitted++;
 	st->s->queued++;
+	st->s->dev->queued++;
+	w->queued_ns = vgpu__now_ns();
 	ready_push(e, st);
 	pthread_mutex_unlock(&e->qlock);
 }
@@ -849,6 +892,10 @@ static void stream_drain_locked(struct engine *e, struct stream *st)
 /* ------------------------------------------------------------------------ */
 /* Autoscale signals                                                        */
 
+/* External demand (vgpu__engine_scale_demand) counts this long after its
+ * last refresh (pool clients poll every 250 ms while they wait). */
+#define SCALE_EXT_TTL_NS 1000000000ull
+
 /* Fill sig for d (devlock held; takes qlock). */
 static void scale_fill(struct engine *e, struct edev *d, uint32_t event, uint64_t now,
 		       struct vgpu_autoscale_signal *sig)
@@ -864,6 +911,11 @@ static void scale_fill(struct engine *e, struct edev *d, uint32_t event, uint64_
 		if (now - w->t0 > sig->wait_ns_max)
 			sig->wait_ns_max = now - w->t0;
 	pthread_mutex_lock(&e->qlock);
+	if (d->ext_at && now - d->ext_at < SCALE_EXT_TTL_NS) {
+		sig->waiting += d->ext_waiting;
+		if (d->ext_wait_ns_max > sig->wait_ns_max)
+			sig->wait_ns_max = d->ext_wait_ns_max;
+	}
 	sig->mem_total = d->mem_total;
 	sig->mem_used = d->mem_used;
 	if (d->admitted == 0)
@@ -898,6 +950,20 @@ static void scale_pressure(struct engine *e, struct edev *d, vgpu_status st)
 	scale_send(e, &sig);
 	if (st)
 		vgpu__error_set_raw(st, msg);
+}
+
+void vgpu__engine_scale_demand(struct engine *e, int device, uint32_t waiting,
+			       uint64_t wait_ns_max)
+{
+	pthread_mutex_lock(&e->qlock);
+	if (device >= 0 && device < ENGINE_MAX_DEVICES && e->devs[device]) {
+		struct edev *d = e->devs[device];
+
+		d->ext_waiting = waiting;
+		d->ext_wait_ns_max = wait_ns_max;
+		d->ext_at = vgpu__now_ns();
+	}
+	pthread_mutex_unlock(&e->qlock);
 }
 
 /* Every period: a TICK per open device, IDLE when it was idle a period. */
@@ -1145,6 +1211,12 @@ void vgpu__engine_destroy(struct engine *e)
 			free(e->devs[i]);
 		}
 	free(e->workers);
+	while (e->tenants) {
+		struct tenant_acct *t = e->tenants;
+
+		e->tenants = t->next;
+		free(t);
+	}
 	vgpu__plugin_set_free(&e->plugins);
 	free(e->tenant_shares);
 	pthread_mutex_destroy(&e->qlock);
@@ -1211,9 +1283,114 @@ void vgpu__engine_stats(struct engine *e, int device, struct vgpu_engine_stats *
 		if (d->admit_wait_max_ns > out->admit_wait_max_ns)
 			out->admit_wait_max_ns = d->admit_wait_max_ns;
 		out->admit_rejected += d->admit_rejected;
+		out->queued += d->queued;
+		out->queue_wait_ns += d->queue_wait_ns;
+		if (d->max_sessions && (!out->max_sessions || d->max_sessions < out->max_sessions))
+			out->max_sessions = d->max_sessions;
+		if (d->last_done_ns && !d->running && !d->queued) {
+			uint64_t idle = out->now_ns - d->last_done_ns;
+
+			if (!out->idle_ns || idle < out->idle_ns)
+				out->idle_ns = idle;
+		}
 	}
+	out->max_sessions = out->max_sessions ? out->max_sessions : e->max_sessions;
 	pthread_mutex_unlock(&e->qlock);
 	pthread_mutex_unlock(&e->devlock);
+}
+
+int vgpu__engine_sessions(struct engine *e, struct vgpu_engine_session_info *out, int max)
+{
+	uint64_t now;
+	int n = 0;
+
+	pthread_mutex_lock(&e->qlock);
+	now = vgpu__now_ns();
+	for (struct session *s = e->sessions.next; s != &e->sessions; s = s->next) {
+		struct vgpu_engine_session_info *i;
+		uint64_t last = s->last_done_ns ? s->last_done_ns : s->opened_ns;
+
+		if (n >= max) {
+			n++;
+			continue;
+		}
+		i = &out[n++];
+		memset(i, 0, sizeof(*i));
+		i->id = s->id;
+		snprintf(i->tenant, sizeof(i->tenant), "%s", s->tenant);
+		i->device = s->dev->index;
+		i->mem_used = __atomic_load_n(&s->mem_used, __ATOMIC_RELAXED);
+		i->mem_limit = s->ps.mem_limit;
+		i->share = s->ps.share;
+		i->device_ns = s->device_ns;
+		i->items = s->items;
+		i->queued = s->queued;
+		i->age_ns = now > s->opened_ns ? now - s->opened_ns : 0;
+		i->idle_ns = s->queued || now < last ? 0 : now - last;
+	}
+	pthread_mutex_unlock(&e->qlock);
+	return n;
+}
+
+int vgpu__engine_tenants(struct engine *e, struct vgpu_engine_tenant_info *out, int max)
+{
+	int n = 0;
+
+	pthread_mutex_lock(&e->qlock);
+	for (struct tenant_acct *t = e->tenants; t; t = t->next) {
+		if (n < max) {
+			snprintf(out[n].tenant, sizeof(out[n].tenant), "%s", t->name);
+			out[n].device_ns = t->device_ns;
+			out[n].items = t->items;
+			out[n].sessions = t->sessions;
+		}
+		n++;
+	}
+	pthread_mutex_unlock(&e->qlock);
+	return n;
+}
+
+static vgpu_status dev_open(struct engine *e, int idx, const struct vgpu_uri *uri,
+			    const char *label, struct edev **out);
+
+vgpu_status vgpu__engine_device_info(struct engine *e, int idx, struct vgpu_device_info *out)
+{
+	struct edev *d;
+	vgpu_status st = VGPU_OK;
+	int count = e->be->device_count();
+
+	memset(out, 0, sizeof(*out));
+	if (count < 0)
+		return (vgpu_status)count;
+	if (idx < 0 || idx >= count || idx >= ENGINE_MAX_DEVICES)
+		return vgpu__error(VGPU_ERR_NO_DEVICE, "no device %d (%s backend has %d)", idx,
+				   e->be->name, count);
+	pthread_mutex_lock(&e->devlock);
+	d = e->devs[idx];
+	if (!d && !e->refs) {
+		/* a server's engine: open the device; it stays open */
+		struct vgpu_uri *u = calloc(1, sizeof(*u));
+		char label[64];
+
+		if (!u) {
+			pthread_mutex_unlock(&e->devlock);
+			return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
+		}
+		snprintf(u->scheme, sizeof(u->scheme), "%s", e->be->name);
+		u->port = -1;
+		u->device = idx;
+		snprintf(label, sizeof(label), "%s:%d", e->be->name, idx);
+		st = dev_open(e, idx, u, label, &d);
+		free(u);
+		if (st == VGPU_OK)
+			e->devs[idx] = d;
+	}
+	if (!d && st == VGPU_OK)
+		st = vgpu__error(VGPU_ERR_NO_DEVICE, "device %d is not open", idx);
+	if (st == VGPU_OK)
+		st = e->be->device_info(d->bdev, out);
+	pthread_mutex_unlock(&e->devlock);
+	return st;
 }
 
 void vgpu__session_stats(struct session *s, struct vgpu_session_stats *out)
@@ -1667,6 +1844,16 @@ vgpu_status vgpu__session_open(struct engine *e, const struct vgpu_uri *uri, con
 	vgpu__idt_init(&s->funcs);
 	vgpu__am_init(&s->allocs);
 	pthread_mutex_lock(&e->qlock);
+	for (s->acct = e->tenants; s->acct; s->acct = s->acct->next)
+		if (!strcmp(s->acct->name, s->tenant))
+			break;
+	if (!s->acct && (s->acct = calloc(1, sizeof(*s->acct)))) {
+		snprintf(s->acct->name, sizeof(s->acct->name), "%s", s->tenant);
+		s->acct->next = e->tenants;
+		e->tenants = s->acct;
+	}
+	if (s->acct)
+		s->acct->sessions++;
 	s->opened_ns = s->tokens_at = vgpu__now_ns();
 	s->tokens = (int64_t)(s->ps.share * (double)e->share_window_ns);
 	s->next = &e->sessions;
@@ -1877,7 +2064,7 @@ vgpu_status vgpu__s_mem_alloc(struct session *s, size_t size, vgpu_dptr *out)
 		free(a);
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
 	}
-	s->mem_used += rsize;
+	__atomic_add_fetch(&s->mem_used, rsize, __ATOMIC_RELAXED); /* read by engine_sessions */
 	pthread_mutex_unlock(&s->lock);
 	pthread_mutex_lock(&e->qlock);
 	s->dev->mem_used += rsize;
@@ -1911,7 +2098,7 @@ vgpu_status vgpu__s_mem_free(struct session *s, vgpu_dptr p)
 	a->freeing = 1;
 	while (a->refs)
 		pthread_cond_wait(&s->cv, &s->lock);
-	s->mem_used -= a->size;
+	__atomic_sub_fetch(&s->mem_used, a->size, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&s->lock);
 	e->be->mem_free(s->dev->bdev, a->base, a->size);
 	pthread_mutex_lock(&e->qlock);
@@ -2081,6 +2268,7 @@ static vgpu_status copy_op(struct session *s, uint32_t sid, enum work_op op, vgp
 
 	if (!sid && !s->dev->sched) {
 		struct vgpu_backend_dev *d = s->dev->bdev;
+		uint64_t t0 = vgpu__now_ns();
 
 		switch (op) {
 		case W_HTOD: rc = be->memcpy_htod(d, NULL, dst, hsrc, n); break;
@@ -2090,6 +2278,7 @@ static vgpu_status copy_op(struct session *s, uint32_t sid, enum work_op op, vgp
 		}
 		if (rc == VGPU_OK && be->stream_sync)
 			rc = be->stream_sync(d, NULL);
+		account(s, t0);
 		pthread_mutex_lock(&s->lock);
 		unref(s, ra);
 		if (rb)
@@ -2744,10 +2933,12 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 
 	if (!queued) {
 		vgpu_status r2;
+		uint64_t t0 = vgpu__now_ns();
 
 		rc = s->e->be->launch(s->dev->bdev, NULL, f->bfn, grid, block, shmem, args, nargs);
 		if (rc == VGPU_OK && s->e->be->stream_sync)
 			rc = s->e->be->stream_sync(s->dev->bdev, NULL);
+		account(s, t0);
 		r2 = sync_result(s, rc);
 		pthread_mutex_lock(&s->lock);
 		for (unsigned i = 0; i < nref; i++)

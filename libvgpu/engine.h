@@ -154,6 +154,11 @@ struct vgpu_engine_stats {
 	uint64_t admit_wait_ns; /* their total wait */
 	uint64_t admit_wait_max_ns;
 	uint64_t admit_rejected;/* refused with VGPU_ERR_BUSY */
+	/* every device (scheduled or not) */
+	uint64_t queued;        /* work items queued or running now */
+	uint64_t queue_wait_ns; /* total time items waited between queueing and running */
+	uint64_t idle_ns;       /* since a device last finished an item (0: busy/never) */
+	uint64_t max_sessions;  /* admission limit (0: unlimited) */
 };
 void vgpu__engine_stats(struct vgpu_engine *e, int device, struct vgpu_engine_stats *out);
 
@@ -168,6 +173,36 @@ struct vgpu_session_stats {
 				 * on its device) of its last item */
 };
 void vgpu__session_stats(struct vgpu_session *s, struct vgpu_session_stats *out);
+
+/* Sessions as an operator sees them (status, smi, metrics): no secrets. */
+struct vgpu_engine_session_info {
+	uint64_t id;
+	char tenant[64];
+	int device;
+	uint64_t mem_used, mem_limit;
+	double share;
+	uint64_t device_ns, items, queued;
+	uint64_t age_ns, idle_ns;
+};
+/* Fills up to max entries; returns the number of sessions (may exceed max). */
+int vgpu__engine_sessions(struct vgpu_engine *e, struct vgpu_engine_session_info *out, int max);
+
+/* Per-tenant totals since the engine started (monotonic counters). */
+struct vgpu_engine_tenant_info {
+	char tenant[64];
+	uint64_t device_ns, items, sessions;
+};
+int vgpu__engine_tenants(struct vgpu_engine *e, struct vgpu_engine_tenant_info *out, int max);
+
+/* Demand the engine cannot see: clients waiting for capacity elsewhere (a
+ * server's pool clients that found every server full), for an open device.
+ * Added to the device's autoscale signals (waiting, wait_ns_max) until
+ * refreshed, or for 1 s. */
+void vgpu__engine_scale_demand(struct vgpu_engine *e, int device, uint32_t waiting,
+			       uint64_t wait_ns_max);
+
+/* Device info without a session (a server's engine opens the device). */
+vgpu_status vgpu__engine_device_info(struct vgpu_engine *e, int idx, struct vgpu_device_info *out);
 uint64_t vgpu__now_ns(void);
 
 #endif

@@ -25,6 +25,7 @@ static const char *const op_names[VGPU_OP_MAX] = {
 	[VGPU_OP_MODULE_LOAD] = "module_load", [VGPU_OP_MODULE_UNLOAD] = "module_unload",
 	[VGPU_OP_FUNCTION] = "module_function", [VGPU_OP_LAUNCH] = "launch",
 	[VGPU_OP_SERVER_STATS] = "server_stats",
+	[VGPU_OP_STATUS] = "status",
 };
 
 const char *vgpu__op_name(unsigned op)

@@ -77,6 +77,7 @@ enum vgpu_op {
 	VGPU_OP_FUNCTION,
 	VGPU_OP_LAUNCH,
 	VGPU_OP_SERVER_STATS,
+	VGPU_OP_STATUS,        /* sessionless (first request) or in a session: see status.c */
 	VGPU_OP_MAX
 };
 

@@ -33,6 +33,8 @@
 #include "engine.h"
 #include "error.h"
 #include "proto.h"
+#include "scale.h"
+#include "status.h"
 #include "transport.h"
 #include "uri.h"
 
@@ -40,6 +42,8 @@
 #define CONN_CREDIT (32u * 1024 * 1024) /* bulk bytes in flight per connection */
 #define HANDSHAKE_MS 10000
 #define QUEUE_MAX 4096 /* replies waiting for a client that does not read */
+#define MAX_WAITERS 64
+#define WAITER_TTL_NS (3ull * 1000000000ull) /* a waiting pool client polls every 250 ms */
 
 struct secret {
 	char tenant[64];
@@ -54,6 +58,16 @@ struct listener {
 	char uri[300];
 	pthread_t th;
 	int running;
+	/* protocol bytes and connections (server lock not needed: atomics) */
+	uint64_t rx, tx, conns;
+};
+
+/* A pool client waiting for capacity (status requests with a wait id). */
+struct waiter {
+	uint64_t id;
+	uint64_t first_ns, last_ns;
+	uint64_t mem;
+	int device;
 };
 
 struct outmsg {
@@ -94,6 +108,7 @@ struct srv_conn {
 	const struct vgpu_transport_ops *tp;
 	struct vgpu_tp_conn *tc;
 	struct vgpu_session *sess;
+	int status_only;       /* served a sessionless status request */
 	char tenant[64];
 	char label[320];
 	char peer[128];
@@ -144,7 +159,24 @@ struct vgpu_server {
 	pthread_t *zombies;
 	unsigned nzombies, capzombies;
 	int started, stopping;
+
+	/* capacity and pressure (lock) */
+	uint64_t waits_total;
+	uint64_t demand;           /* devices given pool demand last time (bits) */
+	struct waiter waiters[MAX_WAITERS];
+	uint64_t start_ns;
+	/* utilisation samples per device (lock) */
+	struct { uint64_t at_ns, device_ns; double util; } util[VGPU_STATUS_MAX_DEVICES];
+	struct vgpu__metrics *metrics;
 };
+
+static uint64_t mono_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Chunk buffers                                                            */
@@ -236,6 +268,7 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 		c->sending = 1;
 		pthread_mutex_unlock(&c->lock);
 		st = vgpu__send_msg(c->tp, c->tc, type, flags, id, body, body_len, bulk, bulk_len);
+		__atomic_add_fetch(&c->lis->tx, VGPU_PROTO_HDR + body_len + bulk_len, __ATOMIC_RELAXED);
 		pthread_mutex_lock(&c->lock);
 		c->sending = 0;
 		if (st < 0) {
@@ -309,6 +342,8 @@ static void *writer_main(void *arg)
 			pthread_mutex_unlock(&c->lock);
 			st = vgpu__send_msg(c->tp, c->tc, m->type, m->flags, m->id, m->body,
 					    m->body_len, m->bulk, m->bulk_len);
+			__atomic_add_fetch(&c->lis->tx, VGPU_PROTO_HDR + m->body_len + m->bulk_len,
+					   __ATOMIC_RELAXED);
 			pthread_mutex_lock(&c->lock);
 			c->sending = 0;
 			if (st < 0)
@@ -1001,6 +1036,273 @@ static vgpu_status do_module_load(struct srv_conn *c, const struct vgpu_hdr *h, 
 	return VGPU_OK;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Status (operator view: tenants and usage, never secrets)                 */
+
+/* Hand the waiting pool clients to the engine's autoscale signals, per
+ * device (lock held). */
+static void demand_publish_locked(struct vgpu_server *s, uint64_t now)
+{
+	uint32_t n[VGPU_STATUS_MAX_DEVICES] = { 0 };
+	uint64_t longest[VGPU_STATUS_MAX_DEVICES] = { 0 };
+	int any = 0;
+
+	for (int i = 0; i < MAX_WAITERS; i++) {
+		const struct waiter *w = &s->waiters[i];
+
+		if (!w->id || w->device < 0 || w->device >= VGPU_STATUS_MAX_DEVICES)
+			continue;
+		n[w->device]++;
+		if (now - w->first_ns > longest[w->device])
+			longest[w->device] = now - w->first_ns;
+		any = 1;
+	}
+	for (int d = 0; d < VGPU_STATUS_MAX_DEVICES && (any || s->demand); d++)
+		if (n[d] || (s->demand & (1ull << d)))
+			vgpu__engine_scale_demand(s->eng, d, n[d], longest[d]);
+	s->demand = 0;
+	for (int d = 0; d < VGPU_STATUS_MAX_DEVICES; d++)
+		if (n[d])
+			s->demand |= 1ull << d;
+}
+
+/* Record or refresh a waiting pool client; drop expired ones (lock held). */
+static void waiter_touch_locked(struct vgpu_server *s, uint64_t id, uint64_t mem, int device,
+				uint64_t now)
+{
+	struct waiter *free_slot = NULL;
+
+	for (int i = 0; i < MAX_WAITERS; i++) {
+		struct waiter *w = &s->waiters[i];
+
+		if (w->id && now - w->last_ns > WAITER_TTL_NS)
+			w->id = 0;
+		if (id && w->id == id) {
+			w->last_ns = now;
+			w->mem = mem;
+			w->device = device;
+			id = 0;
+		}
+		if (!w->id && !free_slot)
+			free_slot = w;
+	}
+	if (id && free_slot) {
+		free_slot->id = id;
+		free_slot->first_ns = free_slot->last_ns = now;
+		free_slot->mem = mem;
+		free_slot->device = device;
+		s->waits_total++;
+	}
+	demand_publish_locked(s, now);
+}
+
+static void waiter_remove_locked(struct vgpu_server *s, uint64_t id)
+{
+	for (int i = 0; id && i < MAX_WAITERS; i++)
+		if (s->waiters[i].id == id)
+			s->waiters[i].id = 0;
+	demand_publish_locked(s, mono_ns());
+}
+
+vgpu_status vgpu__server_node_status(struct vgpu_server *s, struct vgpu_node_status **out)
+{
+	struct vgpu_node_status *st;
+	struct vgpu_engine_session_info *si = NULL;
+	struct vgpu_engine_tenant_info *ti = NULL;
+	int ndev, nses, nten;
+	uint64_t now = mono_ns();
+
+	*out = NULL;
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
+	st->size = sizeof(*st);
+	snprintf(st->server, sizeof(st->server), "libvgpu %d.%d.%d %s", VGPU_VERSION_MAJOR,
+		 VGPU_VERSION_MINOR, VGPU_VERSION_PATCH, s->backend);
+	snprintf(st->backend, sizeof(st->backend), "%s", s->backend);
+	if (s->nls)
+		snprintf(st->uri, sizeof(st->uri), "%s", s->ls[0].uri);
+
+	ndev = vgpu__engine_device_count(s->eng);
+	if (ndev > VGPU_STATUS_MAX_DEVICES)
+		ndev = VGPU_STATUS_MAX_DEVICES;
+	si = calloc(VGPU_STATUS_MAX_SESSIONS, sizeof(*si));
+	ti = calloc(VGPU_STATUS_MAX_TENANTS, sizeof(*ti));
+	st->devices = calloc(ndev > 0 ? (size_t)ndev : 1, sizeof(*st->devices));
+	st->transports = calloc(MAX_LISTENERS, sizeof(*st->transports));
+	if (!si || !ti || !st->devices || !st->transports) {
+		free(si);
+		free(ti);
+		vgpu_node_status_free(st);
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
+	}
+	nses = vgpu__engine_sessions(s->eng, si, VGPU_STATUS_MAX_SESSIONS);
+	if (nses > VGPU_STATUS_MAX_SESSIONS)
+		nses = VGPU_STATUS_MAX_SESSIONS;
+	nten = vgpu__engine_tenants(s->eng, ti, VGPU_STATUS_MAX_TENANTS);
+	if (nten > VGPU_STATUS_MAX_TENANTS)
+		nten = VGPU_STATUS_MAX_TENANTS;
+
+	/* devices: 0 always, others once a session opened them */
+	for (int i = 0; i < ndev; i++) {
+		struct vgpu_node_device *d = &st->devices[st->ndevices];
+		struct vgpu_device_info di;
+		struct vgpu_engine_stats es;
+		int used = i == 0;
+
+		for (int k = 0; k < nses && !used; k++)
+			used = si[k].device == i;
+		if (!used || vgpu__engine_device_info(s->eng, i, &di) < 0)
+			continue;
+		vgpu__engine_stats(s->eng, i, &es);
+		d->index = i;
+		snprintf(d->name, sizeof(d->name), "%s", di.name);
+		snprintf(d->backend, sizeof(d->backend), "%s", di.backend);
+		d->mem_total = di.total_mem;
+		d->mem_used = es.mem_used;
+		d->mem_on_host = di.mem_on_host;
+		d->swapped_in = di.swapped_in;
+		d->swapped_out = di.swapped_out;
+		d->sessions = (uint32_t)es.sessions;
+		d->queued = es.queued;
+		d->device_ns = es.device_ns;
+		d->items = es.items;
+		d->queue_wait_ns = es.queue_wait_ns;
+		pthread_mutex_lock(&s->lock);
+		if (now - s->util[i].at_ns >= 500000000ull) {
+			if (s->util[i].at_ns) {
+				double u = (double)(es.device_ns - s->util[i].device_ns) /
+					   (double)(now - s->util[i].at_ns);
+				s->util[i].util = u > 1.0 ? 1.0 : u < 0.0 ? 0.0 : u;
+			}
+			s->util[i].at_ns = now;
+			s->util[i].device_ns = es.device_ns;
+		}
+		d->util = s->util[i].util;
+		pthread_mutex_unlock(&s->lock);
+		st->ndevices++;
+	}
+	st->session = calloc(nses > 0 ? (size_t)nses : 1, sizeof(*st->session));
+	st->tenants = calloc(nten > 0 ? (size_t)nten : 1, sizeof(*st->tenants));
+	if (!st->session || !st->tenants) {
+		free(si);
+		free(ti);
+		vgpu_node_status_free(st);
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
+	}
+	for (int k = 0; k < nses; k++) {
+		struct vgpu_node_session *x = &st->session[k];
+
+		x->id = si[k].id;
+		snprintf(x->tenant, sizeof(x->tenant), "%s", si[k].tenant);
+		x->device = si[k].device;
+		x->mem_used = si[k].mem_used;
+		x->mem_limit = si[k].mem_limit;
+		x->share = si[k].share;
+		x->device_ns = si[k].device_ns;
+		x->items = si[k].items;
+		x->queued = si[k].queued;
+		x->age_ns = si[k].age_ns;
+		x->idle_ns = si[k].idle_ns;
+	}
+	st->nsessions = (uint32_t)nses;
+	for (int k = 0; k < nten; k++) {
+		snprintf(st->tenants[k].tenant, sizeof(st->tenants[k].tenant), "%s", ti[k].tenant);
+		st->tenants[k].device_ns = ti[k].device_ns;
+		st->tenants[k].items = ti[k].items;
+		st->tenants[k].sessions = ti[k].sessions;
+	}
+	st->ntenants = (uint32_t)nten;
+	free(si);
+	free(ti);
+
+	/* transports: one entry per transport name, summed over listeners */
+	for (unsigned i = 0; i < s->nls; i++) {
+		const char *name = s->ls[i].u.scheme;
+		struct vgpu_node_transport *t = NULL;
+
+		for (uint32_t k = 0; k < st->ntransports; k++)
+			if (!strcmp(st->transports[k].name, name))
+				t = &st->transports[k];
+		if (!t) {
+			t = &st->transports[st->ntransports++];
+			snprintf(t->name, sizeof(t->name), "%s", name);
+		}
+		t->rx_bytes += __atomic_load_n(&s->ls[i].rx, __ATOMIC_RELAXED);
+		t->tx_bytes += __atomic_load_n(&s->ls[i].tx, __ATOMIC_RELAXED);
+		t->connections += __atomic_load_n(&s->ls[i].conns, __ATOMIC_RELAXED);
+	}
+
+	{
+		struct vgpu_engine_stats es;
+
+		vgpu__engine_stats(s->eng, -1, &es);
+		st->sessions = (uint32_t)es.sessions;
+		st->refused = es.admit_rejected;
+		st->max_sessions = (uint32_t)es.max_sessions;
+		st->waiting = (uint32_t)es.admit_waiting;   /* in the engine's admission queue */
+		st->waits_total = es.admit_waits;
+	}
+	pthread_mutex_lock(&s->lock);
+	waiter_touch_locked(s, 0, 0, 0, now);
+	for (int i = 0; i < MAX_WAITERS; i++) {
+		if (!s->waiters[i].id)
+			continue;
+		st->waiting++;
+		if (now - s->waiters[i].first_ns > st->wait_ns_max)
+			st->wait_ns_max = now - s->waiters[i].first_ns;
+	}
+	st->waits_total += s->waits_total;
+	st->uptime_ns = now - s->start_ns;
+	pthread_mutex_unlock(&s->lock);
+	*out = st;
+	return VGPU_OK;
+}
+
+VGPU_API vgpu_status vgpu_server_status(vgpu_server *s, struct vgpu_node_status **out)
+{
+	if (!s || !out)
+		return vgpu__error(VGPU_ERR_INVALID, "vgpu_server_status: NULL argument");
+	return vgpu__server_node_status(s, out);
+}
+
+VGPU_API vgpu_status vgpu_server_metrics_listen(vgpu_server *s, const char *hostport,
+						char *bound, size_t boundlen)
+{
+	if (!s)
+		return vgpu__error(VGPU_ERR_INVALID, "vgpu_server_metrics_listen: NULL server");
+	if (s->metrics)
+		return vgpu__error(VGPU_ERR_INVALID, "metrics are already served");
+	return vgpu__metrics_start(s, hostport, bound, boundlen, &s->metrics);
+}
+
+/* Reply to a status request (big: VGPU_PROTO_MAX_BODY bytes of scratch). */
+static void status_reply(struct srv_conn *c, uint64_t id, uint8_t *big)
+{
+	struct vgpu_node_status *st = NULL;
+	struct vgpu_wbuf w;
+	vgpu_status rc;
+
+	rc = vgpu__server_node_status(c->srv, &st);
+	resp_begin(&w, big, VGPU_PROTO_MAX_BODY, rc, NULL, 1);
+	if (rc >= 0) {
+		/* keep the reply in one body: trim the session list if needed */
+		for (;;) {
+			vgpu__pack_node_status(&w.pk, st);
+			if (!w.overflow || !st->nsessions)
+				break;
+			st->nsessions /= 2;
+			resp_begin(&w, big, VGPU_PROTO_MAX_BODY, rc, NULL, 1);
+		}
+	}
+	vgpu_node_status_free(st);
+	if (w.overflow) {
+		reply_status(c, 1, id, 0, vgpu__error(VGPU_ERR_INTERNAL, "status too large"), NULL);
+		return;
+	}
+	conn_send(c, 1, VGPU_MSG_RESP, 0, id, w.buf, w.len, NULL, 0, 0);
+}
+
 /* Serve one request whose header and body were read. */
 static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 {
@@ -1225,6 +1527,15 @@ static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 		}
 		break;
 	}
+	case VGPU_OP_STATUS: {
+		uint8_t *big = malloc(VGPU_PROTO_MAX_BODY);
+
+		if (!big)
+			return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
+		status_reply(c, h->id, big);
+		free(big);
+		return VGPU_OK;
+	}
 	default:
 		return vgpu__error(VGPU_ERR_PROTOCOL, "%s: unknown request op %u", c->label, op);
 	}
@@ -1279,9 +1590,11 @@ static vgpu_status handshake(struct srv_conn *c)
 	struct vgpu_hdr h;
 	struct vgpu_mp m;
 	struct vgpu_uri u;
-	uint32_t n, op, np, i, maclen = 0;
+	uint32_t n, op, np = 0, i, maclen = 0;
+	uint64_t wait_id = 0, wait_mem = 0;
+	int wait_dev = 0;
 	const void *mac = NULL;
-	int dev;
+	int dev = 0;
 	vgpu_status st;
 	char srvname[64];
 
@@ -1313,13 +1626,26 @@ static vgpu_status handshake(struct srv_conn *c)
 		return st;
 	}
 	c->tp->set_timeout(c->tc, 0);
+	__atomic_add_fetch(&c->lis->rx, VGPU_PROTO_HDR + h.body_len, __ATOMIC_RELAXED);
 	vgpu__mp_init(&m, c->body, h.body_len);
 	memset(&u, 0, sizeof(u));
 	if (h.type != VGPU_MSG_REQ || vgpu__mp_array(&m, &n) || n < 5 || vgpu__mp_u32(&m, &op) ||
-	    op != VGPU_OP_HELLO || vgpu__mp_strcpy(&m, c->tenant, sizeof(c->tenant)) ||
-	    (!vgpu__mp_is_nil(&m) && vgpu__mp_bin(&m, &mac, &maclen)) || vgpu__mp_int(&m, &dev) ||
-	    vgpu__mp_array(&m, &np) || np > 2 * VGPU_URI_MAX_PARAMS || np % 2)
+	    (op != VGPU_OP_HELLO && op != VGPU_OP_STATUS) ||
+	    vgpu__mp_strcpy(&m, c->tenant, sizeof(c->tenant)) ||
+	    (!vgpu__mp_is_nil(&m) && vgpu__mp_bin(&m, &mac, &maclen)))
 		return vgpu__error(VGPU_ERR_PROTOCOL, "%s: bad handshake from %s", c->label, c->peer);
+	if (op == VGPU_OP_STATUS) {
+		/* [op, tenant, mac, wait_id, mem, (device)]: no session; closed after the reply */
+		if (vgpu__mp_u64(&m, &wait_id) || vgpu__mp_u64(&m, &wait_mem) ||
+		    (n > 5 && vgpu__mp_int(&m, &wait_dev)) || wait_dev < 0 ||
+		    wait_dev >= VGPU_STATUS_MAX_DEVICES)
+			return vgpu__error(VGPU_ERR_PROTOCOL, "%s: bad status request from %s",
+					   c->label, c->peer);
+		c->status_only = 1;
+	} else if (vgpu__mp_int(&m, &dev) || vgpu__mp_array(&m, &np) ||
+		   np > 2 * VGPU_URI_MAX_PARAMS || np % 2) {
+		return vgpu__error(VGPU_ERR_PROTOCOL, "%s: bad handshake from %s", c->label, c->peer);
+	}
 	for (i = 0; i < np / 2; i++) {
 		struct vgpu_uri_param *p = &u.params[u.nparams];
 
@@ -1327,6 +1653,13 @@ static vgpu_status handshake(struct srv_conn *c)
 		    vgpu__mp_strcpy(&m, p->value, sizeof(p->value)))
 			return vgpu__error(VGPU_ERR_PROTOCOL, "%s: bad handshake parameters from %s",
 					   c->label, c->peer);
+		if (!strcmp(p->key, "wait_id")) {
+			/* a waiting pool client landed: its pressure is gone */
+			pthread_mutex_lock(&s->lock);
+			waiter_remove_locked(s, strtoull(p->value, NULL, 16));
+			pthread_mutex_unlock(&s->lock);
+			continue;
+		}
 		if (strcmp(p->key, "token") && strcmp(p->key, "tenant"))
 			u.nparams++;
 	}
@@ -1347,6 +1680,24 @@ static vgpu_status handshake(struct srv_conn *c)
 			reply_status(c, 1, h.id, 0, st, NULL);
 			return st;
 		}
+	}
+	if (c->status_only) {
+		uint8_t *big = malloc(VGPU_PROTO_MAX_BODY);
+
+		if (wait_id) {
+			/* the device it waits for must be open to carry the demand */
+			struct vgpu_device_info di;
+
+			vgpu__engine_device_info(s->eng, wait_dev, &di);
+		}
+		pthread_mutex_lock(&s->lock);
+		waiter_touch_locked(s, wait_id, wait_mem, wait_dev, mono_ns());
+		pthread_mutex_unlock(&s->lock);
+		if (!big)
+			return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
+		status_reply(c, h.id, big);
+		free(big);
+		return VGPU_OK;
 	}
 	snprintf(u.scheme, sizeof(u.scheme), "%s", c->lis->u.scheme);
 	snprintf(u.host, sizeof(u.host), "%s", c->lis->u.host);
@@ -1389,6 +1740,7 @@ static void conn_free(struct srv_conn *c, int from_reader)
 		vgpu__session_close(c->sess);
 		c->sess = NULL;
 	}
+
 	pthread_mutex_lock(&c->lock);
 	while (c->outstanding)
 		pthread_cond_wait(&c->cond, &c->lock);
@@ -1474,6 +1826,8 @@ static void *reader_main(void *arg)
 		vgpu_info("%s: %s: handshake failed: %s", c->label, c->peer, vgpu__error_msg());
 		goto out;
 	}
+	if (c->status_only)
+		goto out;
 	for (;;) {
 		uint8_t raw[VGPU_PROTO_HDR];
 
@@ -1497,6 +1851,7 @@ static void *reader_main(void *arg)
 		while (c->qlen > QUEUE_MAX && !c->wdead)
 			pthread_cond_wait(&c->cond, &c->lock);
 		pthread_mutex_unlock(&c->lock);
+		__atomic_add_fetch(&c->lis->rx, VGPU_PROTO_HDR + h.body_len + h.bulk_len, __ATOMIC_RELAXED);
 		st = serve(c, &h);
 		if (st == VGPU_ERR_PROTOCOL) {
 			reply_status(c, 1, h.id, 0, st, NULL);
@@ -1532,6 +1887,7 @@ static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
 	}
 	c->srv = s;
 	c->lis = l;
+	__atomic_add_fetch(&l->conns, 1, __ATOMIC_RELAXED);
 	c->tp = l->tp;
 	c->tc = tc;
 	c->rb.tp = l->tp;
@@ -1679,6 +2035,7 @@ VGPU_API vgpu_status vgpu_server_create(vgpu_server **out, const struct vgpu_ser
 		s->opts.max_connections = 1024;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
+	s->start_ns = mono_ns();
 	if (s->opts.secrets_file) {
 		st = load_secrets(s, s->opts.secrets_file);
 		if (st < 0)
@@ -1688,6 +2045,8 @@ VGPU_API vgpu_status vgpu_server_create(vgpu_server **out, const struct vgpu_ser
 	memset(&eo, 0, sizeof(eo));
 	eo.size = sizeof(eo);
 	eo.workers = s->opts.workers;
+	/* every plugin goes to the engine; autoscale ones get the pool
+	 * clients' demand from here (vgpu__engine_scale_demand) */
 	eo.plugins = s->opts.plugins;
 	eo.slots = s->opts.slots;
 	eo.max_sessions = s->opts.max_sessions;
@@ -1700,6 +2059,14 @@ VGPU_API vgpu_status vgpu_server_create(vgpu_server **out, const struct vgpu_ser
 	s->opts.tenant_shares = NULL;
 	if (st < 0)
 		goto fail;
+	if (s->opts.plugins && *s->opts.plugins) {
+		/* device 0 open from the start: its autoscale signals (idle
+		 * included) flow even before the first client */
+		struct vgpu_device_info di;
+
+		vgpu__engine_device_info(s->eng, 0, &di);
+	}
+	s->opts.plugins = NULL;
 	*out = s;
 	return VGPU_OK;
 fail:
@@ -1850,6 +2217,7 @@ VGPU_API void vgpu_server_destroy(vgpu_server *s)
 	}
 	for (unsigned i = 0; i < s->nls; i++)
 		s->ls[i].tp->listen_close(s->ls[i].l);
+	vgpu__metrics_stop(s->metrics);
 	vgpu__engine_destroy(s->eng);
 	if (s->secrets)
 		OPENSSL_cleanse(s->secrets, (size_t)s->nsecrets * sizeof(*s->secrets));

@@ -13,6 +13,9 @@ fail() { echo "FAIL: $*"; [ -f "$tmp/log" ] && cat "$tmp/log"; exit 1; }
 # refuses: plugins, unknown backend, no listener, public address without secrets
 out=$("$vgpud" --listen tcp://127.0.0.1:0 --plugin sched-fair:weight=2 2>&1) && fail "plugin accepted"
 echo "$out" | grep -q "unknown parameter 'weight'" || fail "plugin message: $out"
+out=$(VGPU_PLUGIN_PATH=$tmp "$vgpud" --listen tcp://127.0.0.1:0 --plugin no-such-plugin:weight=2 2>&1) &&
+	fail "unknown plugin accepted"
+echo "$out" | grep -q "no-such-plugin" || fail "plugin message: $out"
 out=$("$vgpud" --listen tcp://127.0.0.1:0 --backend opencl 2>&1) && fail "backend accepted"
 echo "$out" | grep -q "unknown backend 'opencl'" || fail "backend message: $out"
 out=$("$vgpud" 2>&1) && fail "no listener accepted"
@@ -51,7 +54,7 @@ i=0
 while [ $i -lt 100 ] && ! grep -q "listening on unix" "$tmp/log"; do sleep 0.1; i=$((i+1)); done
 grep -q "vgpud: listening on tcp://127.0.0.1:[1-9][0-9]*$" "$tmp/log" || fail "tcp listener line"
 grep -q "vgpud: listening on unix://$tmp/v.sock$" "$tmp/log" || fail "unix listener line"
-grep -q "metrics.*not supported yet" "$tmp/log" || fail "metrics warning"
+grep -q "vgpud: metrics on http://127.0.0.1:[1-9][0-9]*/metrics$" "$tmp/log" || fail "metrics line"
 [ -S "$tmp/v.sock" ] || fail "no socket"
 # a second server on the same unix socket is refused, the first keeps it
 out=$("$vgpud" --listen "unix://$tmp/v.sock" 2>&1) && fail "second server on the socket"

@@ -3,6 +3,8 @@
  * vgpu - the libvgpu command line.
  *
  *   vgpu plugins [NAME...]     plugins found, their parameters, defaults, help
+ *   vgpu ls URI...             devices of servers (vgpu_smi.c)
+ *   vgpu smi [--json] URI...   devices and sessions, table or JSON (vgpu_smi.c)
  *   vgpu help [COMMAND]
  *
  * Data goes to stdout, logs and errors to stderr. Exit status: 0 ok, 1 the
@@ -17,6 +19,7 @@
 
 #include "vgpu.h"
 #include "vgpu/plugin.h"
+#include "vgpu_cmds.h"
 
 struct cmd {
 	const char *name;
@@ -31,6 +34,10 @@ static int cmd_plugins(int argc, char **argv);
 static const struct cmd cmds[] = {
 	{ "plugins", "[NAME...]", "list the plugins found (search path, kind, parameters with "
 	  "defaults and help)", cmd_plugins },
+	{ "ls", "URI...", "devices of servers or pools: memory, sessions, queue, utilisation",
+	  vgpu_cmd_ls },
+	{ "smi", "[--json] URI...", "devices and sessions of servers or pools (tenant, memory, "
+	  "share, swap), as a table or JSON", vgpu_cmd_smi },
 	{ "help", "[COMMAND]", "this help", cmd_help },
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))

@@ -67,10 +67,10 @@ static const struct setting {
 	  "listen on URI (repeatable): tcp://HOST:PORT (port 0: any free port), unix:///PATH" },
 	{ "backend", S_STR, offsetof(struct settings, backend), "cpu|cuda", "device backend (default cpu)" },
 	{ "plugin", S_LIST, offsetof(struct settings, plugin), "NAME[:k=v,...]",
-	  "load a plugin (repeatable): sched-fair:weights=alice=3;bob=1 (see vgpu plugins)" },
+	  "load a plugin (repeatable): scheduler, memory or autoscale: sched-fair:weights=alice=3;bob=1 (see vgpu plugins)" },
 	{ "config", S_STR, (size_t)-1, "FILE", "read settings from an INI file (keys as these flags)" },
 	{ "metrics", S_STR, offsetof(struct settings, metrics), "HOST:PORT",
-	  "serve Prometheus metrics (not supported yet: ignored with a warning)" },
+	  "serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port)" },
 	{ "secrets", S_STR, offsetof(struct settings, secrets), "FILE",
 	  "tenant:secret lines; clients authenticate with HMAC-SHA256 (required unless only loopback/unix)" },
 	{ "allow_native_modules", S_BOOL, offsetof(struct settings, allow_native_modules), NULL,
@@ -356,9 +356,6 @@ int main(int argc, char **argv)
 		rc = 2;
 		goto out;
 	}
-	if (cfg.metrics)
-		fprintf(stderr, "vgpud: warning: --metrics %s: metrics are not supported yet; ignored\n",
-			cfg.metrics);
 
 	/* signals are taken by sigwait below; every thread inherits the mask */
 	sigemptyset(&sigs);
@@ -395,6 +392,16 @@ int main(int argc, char **argv)
 	if (cfg.allow_native_modules && (!cfg.backend || !strcmp(cfg.backend, "cpu")))
 		fprintf(stderr, "vgpud: warning: --allow-native-modules: clients' cpu modules run as native "
 				"code inside vgpud\n");
+	if (cfg.metrics) {
+		char bound[300];
+
+		st = vgpu_server_metrics_listen(srv, cfg.metrics, bound, sizeof(bound));
+		if (st < 0) {
+			fprintf(stderr, "vgpud: %s\n", vgpu_last_error());
+			goto out;
+		}
+		fprintf(stderr, "vgpud: metrics on http://%s/metrics\n", bound);
+	}
 	st = vgpu_server_start(srv);
 	if (st < 0) {
 		fprintf(stderr, "vgpud: %s\n", vgpu_last_error());

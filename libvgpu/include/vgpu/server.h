@@ -26,6 +26,7 @@
 #define VGPU_SERVER_H
 
 #include <vgpu.h>
+#include <vgpu/pool.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -51,10 +52,15 @@ struct vgpu_server_opts {
 	uint32_t stop_timeout_ms;  /* in-flight calls at stop; 0 = 10 s */
 	int workers;               /* engine worker threads; 0 = default */
 	unsigned int max_connections; /* more are refused (VGPU_ERR_BUSY); 0 = 1024 */
-	/* Scheduling (see vgpu-sched(7), vgpu-plugin(7)). */
-	const char *plugins;       /* spec list: "sched-fair:weights=alice=3;bob=1 ..." */
+	/* Plugins (see vgpu-plugin(7)): blank-separated "NAME[:key=value,...]"
+	 * specs; scheduler and memory plugins go to the engine, autoscale
+	 * plugins too, fed by the server's waiting pool clients
+	 * (docs/autoscale.md). Scheduling: vgpu-sched(7). */
+	const char *plugins;
 	unsigned int slots;        /* with a scheduler: items a device runs at once; 0 = 1 */
-	unsigned int max_sessions; /* admitted sessions per device; 0 = unlimited */
+	/* Sessions a device admits at once; more wait in the admission queue.
+	 * Pool clients see the server as full and place elsewhere. 0: unlimited. */
+	unsigned int max_sessions;
 	int admit_queue;           /* sessions waiting for admission; 0 = 16, < 0 = none */
 	uint32_t admit_timeout_ms; /* longest admission wait; 0 = 10 s */
 	const char *tenant_shares; /* device-time caps per tenant: "alice=0.25;bob=0.5" */
@@ -77,6 +83,22 @@ VGPU_API vgpu_status vgpu_server_start(vgpu_server *srv);
 /* Stop accepting, let in-flight calls finish (bounded by stop_timeout_ms),
  * close every session. VGPU_ERR_TIMEOUT if some client could not be drained. */
 VGPU_API vgpu_status vgpu_server_stop(vgpu_server *srv);
+/*
+ * The server's status as vgpu_node_status_get() would return it to a
+ * client (devices, sessions with tenant names and usage, waiting pool
+ * clients). Free with vgpu_node_status_free().
+ */
+VGPU_API vgpu_status vgpu_server_status(vgpu_server *srv, struct vgpu_node_status **out);
+/*
+ * Serve Prometheus metrics (text format 0.0.4) on http://HOSTPORT/metrics
+ * from a small responder thread. hostport: "127.0.0.1:9400" (port 0: any;
+ * bound receives "HOST:PORT"). Call once, before or after start.
+ */
+VGPU_API vgpu_status vgpu_server_metrics_listen(vgpu_server *srv, const char *hostport,
+						char *bound, size_t boundlen);
+/* The metrics text (malloc'd, NUL-terminated; free() it). */
+VGPU_API vgpu_status vgpu_server_metrics_text(vgpu_server *srv, char **text);
+
 /* Stops if needed, then frees everything. NULL is ignored. */
 VGPU_API void vgpu_server_destroy(vgpu_server *srv);
 
