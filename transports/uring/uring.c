@@ -29,7 +29,8 @@
  * listen and connect fail with a message that says so.
  *
  * Environment: VGPU_URING_ZC_MIN=BYTES (zero-copy threshold, default 64K;
- * 0 disables zero-copy), VGPU_URING_MULTISHOT=0 (plain receives).
+ * 0 disables zero-copy; when set, it applies to loopback peers too, which
+ * otherwise never use zero-copy), VGPU_URING_MULTISHOT=0 (plain receives).
  */
 #include "config.h"
 
@@ -40,6 +41,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -70,6 +73,7 @@ struct feats {
 static struct feats F;
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 static size_t zc_min = 64u * 1024;
+static int zc_loopback; /* zero-copy to a loopback peer too (VGPU_URING_ZC_MIN set) */
 
 struct vgpu_tp_conn {
 	int fd;
@@ -92,6 +96,7 @@ struct vgpu_tp_conn {
 	pthread_mutex_t slock;
 	struct io_uring sr;
 	int sr_ok;
+	int zc;          /* SEND_ZC for bulk segments on this connection */
 };
 
 static void probe(void)
@@ -132,6 +137,7 @@ static void probe(void)
 		uint64_t v;
 		if (vgpu__parse_size(e, &v) == VGPU_OK)
 			zc_min = v ? (size_t)v : 0;
+		zc_loopback = 1;
 	}
 	if (!zc_min)
 		F.send_zc = 0;
@@ -209,6 +215,28 @@ static void buf_return(struct vgpu_tp_conn *c, uint16_t bid)
 	io_uring_buf_ring_advance(c->br, 1);
 }
 
+/*
+ * A loopback peer gains nothing from SEND_ZC: the kernel copies into the
+ * receiver's socket anyway (IORING_NOTIF_USAGE_ZC_COPIED), and waiting for
+ * the notification ties every send to the receiver's reading.
+ */
+static int is_loopback(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss.ss_family == AF_INET6) {
+		const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+		return IN6_IS_ADDR_LOOPBACK(a) ||
+		       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return 0;
+}
+
 /* Wrap a connected socket. */
 static vgpu_status conn_make(int fd, const char *peer, struct vgpu_tp_conn **out)
 {
@@ -232,6 +260,7 @@ static vgpu_status conn_make(int fd, const char *peer, struct vgpu_tp_conn **out
 	c->sr_ok = 1;
 	if (F.multishot && F.bufring && bufring_setup(c) == 0)
 		c->use_ms = 1;
+	c->zc = F.send_zc && (zc_loopback || !is_loopback(fd));
 	*out = c;
 	return VGPU_OK;
 fail:
@@ -386,7 +415,7 @@ static vgpu_status uring_send(struct vgpu_tp_conn *c, const struct iovec *iov_in
 			sqe = io_uring_get_sqe(&c->sr);
 			if (!sqe)
 				break;
-			if (F.send_zc && iov[j].iov_len >= zc_min) {
+			if (c->zc && iov[j].iov_len >= zc_min) {
 				io_uring_prep_send_zc(sqe, c->fd, iov[j].iov_base, iov[j].iov_len,
 						      MSG_NOSIGNAL | MSG_WAITALL, 0);
 				want[nsqe] = iov[j].iov_len;
@@ -395,7 +424,7 @@ static vgpu_status uring_send(struct vgpu_tp_conn *c, const struct iovec *iov_in
 				int k = j;
 				size_t len = 0;
 
-				while (k < n && !(F.send_zc && iov[k].iov_len >= zc_min)) {
+				while (k < n && !(c->zc && iov[k].iov_len >= zc_min)) {
 					len += iov[k].iov_len;
 					k++;
 				}
@@ -451,8 +480,8 @@ static vgpu_status uring_send(struct vgpu_tp_conn *c, const struct iovec *iov_in
 			if (res[k] < 0) {
 				if (res[k] == -ECANCELED && k > 0)
 					break; /* after a short send: resubmit */
-				if (res[k] == -EINVAL && F.send_zc && want[k] >= zc_min) {
-					F.send_zc = 0; /* no zero-copy for this socket type */
+				if (res[k] == -EINVAL && c->zc && want[k] >= zc_min) {
+					c->zc = 0; /* no zero-copy for this socket type */
 					break;
 				}
 				err = -res[k];
