@@ -18,7 +18,8 @@
  *   messages, one send call each, then one round trip. copy floors: a
  *   request of n bytes answered by 16 (htod) or a 16-byte request answered
  *   by n bytes (dtoh), i.e. the same round trips as a synchronous copy.
- * and the ratio figure/floor (time ratio for rtt: lower is better).
+ * and the ratio figure/floor (time ratio for rtt: lower is better). Each
+ * figure and its floor are measured alternately, three times, best kept.
  *
  * Environment: VGPU_BENCH_QUICK=1 (fewer iterations), VGPU_BENCH_TRANSPORTS
  * (comma list, default tcp,unix,uring,rdma), VGPU_TRANSPORT_PATH, UCX_*.
@@ -255,40 +256,54 @@ struct figs {
 	int ok;
 };
 
-static void raw_measure(int is_unix, struct figs *f)
+enum { M_RTT, M_LAUNCH, M_HTOD, M_DTOH };
+
+static unsigned rtt_n(void)
 {
-	int fd = raw_connect(is_unix);
-	unsigned n = quick ? 2000 : 20000;
+	return quick ? 1000 : 5000;
+}
+
+static unsigned launch_n(void)
+{
+	return quick ? 20000 : 100000;
+}
+
+/* One measurement over a raw socket: us (rtt), messages/s, or GB/s. */
+static double raw_metric(int fd, int m, size_t n)
+{
+	unsigned k;
 	double t0;
 
-	for (unsigned i = 0; i < 200; i++)
-		raw_call(fd, 64, 64);
-	t0 = now();
-	for (unsigned i = 0; i < n; i++)
-		if (raw_call(fd, 64, 64) < 0)
-			die("raw rtt: %s", strerror(errno));
-	f->rtt_us = (now() - t0) / n * 1e6;
-	n = quick ? 20000 : 200000;
-	t0 = now();
-	for (unsigned i = 0; i < n; i++)
-		raw_call(fd, 96, 0);
-	raw_call(fd, 16, 16);
-	f->launch_s = n / (now() - t0);
-	for (int s = 0; s < 4; s++) {
-		unsigned k = iters(sizes[s]);
-		raw_call(fd, sizes[s], 16);
+	switch (m) {
+	case M_RTT:
+		for (unsigned i = 0; i < 100; i++)
+			raw_call(fd, 64, 64);
 		t0 = now();
-		for (unsigned i = 0; i < k; i++)
-			raw_call(fd, sizes[s], 16);
-		f->htod[s] = (double)sizes[s] * k / (now() - t0) / 1e9;
-		raw_call(fd, 16, sizes[s]);
+		for (unsigned i = 0; i < rtt_n(); i++)
+			if (raw_call(fd, 64, 64) < 0)
+				die("raw rtt: %s", strerror(errno));
+		return (now() - t0) / rtt_n() * 1e6;
+	case M_LAUNCH:
 		t0 = now();
-		for (unsigned i = 0; i < k; i++)
-			raw_call(fd, 16, sizes[s]);
-		f->dtoh[s] = (double)sizes[s] * k / (now() - t0) / 1e9;
+		for (unsigned i = 0; i < launch_n(); i++)
+			raw_call(fd, 96, 0);
+		raw_call(fd, 16, 16);
+		return launch_n() / (now() - t0);
+	default:
+		k = iters(n);
+		if (m == M_HTOD) {
+			raw_call(fd, n, 16);
+			t0 = now();
+			for (unsigned i = 0; i < k; i++)
+				raw_call(fd, n, 16);
+		} else {
+			raw_call(fd, 16, n);
+			t0 = now();
+			for (unsigned i = 0; i < k; i++)
+				raw_call(fd, 16, n);
+		}
+		return (double)n * k / (now() - t0) / 1e9;
 	}
-	close(fd);
-	f->ok = 1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -517,12 +532,10 @@ static void ux_call(size_t req, size_t resp)
 		ux_progress();
 }
 
-static void ux_measure(struct figs *f)
+static void ux_connect(void)
 {
 	ucp_ep_params_t ep;
 	struct sockaddr_in sa;
-	unsigned n = quick ? 2000 : 20000;
-	double t0;
 
 	ux_init();
 	U.buf = hbuf;
@@ -539,35 +552,43 @@ static void ux_measure(struct figs *f)
 	if (ucp_ep_create(U.w, &ep, &U.ep) != UCS_OK)
 		die("%s", "raw UCX connect failed");
 	ux_flush();
-	for (unsigned i = 0; i < 200; i++)
-		ux_call(64, 64);
-	t0 = now();
-	for (unsigned i = 0; i < n; i++)
-		ux_call(64, 64);
-	f->rtt_us = (now() - t0) / n * 1e6;
-	n = quick ? 20000 : 200000;
-	t0 = now();
-	for (unsigned i = 0; i < n; i++) {
-		void *r = ux_send(0, hbuf, 96);
-		ux_wait(r);
-	}
-	ux_call(16, 16);
-	f->launch_s = n / (now() - t0);
-	for (int s = 0; s < 4; s++) {
-		unsigned k = iters(sizes[s]);
-		ux_call(sizes[s], 16);
+	/* the endpoint stays: the server is killed at exit */
+}
+
+static double ux_metric(int m, size_t n)
+{
+	unsigned k;
+	double t0;
+
+	switch (m) {
+	case M_RTT:
+		for (unsigned i = 0; i < 100; i++)
+			ux_call(64, 64);
 		t0 = now();
-		for (unsigned i = 0; i < k; i++)
-			ux_call(sizes[s], 16);
-		f->htod[s] = (double)sizes[s] * k / (now() - t0) / 1e9;
-		ux_call(16, sizes[s]);
+		for (unsigned i = 0; i < rtt_n(); i++)
+			ux_call(64, 64);
+		return (now() - t0) / rtt_n() * 1e6;
+	case M_LAUNCH:
 		t0 = now();
-		for (unsigned i = 0; i < k; i++)
-			ux_call(16, sizes[s]);
-		f->dtoh[s] = (double)sizes[s] * k / (now() - t0) / 1e9;
+		for (unsigned i = 0; i < launch_n(); i++)
+			ux_wait(ux_send(0, hbuf, 96));
+		ux_call(16, 16);
+		return launch_n() / (now() - t0);
+	default:
+		k = iters(n);
+		if (m == M_HTOD) {
+			ux_call(n, 16);
+			t0 = now();
+			for (unsigned i = 0; i < k; i++)
+				ux_call(n, 16);
+		} else {
+			ux_call(16, n);
+			t0 = now();
+			for (unsigned i = 0; i < k; i++)
+				ux_call(16, n);
+		}
+		return (double)n * k / (now() - t0) / 1e9;
 	}
-	f->ok = 1;
-	/* leave the endpoint: the server is killed at exit */
 }
 #endif
 
@@ -653,59 +674,116 @@ static void vgpud_start(int rdma)
 	die("vgpud did not start: %s", buf);
 }
 
-static void api_measure(const char *uri, struct figs *f)
-{
+struct api {
 	vgpu_t *v;
-	vgpu_module *m;
 	vgpu_function *fn;
 	vgpu_stream *s;
 	vgpu_dptr d;
+};
+
+static void api_open(const char *uri, struct api *a)
+{
+	vgpu_module *m;
 	char path[4096];
 	const char *dir = getenv("VGPU_BENCH_MODDIR");
-	unsigned n = quick ? 2000 : 20000;
-	double t0;
 
-	if (vgpu_open(&v, uri) != VGPU_OK)
+	if (vgpu_open(&a->v, uri) != VGPU_OK)
 		die("open: %s", vgpu_last_error());
 	snprintf(path, sizeof(path), "%s/bench_transport_kernels.so", dir ? dir : "bench/.libs");
-	if (vgpu_module_load_file(v, path, &m) || vgpu_module_function(m, "empty", &fn) ||
-	    vgpu_stream_create(v, &s, 0) || vgpu_mem_alloc(v, MAXSZ, &d))
+	if (vgpu_module_load_file(a->v, path, &m) || vgpu_module_function(m, "empty", &a->fn) ||
+	    vgpu_stream_create(a->v, &a->s, 0) || vgpu_mem_alloc(a->v, MAXSZ, &a->d))
 		die("setup: %s", vgpu_last_error());
-	for (unsigned i = 0; i < 200; i++)
-		vgpu_memcpy_htod(v, d, hbuf, 64, NULL);
-	t0 = now();
-	for (unsigned i = 0; i < n; i++)
-		if (vgpu_memcpy_htod(v, d, hbuf, 64, NULL))
-			die("htod: %s", vgpu_last_error());
-	f->rtt_us = (now() - t0) / n * 1e6;
-	fprintf(stderr, "  rtt %.1f us\n", f->rtt_us);
-	n = quick ? 20000 : 200000;
-	t0 = now();
-	for (unsigned i = 0; i < n; i++)
-		if (vgpu_launch(v, fn, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, NULL, 0))
-			die("launch: %s", vgpu_last_error());
-	if (vgpu_stream_synchronize(s))
-		die("sync: %s", vgpu_last_error());
-	f->launch_s = n / (now() - t0);
-	fprintf(stderr, "  launches %.0f/s\n", f->launch_s);
-	for (int i = 0; i < 4; i++) {
-		unsigned k = iters(sizes[i]);
-		vgpu_memcpy_htod(v, d, hbuf, sizes[i], NULL);
+}
+
+static double api_metric(struct api *a, int m, size_t n)
+{
+	unsigned k;
+	double t0;
+
+	switch (m) {
+	case M_RTT:
+		for (unsigned i = 0; i < 100; i++)
+			vgpu_memcpy_htod(a->v, a->d, hbuf, 64, NULL);
 		t0 = now();
-		for (unsigned j = 0; j < k; j++)
-			if (vgpu_memcpy_htod(v, d, hbuf, sizes[i], NULL))
+		for (unsigned i = 0; i < rtt_n(); i++)
+			if (vgpu_memcpy_htod(a->v, a->d, hbuf, 64, NULL))
 				die("htod: %s", vgpu_last_error());
-		f->htod[i] = (double)sizes[i] * k / (now() - t0) / 1e9;
-		vgpu_memcpy_dtoh(v, hbuf, d, sizes[i], NULL);
+		return (now() - t0) / rtt_n() * 1e6;
+	case M_LAUNCH:
 		t0 = now();
-		for (unsigned j = 0; j < k; j++)
-			if (vgpu_memcpy_dtoh(v, hbuf, d, sizes[i], NULL))
-				die("dtoh: %s", vgpu_last_error());
-		f->dtoh[i] = (double)sizes[i] * k / (now() - t0) / 1e9;
-		fprintf(stderr, "  %zu: htod %.3f dtoh %.3f GB/s\n", sizes[i], f->htod[i], f->dtoh[i]);
+		for (unsigned i = 0; i < launch_n(); i++)
+			if (vgpu_launch(a->v, a->fn, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0,
+					a->s, NULL, 0))
+				die("launch: %s", vgpu_last_error());
+		if (vgpu_stream_synchronize(a->s))
+			die("sync: %s", vgpu_last_error());
+		return launch_n() / (now() - t0);
+	default:
+		k = iters(n);
+		if (m == M_HTOD) {
+			vgpu_memcpy_htod(a->v, a->d, hbuf, n, NULL);
+			t0 = now();
+			for (unsigned i = 0; i < k; i++)
+				if (vgpu_memcpy_htod(a->v, a->d, hbuf, n, NULL))
+					die("htod: %s", vgpu_last_error());
+		} else {
+			vgpu_memcpy_dtoh(a->v, hbuf, a->d, n, NULL);
+			t0 = now();
+			for (unsigned i = 0; i < k; i++)
+				if (vgpu_memcpy_dtoh(a->v, hbuf, a->d, n, NULL))
+					die("dtoh: %s", vgpu_last_error());
+		}
+		return (double)n * k / (now() - t0) / 1e9;
 	}
-	vgpu_close(v);
-	f->ok = 1;
+}
+
+/*
+ * Row i: every figure and its floor, measured alternately ROUNDS times
+ * (floor, API, floor, API, ...) and the best of each kept, so that a busy
+ * neighbour on the machine does not land on one side only.
+ */
+static void measure_row(int i, struct api *a, int rawfd, struct figs *api, struct figs *flo)
+{
+	int rounds = quick ? 1 : 3;
+
+	for (int m = M_RTT; m <= M_DTOH; m++)
+		for (int sz = 0; sz < (m >= M_HTOD ? 4 : 1); sz++) {
+			double best_a = m == M_RTT ? 1e30 : 0, best_f = best_a;
+
+			for (int r = 0; r < rounds; r++) {
+				double f, v;
+#ifdef VGPU_HAVE_UCX
+				if (i == 3)
+					f = ux_metric(m, sizes[sz]);
+				else
+#endif
+					f = raw_metric(rawfd, m, sizes[sz]);
+				v = api_metric(a, m, sizes[sz]);
+				if (m == M_RTT) {
+					best_f = f < best_f ? f : best_f;
+					best_a = v < best_a ? v : best_a;
+				} else {
+					best_f = f > best_f ? f : best_f;
+					best_a = v > best_a ? v : best_a;
+				}
+			}
+			if (m == M_RTT) {
+				api->rtt_us = best_a;
+				flo->rtt_us = best_f;
+			} else if (m == M_LAUNCH) {
+				api->launch_s = best_a;
+				flo->launch_s = best_f;
+			} else if (m == M_HTOD) {
+				api->htod[sz] = best_a;
+				flo->htod[sz] = best_f;
+			} else {
+				api->dtoh[sz] = best_a;
+				flo->dtoh[sz] = best_f;
+			}
+			fprintf(stderr, "  %s %d %zu: %.3f / floor %.3f\n", names[i], m,
+				m >= M_HTOD ? sizes[sz] : 0, best_a, best_f);
+		}
+	api->ok = flo->ok = 1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -722,7 +800,6 @@ int main(void)
 {
 	const char *want = getenv("VGPU_BENCH_TRANSPORTS");
 	struct figs api[4], flo[4];
-	struct figs raw_tcp = { 0 }, raw_unix = { 0 }, raw_ucx = { 0 };
 	int rdma;
 
 	if (!want || !*want)
@@ -752,23 +829,26 @@ int main(void)
 		rdma = 0;
 	vgpud_start(rdma);
 	raw_start();
-	fprintf(stderr, "bench_transports: raw tcp floor\n");
-	raw_measure(0, &raw_tcp);
-	fprintf(stderr, "bench_transports: raw unix floor\n");
-	raw_measure(1, &raw_unix);
 #ifdef VGPU_HAVE_UCX
 	if (rdma) {
-		fprintf(stderr, "bench_transports: raw UCX floor\n");
 		ux_start();
-		ux_measure(&raw_ucx);
+		ux_connect();
 	}
 #endif
 	for (int i = 0; i < 4; i++) {
+		struct api a;
+		int fd = -1;
+
 		if (!strstr(want, names[i]) || !uris[i][0])
 			continue;
 		fprintf(stderr, "bench_transports: %s\n", uris[i]);
-		api_measure(uris[i], &api[i]);
-		flo[i] = i == 1 ? raw_unix : i == 3 ? raw_ucx : raw_tcp;
+		if (i != 3)
+			fd = raw_connect(i == 1);
+		api_open(uris[i], &a);
+		measure_row(i, &a, fd, &api[i], &flo[i]);
+		vgpu_close(a.v);
+		if (fd >= 0)
+			close(fd);
 	}
 
 	printf("libvgpu transports vs floor, loopback, %s (figure / floor (ratio))\n",

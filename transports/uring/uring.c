@@ -87,6 +87,7 @@ struct vgpu_tp_conn {
 	uint8_t *bufs;
 	int use_ms;
 	int ms_armed;
+	pthread_t ms_owner; /* thread that armed it: its task runs the completions */
 	int eof;
 	int rerr;        /* errno of a failed receive */
 	struct { uint16_t bid; uint32_t off, len; } q[NBUFS];
@@ -617,7 +618,14 @@ static ssize_t uring_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t 
 			return recv_fail(c, got);
 
 		if (c->use_ms && min - got < DIRECT_MIN) {
-			/* 2a. small read: arm the multishot receive once, wait */
+			/* 2a. small read: arm the multishot receive once, wait. The
+			 * kernel completes a request in the task that submitted it:
+			 * when another thread reads now, re-arm from this one rather
+			 * than wake the old one for every arrival. */
+			if (c->ms_armed && !pthread_equal(c->ms_owner, pthread_self())) {
+				ms_cancel(c);
+				continue;
+			}
 			if (!c->ms_armed) {
 				struct io_uring_sqe *sqe = io_uring_get_sqe(&c->rr);
 
@@ -630,6 +638,7 @@ static ssize_t uring_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t 
 				sqe->buf_group = BGID;
 				io_uring_sqe_set_data64(sqe, UD_MS);
 				c->ms_armed = 1;
+				c->ms_owner = pthread_self();
 				io_uring_submit(&c->rr);
 			}
 			int rc = rr_reap(c, 1);
