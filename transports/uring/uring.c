@@ -17,7 +17,7 @@
  *    buffer at once.
  *  - recv: small reads (headers, bodies) are served from a multishot receive
  *    into a ring of provided buffers (armed once, one CQE per arrival, no SQE
- *    per read); a read of at least DIRECT_MIN bytes (bulk) cancels the
+ *    per read); a read of at least direct_min bytes (bulk) cancels the
  *    multishot and receives straight into the caller's memory with one
  *    plain RECV, so bulk bytes are not copied twice.
  *
@@ -53,7 +53,7 @@
 #define NBUFS 32            /* provided buffers (power of two) */
 #define BUFSZ (16u * 1024)  /* bytes each */
 #define BGID 7
-#define DIRECT_MIN (64u * 1024)
+static size_t direct_min = 128u * 1024; /* VGPU_URING_DIRECT_MIN */
 #define MAX_SQE 16          /* per send batch */
 
 #define UD_MS 1ull          /* multishot receive */
@@ -142,6 +142,12 @@ static void probe(void)
 	}
 	if (!zc_min)
 		F.send_zc = 0;
+	e = getenv("VGPU_URING_DIRECT_MIN");
+	if (e && *e) {
+		uint64_t v;
+		if (vgpu__parse_size(e, &v) == VGPU_OK)
+			direct_min = (size_t)v;
+	}
 	e = getenv("VGPU_URING_MULTISHOT");
 	if (e && !strcmp(e, "0"))
 		F.multishot = 0;
@@ -617,7 +623,7 @@ static ssize_t uring_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t 
 		if (c->eof || c->rerr)
 			return recv_fail(c, got);
 
-		if (c->use_ms && min - got < DIRECT_MIN) {
+		if (c->use_ms && min - got < direct_min) {
 			/* 2a. small read: arm the multishot receive once, wait. The
 			 * kernel completes a request in the task that submitted it:
 			 * when another thread reads now, re-arm from this one rather
