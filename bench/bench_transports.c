@@ -21,12 +21,15 @@
  * and the ratio figure/floor (time ratio for rtt: lower is better). Each
  * figure and its floor are measured alternately, three times, best kept.
  *
- * Environment: VGPU_BENCH_QUICK=1 (fewer iterations), VGPU_BENCH_TRANSPORTS
+ * Environment: VGPU_BENCH_QUICK=1 (fewer iterations), VGPU_BENCH_CPUS=0
+ * (pin every process to these CPUs: on a small VM, waking a halted vCPU
+ * costs tens of microseconds and makes unpinned runs bimodal), VGPU_BENCH_TRANSPORTS
  * (comma list, default tcp,unix,uring,rdma), VGPU_TRANSPORT_PATH, UCX_*.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -814,6 +817,21 @@ int main(void)
 	}
 	rdma = have_rdma_module();
 	quick = getenv("VGPU_BENCH_QUICK") && atoi(getenv("VGPU_BENCH_QUICK"));
+	if (getenv("VGPU_BENCH_CPUS") && *getenv("VGPU_BENCH_CPUS")) {
+		/* "0" or "0,1": pin everything (children inherit it) */
+		cpu_set_t set;
+		const char *p = getenv("VGPU_BENCH_CPUS");
+
+		CPU_ZERO(&set);
+		while (*p) {
+			CPU_SET(atoi(p), &set);
+			p += strcspn(p, ",");
+			if (*p == ',')
+				p++;
+		}
+		if (sched_setaffinity(0, sizeof(set), &set) < 0)
+			die("sched_setaffinity: %s", strerror(errno));
+	}
 	signal(SIGPIPE, SIG_IGN);
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/vgpu-bench-tp-XXXXXX");
 	if (!mkdtemp(tmpdir))
