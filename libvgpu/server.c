@@ -305,7 +305,7 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 	else
 		c->qh = m;
 	c->qt = m;
-	c->qlen++;
+	__atomic_add_fetch(&c->qlen, 1, __ATOMIC_RELAXED);
 	pthread_cond_signal(&c->wcond);
 	pthread_mutex_unlock(&c->lock);
 	return;
@@ -336,7 +336,7 @@ static void *writer_main(void *arg)
 		c->qh = m->next;
 		if (!c->qh)
 			c->qt = NULL;
-		c->qlen--;
+		__atomic_sub_fetch(&c->qlen, 1, __ATOMIC_RELAXED);
 		if (!c->wdead) {
 			c->sending = 1;
 			pthread_mutex_unlock(&c->lock);
@@ -1847,10 +1847,12 @@ static void *reader_main(void *arg)
 		if (st < 0)
 			break;
 		/* a client that sends but does not read: stop reading it too */
-		pthread_mutex_lock(&c->lock);
-		while (c->qlen > QUEUE_MAX && !c->wdead)
-			pthread_cond_wait(&c->cond, &c->lock);
-		pthread_mutex_unlock(&c->lock);
+		if (__atomic_load_n(&c->qlen, __ATOMIC_RELAXED) > QUEUE_MAX) {
+			pthread_mutex_lock(&c->lock);
+			while (c->qlen > QUEUE_MAX && !c->wdead)
+				pthread_cond_wait(&c->cond, &c->lock);
+			pthread_mutex_unlock(&c->lock);
+		}
 		__atomic_add_fetch(&c->lis->rx, VGPU_PROTO_HDR + h.body_len + h.bulk_len, __ATOMIC_RELAXED);
 		st = serve(c, &h);
 		if (st == VGPU_ERR_PROTOCOL) {
