@@ -30,7 +30,9 @@
  *
  * Environment: VGPU_URING_ZC_MIN=BYTES (zero-copy threshold, default 64K;
  * 0 disables zero-copy; when set, it applies to loopback peers too, which
- * otherwise never use zero-copy), VGPU_URING_MULTISHOT=0 (plain receives).
+ * otherwise never use zero-copy), VGPU_URING_MULTISHOT=0 (plain receives),
+ * VGPU_URING_BUFS=N (provided buffers, power of two 4..64, default 32),
+ * VGPU_URING_DIRECT_MIN=BYTES (reads of this size bypass them, default 128K).
  */
 #include "config.h"
 
@@ -50,7 +52,8 @@
 #include "transport.h"
 
 #define RING_ENTRIES 64
-#define NBUFS 32            /* provided buffers (power of two) */
+#define MAX_BUFS 64         /* provided buffers: at most */
+static unsigned nbufs = 32; /* power of two; VGPU_URING_BUFS */
 #define BUFSZ (16u * 1024)  /* bytes each */
 #define BGID 7
 static size_t direct_min = 128u * 1024; /* VGPU_URING_DIRECT_MIN */
@@ -90,7 +93,7 @@ struct vgpu_tp_conn {
 	pthread_t ms_owner; /* thread that armed it: its task runs the completions */
 	int eof;
 	int rerr;        /* errno of a failed receive */
-	struct { uint16_t bid; uint32_t off, len; } q[NBUFS];
+	struct { uint16_t bid; uint32_t off, len; } q[MAX_BUFS];
 	unsigned qh, qn;
 
 	/* send side */
@@ -142,6 +145,12 @@ static void probe(void)
 	}
 	if (!zc_min)
 		F.send_zc = 0;
+	e = getenv("VGPU_URING_BUFS");
+	if (e && *e) {
+		unsigned v = (unsigned)atoi(e);
+		if (v >= 4 && v <= MAX_BUFS && !(v & (v - 1)))
+			nbufs = v;
+	}
 	e = getenv("VGPU_URING_DIRECT_MIN");
 	if (e && *e) {
 		uint64_t v;
@@ -181,7 +190,7 @@ static int ring_init(struct io_uring *r)
 static int bufring_setup(struct vgpu_tp_conn *c)
 {
 	struct io_uring_buf_reg reg;
-	size_t rsz = NBUFS * sizeof(struct io_uring_buf);
+	size_t rsz = nbufs * sizeof(struct io_uring_buf);
 	int rc;
 
 	c->br = mmap(NULL, rsz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
@@ -189,7 +198,7 @@ static int bufring_setup(struct vgpu_tp_conn *c)
 		c->br = NULL;
 		return -ENOMEM;
 	}
-	c->bufs = malloc((size_t)NBUFS * BUFSZ);
+	c->bufs = malloc((size_t)nbufs * BUFSZ);
 	if (!c->bufs) {
 		munmap(c->br, rsz);
 		c->br = NULL;
@@ -197,7 +206,7 @@ static int bufring_setup(struct vgpu_tp_conn *c)
 	}
 	memset(&reg, 0, sizeof(reg));
 	reg.ring_addr = (unsigned long)c->br;
-	reg.ring_entries = NBUFS;
+	reg.ring_entries = nbufs;
 	reg.bgid = BGID;
 	rc = io_uring_register_buf_ring(&c->rr, &reg, 0);
 	if (rc < 0) {
@@ -208,17 +217,17 @@ static int bufring_setup(struct vgpu_tp_conn *c)
 		return rc;
 	}
 	io_uring_buf_ring_init(c->br);
-	for (unsigned i = 0; i < NBUFS; i++)
+	for (unsigned i = 0; i < nbufs; i++)
 		io_uring_buf_ring_add(c->br, c->bufs + (size_t)i * BUFSZ, BUFSZ, (unsigned short)i,
-				      io_uring_buf_ring_mask(NBUFS), (int)i);
-	io_uring_buf_ring_advance(c->br, NBUFS);
+				      io_uring_buf_ring_mask(nbufs), (int)i);
+	io_uring_buf_ring_advance(c->br, nbufs);
 	return 0;
 }
 
 static void buf_return(struct vgpu_tp_conn *c, uint16_t bid)
 {
 	io_uring_buf_ring_add(c->br, c->bufs + (size_t)bid * BUFSZ, BUFSZ, bid,
-			      io_uring_buf_ring_mask(NBUFS), 0);
+			      io_uring_buf_ring_mask(nbufs), 0);
 	io_uring_buf_ring_advance(c->br, 1);
 }
 
@@ -540,7 +549,7 @@ static void rr_complete(struct vgpu_tp_conn *c, struct io_uring_cqe *cqe)
 	if (ud != UD_MS)
 		return; /* cancel results; direct receives are handled by the caller */
 	if (cqe->res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
-		unsigned slot = (c->qh + c->qn) % NBUFS;
+		unsigned slot = (c->qh + c->qn) % nbufs;
 		c->q[slot].bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		c->q[slot].off = 0;
 		c->q[slot].len = (uint32_t)cqe->res;
@@ -614,7 +623,7 @@ static ssize_t uring_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t 
 			c->q[h].off += (uint32_t)k;
 			if (c->q[h].off == c->q[h].len) {
 				buf_return(c, c->q[h].bid);
-				c->qh = (c->qh + 1) % NBUFS;
+				c->qh = (c->qh + 1) % nbufs;
 				c->qn--;
 			}
 		}
@@ -730,7 +739,7 @@ static void uring_close(struct vgpu_tp_conn *c)
 		io_uring_queue_exit(&c->rr);
 	}
 	if (c->br)
-		munmap(c->br, NBUFS * sizeof(struct io_uring_buf));
+		munmap(c->br, nbufs * sizeof(struct io_uring_buf));
 	free(c->bufs);
 	if (c->sr_ok)
 		io_uring_queue_exit(&c->sr);
