@@ -352,7 +352,7 @@ static void ux_init(void)
  * polling alone collapses on an oversubscribed host). */
 static void ux_progress(void)
 {
-	for (int i = 0; i < 64; i++)
+	for (int i = 0; i < 16; i++) /* the rdma transport spins as long */
 		if (ucp_worker_progress(U.w))
 			return;
 	if (U.efd < 0 && ucp_worker_get_efd(U.w, &U.efd) != UCS_OK)

@@ -57,6 +57,7 @@
 #define RECV_MAX (512ull << 20)   /* largest message accepted */
 #define SPIN 16                   /* progress rounds before sleeping */
 #define CLOSE_MS 2000
+#define BG_IDLE_MS 2              /* background progress after this idle time */
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -83,6 +84,8 @@ struct wk {
 	int polling, bg_polling; /* a thread sleeps on efd (the background one) */
 	int waiters;             /* callers inside wk_wait */
 	int stop;
+	double last_active;      /* when the last caller left wk_wait */
+	pthread_cond_t bgcv;     /* the background thread's (stop only) */
 	pthread_t bg;
 	int bg_started;
 	struct vgpu_tp_conn *conns; /* endpoints on this worker */
@@ -237,7 +240,7 @@ static void wk_wait(struct wk *k, int ms)
 		wk_wake(k);
 	wk_wait_inner(k, ms);
 	if (--k->waiters == 0)
-		pthread_cond_broadcast(&k->cv);
+		k->last_active = now_ms();
 }
 
 /*
@@ -252,8 +255,17 @@ static void *wk_bg(void *arg)
 
 	pthread_mutex_lock(&k->m);
 	while (!k->stop) {
-		if (k->waiters || k->polling) {
-			pthread_cond_wait(&k->cv, &k->m);
+		struct timespec ts;
+
+		/* Only an idle worker is ours: while callers come and go (a
+		 * busy connection) taking the lead would cost them a wake-up
+		 * per message. Look every BG_IDLE_MS. */
+		if (k->waiters || k->polling || now_ms() - k->last_active < BG_IDLE_MS) {
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += BG_IDLE_MS * 1000000L;
+			ts.tv_sec += ts.tv_nsec / 1000000000L;
+			ts.tv_nsec %= 1000000000L;
+			pthread_cond_timedwait(&k->bgcv, &k->m, &ts);
 			continue;
 		}
 		while (ucp_worker_progress(k->w)) {
@@ -528,6 +540,7 @@ static vgpu_status wk_init(struct wk *k, int shared, uint64_t client_id)
 	}
 	pthread_mutex_init(&k->m, NULL);
 	pthread_cond_init(&k->cv, NULL);
+	pthread_cond_init(&k->bgcv, NULL);
 	k->shared = shared;
 	if (pthread_create(&k->bg, NULL, wk_bg, k) != 0) {
 		wk_fini(k);
@@ -543,6 +556,7 @@ static void wk_fini(struct wk *k)
 		pthread_mutex_lock(&k->m);
 		k->stop = 1;
 		pthread_cond_broadcast(&k->cv);
+		pthread_cond_broadcast(&k->bgcv);
 		wk_wake(k);
 		pthread_mutex_unlock(&k->m);
 		pthread_join(k->bg, NULL);
@@ -552,6 +566,7 @@ static void wk_fini(struct wk *k)
 	close(k->wakefd);
 	pthread_mutex_destroy(&k->m);
 	pthread_cond_destroy(&k->cv);
+	pthread_cond_destroy(&k->bgcv);
 }
 
 /* ---- addresses ---- */
