@@ -666,6 +666,11 @@ static vgpu_status r_mem_alloc(vgpu_t *v, size_t size, vgpu_dptr *out)
 	return st;
 }
 
+static vgpu_status r_mem_advise(vgpu_t *v, vgpu_dptr p, unsigned advice)
+{
+	return r_simple(v, VGPU_OP_MEM_ADVISE, 2, p, advice);
+}
+
 static vgpu_status r_mem_free(vgpu_t *v, vgpu_dptr p)
 {
 	struct client *cl = CL(v);
@@ -1067,6 +1072,7 @@ static const struct vgpu_door_ops remote_ops = {
 	.module_unload = r_module_unload,
 	.function = r_function,
 	.launch = r_launch,
+	.mem_advise = r_mem_advise,
 };
 
 vgpu_status vgpu__remote_server_stats(vgpu_t *v, uint64_t *sessions, uint64_t *mem_used,

@@ -1198,6 +1198,7 @@ vgpu_status vgpu__server_node_status(struct vgpu_server *s, struct vgpu_node_sta
 		x->device = si[k].device;
 		x->mem_used = si[k].mem_used;
 		x->mem_limit = si[k].mem_limit;
+		x->mem_on_host = si[k].mem_on_host;
 		x->share = si[k].share;
 		x->device_ns = si[k].device_ns;
 		x->items = si[k].items;
@@ -1375,6 +1376,12 @@ static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 		if (vgpu__mp_u64(m, &a64))
 			return BAD_BODY(op);
 		st = vgpu__s_mem_free(c->sess, a64);
+		resp_begin(&w, rb, sizeof(rb), st, NULL, 0);
+		break;
+	case VGPU_OP_MEM_ADVISE:
+		if (vgpu__mp_u64(m, &a64) || vgpu__mp_u64(m, &b64) || b64 > UINT32_MAX)
+			return BAD_BODY(op);
+		st = vgpu__s_mem_advise(c->sess, a64, (unsigned)b64);
 		resp_begin(&w, rb, sizeof(rb), st, NULL, 0);
 		break;
 	case VGPU_OP_DTOD:

@@ -352,6 +352,8 @@ static int t_isolation(void *d)
 	CHECK(vgpu_memcpy_htod(B, pa, &got, 4, NULL) < 0);
 	CHECK(vgpu_memset(B, pa, 0, 4, NULL) < 0);
 	CHECK(vgpu_mem_free(B, pa) < 0);
+	CHECK_ST(vgpu_mem_advise(B, pa, VGPU_ADVISE_PIN), VGPU_ERR_BAD_ADDRESS);
+	CHECK_OK(vgpu_mem_advise(A, pa, VGPU_ADVISE_PIN)); /* its own: accepted */
 	/* B names A's stream, module and function ids through its own door */
 	CHECK_ST(B->ops->stream_sync(B, sid), VGPU_ERR_BAD_HANDLE);
 	CHECK_ST(B->ops->stream_destroy(B, sid), VGPU_ERR_BAD_HANDLE);
