@@ -1225,7 +1225,7 @@ vgpu_status vgpu__door_remote_open(vgpu_t *v, const struct vgpu_uri *u,
 	cl->tp = vgpu__transport_find(u->scheme);
 	if (!cl->tp) {
 		free(cl);
-		return vgpu__error(VGPU_ERR_BAD_URI, "%s: no transport for scheme '%s'", u->scheme, u->scheme);
+		return vgpu__error_prefix(VGPU_ERR_BAD_URI, "%s", u->scheme);
 	}
 	cl->obuf = malloc(OBUF_CAP);
 	if (!cl->obuf) {
@@ -1244,7 +1244,12 @@ vgpu_status vgpu__door_remote_open(vgpu_t *v, const struct vgpu_uri *u,
 		timeout = opts->timeout_ms;
 	if (!timeout)
 		timeout = 10000;
-	st = cl->tp->connect(u, timeout, &cl->tc);
+	{
+		struct vgpu_tp_addr a;
+
+		vgpu__tp_addr(u, &a);
+		st = cl->tp->connect(&a, timeout, &cl->tc);
+	}
 	if (st < 0) {
 		vgpu__error_prefix(st, "%s", cl->uri);
 		goto fail;

@@ -613,14 +613,3 @@ int vgpu__unpack_device_info(struct vgpu_mp *m, struct vgpu_device_info *d)
 		vgpu__mp_skip(m, 1); /* newer servers may add fields */
 	return m->err ? -1 : 0;
 }
-
-const struct vgpu_transport_ops *vgpu__transport_find(const char *scheme)
-{
-	static const struct vgpu_transport_ops *const all[] = { &vgpu__transport_tcp };
-
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-		for (const char *const *s = all[i]->schemes; *s; s++)
-			if (!strcmp(*s, scheme))
-				return all[i];
-	return NULL;
-}

@@ -2090,6 +2090,7 @@ VGPU_API vgpu_status vgpu_server_listen(vgpu_server *s, const char *uri, char *b
 					size_t boundlen)
 {
 	struct listener *l;
+	struct vgpu_tp_addr a;
 	vgpu_status st;
 
 	if (!s || !uri)
@@ -2103,14 +2104,14 @@ VGPU_API vgpu_status vgpu_server_listen(vgpu_server *s, const char *uri, char *b
 		return st;
 	l->tp = vgpu__transport_find(l->u.scheme);
 	if (!l->tp)
-		return vgpu__error(VGPU_ERR_BAD_URI, "%s: no transport for scheme '%s' (tcp, unix)", uri,
-				   l->u.scheme);
-	if (l->tp->listen_is_remote(&l->u) && !s->nsecrets)
+		return vgpu__error_prefix(VGPU_ERR_BAD_URI, "%s", uri);
+	vgpu__tp_addr(&l->u, &a);
+	if (l->tp->listen_is_remote(&a) && !s->nsecrets)
 		return vgpu__error(VGPU_ERR_AUTH,
 				   "refusing to listen on %s without secrets: anyone who can reach it could "
 				   "use the device (configure a secrets file, --secrets FILE, or listen on "
 				   "127.0.0.1 or a unix socket)", uri);
-	st = l->tp->listen(&l->u, &l->l, l->uri, sizeof(l->uri));
+	st = l->tp->listen(&a, &l->l, l->uri, sizeof(l->uri));
 	if (st < 0)
 		return st;
 	if (l->u.port == 0) {

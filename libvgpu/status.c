@@ -299,7 +299,12 @@ vgpu_status vgpu__status_query(const struct vgpu_uri *u, const struct vgpu_open_
 		rc = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
 		goto out;
 	}
-	rc = tp->connect(u, timeout, &c);
+	{
+		struct vgpu_tp_addr a;
+
+		vgpu__tp_addr(u, &a);
+		rc = tp->connect(&a, timeout, &c);
+	}
 	if (rc < 0) {
 		vgpu__error_prefix(rc, "%s", label);
 		goto out;

@@ -170,6 +170,7 @@ static void *echo_main(void *arg)
 static int echo_test(const char *listen_uri)
 {
 	struct vgpu_uri u, cu;
+	struct vgpu_tp_addr ua, ca;
 	struct echo e;
 	char bound[512], full[600];
 	pthread_t th;
@@ -180,13 +181,15 @@ static int echo_test(const char *listen_uri)
 	CHECK_OK(vgpu__uri_parse(listen_uri, &u));
 	e.tp = vgpu__transport_find(u.scheme);
 	CHECK(e.tp != NULL);
-	CHECK_OK(e.tp->listen(&u, &e.l, bound, sizeof(bound)));
+	vgpu__tp_addr(&u, &ua);
+	CHECK_OK(e.tp->listen(&ua, &e.l, bound, sizeof(bound)));
 	if (u.port == 0)
 		CHECK(!strstr(bound, ":0")); /* the real port */
 	snprintf(full, sizeof(full), "%s/0", bound);
 	CHECK_OK(vgpu__uri_parse(full, &cu));
 	CHECK(pthread_create(&th, NULL, echo_main, &e) == 0);
-	CHECK_OK(e.tp->connect(&cu, 2000, &c));
+	vgpu__tp_addr(&cu, &ca);
+	CHECK_OK(e.tp->connect(&ca, 2000, &c));
 	vt_fill(out, sizeof(out), 7);
 	iov[0] = (struct iovec){ out, 32 };
 	iov[1] = (struct iovec){ out + 32, 1000 };
@@ -235,18 +238,27 @@ static int t_echo_unix(void *d)
 	return echo_test(uri);
 }
 
+static int t_echo_uring(void *d)
+{
+	return echo_test("uring://127.0.0.1:0");
+}
+
 static int t_refused(void *d)
 {
 	struct vgpu_uri u;
+	struct vgpu_tp_addr a;
 	struct vgpu_tp_conn *c;
 
 	CHECK_OK(vgpu__uri_parse("unix:///nonexistent/vgpu.sock/0", &u));
-	CHECK_ST(vgpu__transport_tcp.connect(&u, 1000, &c), VGPU_ERR_CONNECTION);
+	vgpu__tp_addr(&u, &a);
+	CHECK_ST(vgpu__transport_tcp.connect(&a, 1000, &c), VGPU_ERR_CONNECTION);
 	CHECK(strstr(vgpu__error_msg(), "/nonexistent/vgpu.sock"));
 	CHECK_OK(vgpu__uri_parse("tcp://0.0.0.0:7100/0", &u));
-	CHECK(vgpu__transport_tcp.listen_is_remote(&u));
+	vgpu__tp_addr(&u, &a);
+	CHECK(vgpu__transport_tcp.listen_is_remote(&a));
 	CHECK_OK(vgpu__uri_parse("tcp://127.0.0.1:7100/0", &u));
-	CHECK(!vgpu__transport_tcp.listen_is_remote(&u));
+	vgpu__tp_addr(&u, &a);
+	CHECK(!vgpu__transport_tcp.listen_is_remote(&a));
 	return 0;
 }
 
@@ -258,6 +270,7 @@ int main(void)
 	vt_run("hmac", t_hmac, NULL);
 	vt_run("echo_tcp", t_echo_tcp, NULL);
 	vt_run("echo_unix", t_echo_unix, NULL);
+	vt_run("echo_uring", t_echo_uring, NULL);
 	vt_run("connect_refused", t_refused, NULL);
 	return vt_finish();
 }

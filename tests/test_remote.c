@@ -43,6 +43,12 @@ struct server {
 	char sock[200];
 };
 
+/* The transport under test ($VGPU_TEST_TRANSPORT: tcp, unix, uring, rdma).
+ * server.tcp is the URI of that transport's listener (the name stays from
+ * when tcp was the only one); raw clients use the same transport. */
+static const char *tp_scheme = "tcp";
+static const struct vgpu_transport_ops *raw_tp;
+
 static pid_t all_pids[MAX_SERVERS + 4];
 static int npids;
 static char tmpdir[128];
@@ -111,6 +117,12 @@ static int server_start(struct server *s, const char *const *extra)
 		snprintf(u[seq % (MAX_SERVERS * 4)], 256, "unix://%s", s->sock);
 		argv[argc++] = u[seq % (MAX_SERVERS * 4)];
 	}
+	if (strcmp(tp_scheme, "tcp") && strcmp(tp_scheme, "unix")) {
+		static char x[MAX_SERVERS * 4][64];
+		snprintf(x[seq % (MAX_SERVERS * 4)], 64, "%s://127.0.0.1:0", tp_scheme);
+		argv[argc++] = "--listen";
+		argv[argc++] = x[seq % (MAX_SERVERS * 4)];
+	}
 	for (int i = 0; extra && extra[i] && argc < 30; i++)
 		argv[argc++] = extra[i];
 	argv[argc] = NULL;
@@ -145,7 +157,20 @@ static int server_start(struct server *s, const char *const *extra)
 				snprintf(s->tcp, sizeof(s->tcp), "%.*s/0", (int)strcspn(p, "\n"), p);
 				q += strlen("vgpud: listening on ");
 				snprintf(s->unix_, sizeof(s->unix_), "%.*s/0", (int)strcspn(q, "\n"), q);
-				return 0;
+				if (!strcmp(tp_scheme, "unix")) {
+					memcpy(s->tcp, s->unix_, sizeof(s->tcp));
+					return 0;
+				}
+				if (!strcmp(tp_scheme, "tcp"))
+					return 0;
+				char pre[96];
+				snprintf(pre, sizeof(pre), "vgpud: listening on %s://", tp_scheme);
+				char *x = strstr(buf, pre);
+				if (x && strchr(x, '\n')) {
+					x += strlen("vgpud: listening on ");
+					snprintf(s->tcp, sizeof(s->tcp), "%.*s/0", (int)strcspn(x, "\n"), x);
+					return 0;
+				}
 			}
 		}
 		if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
@@ -466,10 +491,15 @@ static int raw_connect(const char *uri, struct vgpu_tp_conn **c, struct vgpu_rbu
 	struct vgpu_hdr h;
 	static uint8_t body[VGPU_PROTO_MAX_BODY];
 
-	if (vgpu__uri_parse(uri, &u) || vgpu__transport_tcp.connect(&u, 2000, c))
+	struct vgpu_tp_addr a;
+
+	if (vgpu__uri_parse(uri, &u) || !(raw_tp = vgpu__transport_find(u.scheme)))
 		return -1;
-	vgpu__transport_tcp.set_timeout(*c, 5000);
-	rb->tp = &vgpu__transport_tcp;
+	vgpu__tp_addr(&u, &a);
+	if (raw_tp->connect(&a, 2000, c))
+		return -1;
+	raw_tp->set_timeout(*c, 5000);
+	rb->tp = raw_tp;
 	rb->c = *c;
 	rb->off = rb->len = 0;
 	if (vgpu__rbuf_frame(rb, &h, body, 0, "server") || h.type != VGPU_MSG_HELLO)
@@ -491,7 +521,7 @@ static int raw_hello(struct vgpu_tp_conn *c, struct vgpu_rbuf *rb)
 	msgpack_pack_nil(&w.pk);
 	msgpack_pack_int(&w.pk, 0);
 	msgpack_pack_array(&w.pk, 0);
-	if (vgpu__send_msg(&vgpu__transport_tcp, c, VGPU_MSG_REQ, 0, 1, w.buf, w.len, NULL, 0))
+	if (vgpu__send_msg(raw_tp, c, VGPU_MSG_REQ, 0, 1, w.buf, w.len, NULL, 0))
 		return -1;
 	if (vgpu__rbuf_frame(rb, &h, body, 0, "server") || h.type != VGPU_MSG_RESP)
 		return -1;
@@ -544,7 +574,7 @@ static int send_raw(struct vgpu_tp_conn *c, const struct vgpu_hdr *h, const void
 	struct iovec iov[2] = { { raw, sizeof(raw) }, { (void *)body, n } };
 
 	vgpu__hdr_encode(raw, h);
-	return vgpu__transport_tcp.send(c, iov, n ? 2 : 1) == VGPU_OK ? 0 : -1;
+	return raw_tp->send(c, iov, n ? 2 : 1) == VGPU_OK ? 0 : -1;
 }
 
 static int t_malformed(void *d)
@@ -559,9 +589,9 @@ static int t_malformed(void *d)
 	CHECK(raw_connect(S.tcp, &c, rb) == 0);
 	{
 		struct iovec iov = { "VGPU\1\0", 6 };
-		CHECK(vgpu__transport_tcp.send(c, &iov, 1) == VGPU_OK);
+		CHECK(raw_tp->send(c, &iov, 1) == VGPU_OK);
 	}
-	vgpu__transport_tcp.close(c);
+	raw_tp->close(c);
 	CHECK(well_behaved() == 0);
 
 	/* truncated body after a valid handshake */
@@ -569,7 +599,7 @@ static int t_malformed(void *d)
 	CHECK(raw_hello(c, rb) == 0);
 	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 1000, 5, 0 };
 	CHECK(send_raw(c, &h, "\x92\x04", 2) == 0);
-	vgpu__transport_tcp.close(c);
+	raw_tp->close(c);
 	CHECK(well_behaved() == 0);
 
 	/* wrong protocol version in the first frame */
@@ -577,7 +607,7 @@ static int t_malformed(void *d)
 	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, 99, VGPU_MSG_REQ, 0, 1, 1, 0 };
 	CHECK(send_raw(c, &h, "\x90", 1) == 0);
 	CHECK(expect_error_and_close(rb, "client speaks version 99, server speaks version 1") == 0);
-	vgpu__transport_tcp.close(c);
+	raw_tp->close(c);
 
 	/* oversize body length */
 	CHECK(raw_connect(S.tcp, &c, rb) == 0);
@@ -585,7 +615,7 @@ static int t_malformed(void *d)
 	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 0xffffffffu, 2, 0 };
 	CHECK(send_raw(c, &h, NULL, 0) == 0);
 	CHECK(expect_error_and_close(rb, "exceeds the limit") == 0);
-	vgpu__transport_tcp.close(c);
+	raw_tp->close(c);
 
 	/* oversize bulk length */
 	CHECK(raw_connect(S.tcp, &c, rb) == 0);
@@ -593,7 +623,7 @@ static int t_malformed(void *d)
 	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 1, 2, 1ull << 62 };
 	CHECK(send_raw(c, &h, "\x90", 1) == 0);
 	CHECK(expect_error_and_close(rb, "bulk length") == 0);
-	vgpu__transport_tcp.close(c);
+	raw_tp->close(c);
 
 	/* bad msgpack: reserved byte 0xc1 */
 	CHECK(raw_connect(S.tcp, &c, rb) == 0);
@@ -602,7 +632,7 @@ static int t_malformed(void *d)
 	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, sizeof(junk), 3, 0 };
 	CHECK(send_raw(c, &h, junk, sizeof(junk)) == 0);
 	CHECK(expect_error_and_close(rb, "bad request body") == 0);
-	vgpu__transport_tcp.close(c);
+	raw_tp->close(c);
 
 	/* an array header claiming 4G elements (msgpack-c would size from it) */
 	CHECK(raw_connect(S.tcp, &c, rb) == 0);
@@ -610,7 +640,7 @@ static int t_malformed(void *d)
 	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 6, 4, 0 };
 	CHECK(send_raw(c, &h, "\xdd\xff\xff\xff\xff\x01", 6) == 0);
 	CHECK(expect_error_and_close(rb, "bad request body") == 0);
-	vgpu__transport_tcp.close(c);
+	raw_tp->close(c);
 
 	/* a well-formed body of the wrong shape: mem_alloc("x") */
 	CHECK(raw_connect(S.tcp, &c, rb) == 0);
@@ -618,7 +648,7 @@ static int t_malformed(void *d)
 	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 4, 5, 0 };
 	CHECK(send_raw(c, &h, "\x92\x04\xa1x", 4) == 0);
 	CHECK(expect_error_and_close(rb, "malformed mem_alloc request") == 0);
-	vgpu__transport_tcp.close(c);
+	raw_tp->close(c);
 
 	/* unknown op */
 	CHECK(raw_connect(S.tcp, &c, rb) == 0);
@@ -626,7 +656,7 @@ static int t_malformed(void *d)
 	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 2, 6, 0 };
 	CHECK(send_raw(c, &h, "\x91\x7f", 2) == 0);
 	CHECK(expect_error_and_close(rb, "unknown request op 127") == 0);
-	vgpu__transport_tcp.close(c);
+	raw_tp->close(c);
 
 	/* a request before the handshake */
 	CHECK(raw_connect(S.tcp, &c, rb) == 0);
@@ -638,18 +668,18 @@ static int t_malformed(void *d)
 		while (vgpu__rbuf_read(rb, &x, 1) == VGPU_OK)
 			;
 	}
-	vgpu__transport_tcp.close(c);
+	raw_tp->close(c);
 
 	/* not a libvgpu peer at all */
 	CHECK(raw_connect(S.tcp, &c, rb) == 0);
 	{
 		struct iovec iov = { "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27 };
 		uint8_t x;
-		CHECK(vgpu__transport_tcp.send(c, &iov, 1) == VGPU_OK);
+		CHECK(raw_tp->send(c, &iov, 1) == VGPU_OK);
 		while (vgpu__rbuf_read(rb, &x, 1) == VGPU_OK)
 			;
 	}
-	vgpu__transport_tcp.close(c);
+	raw_tp->close(c);
 
 	free(rb);
 	CHECK(well_behaved() == 0);
@@ -852,12 +882,14 @@ static int t_server_version(void *d)
 {
 	struct fake f = { NULL, 7 };
 	struct vgpu_uri u;
+	struct vgpu_tp_addr ua;
 	char bound[256], uri[300];
 	pthread_t th;
 	vgpu_t *v;
 
 	CHECK_OK(vgpu__uri_parse("tcp://127.0.0.1:0", &u));
-	CHECK_OK(vgpu__transport_tcp.listen(&u, &f.l, bound, sizeof(bound)));
+	vgpu__tp_addr(&u, &ua);
+	CHECK_OK(vgpu__transport_tcp.listen(&ua, &f.l, bound, sizeof(bound)));
 	snprintf(uri, sizeof(uri), "%s/0", bound);
 	CHECK(pthread_create(&th, NULL, fake_server, &f) == 0);
 	CHECK_ST(vgpu_open(&v, uri), VGPU_ERR_PROTOCOL);
@@ -1010,7 +1042,7 @@ static int t_server_killed(void *d)
 	vgpu_close(v); /* safe */
 	/* connecting to a dead server: a clean error naming it */
 	CHECK_ST(vgpu_open(&v, k.tcp), VGPU_ERR_CONNECTION);
-	CHECK_MSG("127.0.0.1");
+	CHECK_MSG(strcmp(tp_scheme, "unix") ? "127.0.0.1" : k.sock);
 	return 0;
 }
 
@@ -1276,6 +1308,9 @@ int main(int argc, char **argv)
 	if (argc == 3 && !strcmp(argv[1], "--child-transfer"))
 		return child_transfer(argv[2]);
 	signal(SIGPIPE, SIG_IGN);
+	if (getenv("VGPU_TEST_TRANSPORT") && *getenv("VGPU_TEST_TRANSPORT"))
+		tp_scheme = getenv("VGPU_TEST_TRANSPORT");
+	fprintf(stderr, "test_remote: transport %s\n", tp_scheme);
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/vgpu-test-remote-XXXXXX");
 	if (!mkdtemp(tmpdir)) {
 		perror("mkdtemp");

@@ -35,12 +35,12 @@ struct vgpu_tp_conn {
 	char peer[128];
 };
 
-static int is_unix_scheme(const struct vgpu_uri *u)
+static int is_unix_scheme(const struct vgpu_tp_addr *u)
 {
 	return strcmp(u->scheme, "unix") == 0;
 }
 
-static vgpu_status unix_addr(const struct vgpu_uri *u, struct sockaddr_un *sa)
+static vgpu_status unix_addr(const struct vgpu_tp_addr *u, struct sockaddr_un *sa)
 {
 	memset(sa, 0, sizeof(*sa));
 	sa->sun_family = AF_UNIX;
@@ -75,7 +75,7 @@ static void tune(int fd, int is_unix)
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
 }
 
-static vgpu_status tcp_listen(const struct vgpu_uri *u, struct vgpu_tp_listener **out,
+static vgpu_status tcp_listen(const struct vgpu_tp_addr *u, struct vgpu_tp_listener **out,
 			      char *bound, size_t boundlen)
 {
 	struct vgpu_tp_listener *l = calloc(1, sizeof(*l));
@@ -236,7 +236,7 @@ static void tcp_listen_close(struct vgpu_tp_listener *l)
 	free(l);
 }
 
-static int tcp_listen_is_remote(const struct vgpu_uri *u)
+static int tcp_listen_is_remote(const struct vgpu_tp_addr *u)
 {
 	if (is_unix_scheme(u))
 		return 0;
@@ -273,7 +273,7 @@ static int connect_timeout(int fd, const struct sockaddr *sa, socklen_t sl, uint
 	return rc;
 }
 
-static vgpu_status tcp_connect(const struct vgpu_uri *u, uint32_t timeout_ms,
+static vgpu_status tcp_connect(const struct vgpu_tp_addr *u, uint32_t timeout_ms,
 			       struct vgpu_tp_conn **out)
 {
 	struct vgpu_tp_conn *c = calloc(1, sizeof(*c));
@@ -468,10 +468,27 @@ static const char *tcp_peer(struct vgpu_tp_conn *c)
 	return c->peer;
 }
 
+/* For transports layered on these sockets (uring): take the descriptor
+ * and the peer name out of a connection and free it. */
+int vgpu__tcp_conn_release(struct vgpu_tp_conn *c, char *peer, size_t peerlen)
+{
+	int fd = c->fd;
+
+	snprintf(peer, peerlen, "%s", c->peer);
+	free(c);
+	return fd;
+}
+
+int vgpu__tcp_listener_fd(struct vgpu_tp_listener *l)
+{
+	return l->fd;
+}
+
 static const char *const tcp_schemes[] = { "tcp", "unix", NULL };
 
 const struct vgpu_transport_ops vgpu__transport_tcp = {
 	.size = sizeof(struct vgpu_transport_ops),
+	.abi = VGPU_TRANSPORT_ABI,
 	.name = "tcp",
 	.schemes = tcp_schemes,
 	.caps = VGPU_TP_CAP_ZEROCOPY_SEND,

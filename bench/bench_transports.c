@@ -1,0 +1,918 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_transports.c - every transport against its floor (make bench).
+ *
+ * One vgpud listens on tcp, unix, uring and rdma at once (rdma when the
+ * module is found). For each transport, through the public API:
+ *   rtt     synchronous 64-byte call (vgpu_memcpy_htod, NULL stream), us
+ *   launch  pipelined empty-kernel launches on a stream, then one sync, /s
+ *   htod/dtoh bandwidth of synchronous copies of 4 KiB, 64 KiB, 1 MiB, 64 MiB
+ * and beside each figure the floor measured in the same run on the same
+ * machine, without libvgpu:
+ *   tcp, uring: raw TCP sockets (blocking send/recv) to a raw echo server;
+ *   unix: raw unix sockets;
+ *   rdma: raw UCX active messages to a raw UCX server, with the same
+ *         UCX_TLS (both sides spin briefly, then sleep on the worker's
+ *         event fd, as the rdma transport does).
+ *   rtt floor: 64-byte request, 64-byte reply. launch floor: 96-byte
+ *   messages, one send call each, then one round trip. copy floors: a
+ *   request of n bytes answered by 16 (htod) or a 16-byte request answered
+ *   by n bytes (dtoh), i.e. the same round trips as a synchronous copy.
+ * and the ratio figure/floor (time ratio for rtt: lower is better). Each
+ * figure and its floor are measured alternately, three times, best kept.
+ *
+ * Environment: VGPU_BENCH_QUICK=1 (fewer iterations), VGPU_BENCH_CPUS=0
+ * (pin every process to these CPUs: on a small VM, waking a halted vCPU
+ * costs tens of microseconds and makes unpinned runs bimodal), VGPU_BENCH_TRANSPORTS
+ * (comma list, default tcp,unix,uring,rdma), VGPU_TRANSPORT_PATH, UCX_*.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <vgpu.h>
+#ifdef VGPU_HAVE_UCX
+#include <ucp/api/ucp.h>
+#endif
+
+#define MAXSZ (64u << 20)
+static const size_t sizes[4] = { 4096, 65536, 1u << 20, 64u << 20 };
+static int quick;
+static char tmpdir[128];
+static pid_t kids[4];
+static int nkids;
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *fmt, const char *a)
+{
+	fprintf(stderr, "bench_transports: ");
+	fprintf(stderr, fmt, a);
+	fprintf(stderr, "\n");
+	for (int i = 0; i < nkids; i++)
+		kill(kids[i], SIGKILL);
+	exit(1);
+}
+
+static void cleanup(void)
+{
+	char p[300];
+
+	for (int i = 0; i < nkids; i++) {
+		kill(kids[i], SIGTERM);
+		waitpid(kids[i], NULL, 0);
+	}
+	nkids = 0;
+	snprintf(p, sizeof(p), "%s/vgpud.log", tmpdir);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/raw.sock", tmpdir);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/vgpud.sock", tmpdir);
+	unlink(p);
+	rmdir(tmpdir);
+}
+
+static unsigned iters(size_t n)
+{
+	unsigned k = n <= 4096 ? 3000 : n <= 65536 ? 1500 : n <= (1u << 20) ? 200 : 8;
+	return quick ? (k / 8 ? k / 8 : 2) : k;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Raw socket floor: server and client                                      */
+
+struct rawhdr {
+	uint64_t req, resp;
+};
+
+static int rd_all(int fd, void *p, size_t n)
+{
+	uint8_t *b = p;
+	while (n) {
+		ssize_t r = recv(fd, b, n, 0);
+		if (r <= 0) {
+			if (r < 0 && errno == EINTR)
+				continue;
+			return -1;
+		}
+		b += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+static int wr_all(int fd, struct iovec *iov, int n)
+{
+	while (n) {
+		struct msghdr mh = { 0 };
+		ssize_t w;
+
+		mh.msg_iov = iov;
+		mh.msg_iovlen = (size_t)n;
+		w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		while (n && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n) {
+			iov->iov_base = (char *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+static void tune(int fd, int tcp)
+{
+	int one = 1, buf = 4 << 20;
+	if (tcp)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+}
+
+static void *raw_conn(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	uint8_t *buf = malloc(MAXSZ);
+	struct rawhdr h;
+
+	while (buf && rd_all(fd, &h, sizeof(h)) == 0) {
+		if (h.req > MAXSZ || h.resp > MAXSZ || rd_all(fd, buf, h.req) < 0)
+			break;
+		if (h.resp) {
+			struct iovec iov = { buf, h.resp };
+			if (wr_all(fd, &iov, 1) < 0)
+				break;
+		}
+	}
+	free(buf);
+	close(fd);
+	return NULL;
+}
+
+/* Child: accept on both sockets, one thread per connection. */
+static void raw_server(int tfd, int ufd)
+{
+	struct pollfd p[2] = { { tfd, POLLIN, 0 }, { ufd, POLLIN, 0 } };
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	for (;;) {
+		if (poll(p, 2, -1) < 0)
+			continue;
+		for (int i = 0; i < 2; i++)
+			if (p[i].revents & POLLIN) {
+				int c = accept(p[i].fd, NULL, NULL);
+				pthread_t th;
+				if (c < 0)
+					continue;
+				tune(c, i == 0);
+				pthread_create(&th, NULL, raw_conn, (void *)(intptr_t)c);
+				pthread_detach(th);
+			}
+	}
+}
+
+static struct sockaddr_in raw_tcp_sa;
+static struct sockaddr_un raw_unix_sa;
+
+static void raw_start(void)
+{
+	int tfd = socket(AF_INET, SOCK_STREAM, 0), ufd = socket(AF_UNIX, SOCK_STREAM, 0);
+	socklen_t sl = sizeof(raw_tcp_sa);
+	pid_t pid;
+
+	memset(&raw_tcp_sa, 0, sizeof(raw_tcp_sa));
+	raw_tcp_sa.sin_family = AF_INET;
+	raw_tcp_sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	memset(&raw_unix_sa, 0, sizeof(raw_unix_sa));
+	raw_unix_sa.sun_family = AF_UNIX;
+	snprintf(raw_unix_sa.sun_path, sizeof(raw_unix_sa.sun_path), "%s/raw.sock", tmpdir);
+	if (tfd < 0 || ufd < 0 || bind(tfd, (struct sockaddr *)&raw_tcp_sa, sizeof(raw_tcp_sa)) ||
+	    listen(tfd, 16) || getsockname(tfd, (struct sockaddr *)&raw_tcp_sa, &sl) ||
+	    bind(ufd, (struct sockaddr *)&raw_unix_sa, sizeof(raw_unix_sa)) || listen(ufd, 16))
+		die("raw server: %s", strerror(errno));
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0)
+		raw_server(tfd, ufd);
+	kids[nkids++] = pid;
+	close(tfd);
+	close(ufd);
+}
+
+static int raw_connect(int is_unix)
+{
+	int fd = socket(is_unix ? AF_UNIX : AF_INET, SOCK_STREAM, 0);
+	int rc = is_unix ? connect(fd, (struct sockaddr *)&raw_unix_sa, sizeof(raw_unix_sa))
+			 : connect(fd, (struct sockaddr *)&raw_tcp_sa, sizeof(raw_tcp_sa));
+	if (fd < 0 || rc < 0)
+		die("raw connect: %s", strerror(errno));
+	tune(fd, !is_unix);
+	return fd;
+}
+
+static uint8_t *hbuf; /* host buffer, MAXSZ */
+
+static int raw_call(int fd, size_t req, size_t resp)
+{
+	struct rawhdr h = { req, resp };
+	struct iovec iov[2] = { { &h, sizeof(h) }, { hbuf, req } };
+
+	if (wr_all(fd, iov, req ? 2 : 1) < 0)
+		return -1;
+	return resp ? rd_all(fd, hbuf, resp) : 0;
+}
+
+struct figs {
+	double rtt_us, launch_s, htod[4], dtoh[4]; /* bandwidth in GB/s */
+	int ok;
+};
+
+enum { M_RTT, M_LAUNCH, M_HTOD, M_DTOH };
+
+static unsigned rtt_n(void)
+{
+	return quick ? 1000 : 5000;
+}
+
+static unsigned launch_n(void)
+{
+	return quick ? 20000 : 100000;
+}
+
+/* One measurement over a raw socket: us (rtt), messages/s, or GB/s. */
+static double raw_metric(int fd, int m, size_t n)
+{
+	unsigned k;
+	double t0;
+
+	switch (m) {
+	case M_RTT:
+		for (unsigned i = 0; i < 100; i++)
+			raw_call(fd, 64, 64);
+		t0 = now();
+		for (unsigned i = 0; i < rtt_n(); i++)
+			if (raw_call(fd, 64, 64) < 0)
+				die("raw rtt: %s", strerror(errno));
+		return (now() - t0) / rtt_n() * 1e6;
+	case M_LAUNCH:
+		t0 = now();
+		for (unsigned i = 0; i < launch_n(); i++)
+			raw_call(fd, 96, 0);
+		raw_call(fd, 16, 16);
+		return launch_n() / (now() - t0);
+	default:
+		k = iters(n);
+		if (m == M_HTOD) {
+			raw_call(fd, n, 16);
+			t0 = now();
+			for (unsigned i = 0; i < k; i++)
+				raw_call(fd, n, 16);
+		} else {
+			raw_call(fd, 16, n);
+			t0 = now();
+			for (unsigned i = 0; i < k; i++)
+				raw_call(fd, 16, n);
+		}
+		return (double)n * k / (now() - t0) / 1e9;
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* Raw UCX floor                                                            */
+
+#ifdef VGPU_HAVE_UCX
+#define RAW_AM 3
+
+struct ux {
+	ucp_context_h ctx;
+	ucp_worker_h w;
+	ucp_ep_h ep;
+	volatile int got;       /* replies received (client) */
+	volatile int pending;   /* rndv receives in flight */
+	uint8_t *buf;
+	/* server: replies owed */
+	uint64_t owe[64];
+	int nowe;
+	int efd;
+};
+static struct ux U = { .efd = -1 };
+
+static void ux_init(void)
+{
+	ucp_params_t p;
+	ucp_worker_params_t wp;
+	ucp_config_t *cfg;
+
+	memset(&p, 0, sizeof(p));
+	p.field_mask = UCP_PARAM_FIELD_FEATURES;
+	p.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+	if (ucp_config_read(NULL, NULL, &cfg) != UCS_OK || ucp_init(&p, cfg, &U.ctx) != UCS_OK)
+		die("%s", "ucp_init failed");
+	ucp_config_release(cfg);
+	memset(&wp, 0, sizeof(wp));
+	wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+	wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+	if (ucp_worker_create(U.ctx, &wp, &U.w) != UCS_OK)
+		die("%s", "ucp_worker_create failed");
+}
+
+/* Progress; after a short spin, sleep on the worker's events (busy
+ * polling alone collapses on an oversubscribed host). */
+static void ux_progress(void)
+{
+	for (int i = 0; i < 16; i++) /* the rdma transport spins as long */
+		if (ucp_worker_progress(U.w))
+			return;
+	if (U.efd < 0 && ucp_worker_get_efd(U.w, &U.efd) != UCS_OK)
+		return;
+	if (ucp_worker_arm(U.w) == UCS_OK) {
+		struct pollfd p = { U.efd, POLLIN, 0 };
+		poll(&p, 1, 1); /* bounded: listener events may not signal it */
+	}
+}
+
+static void ux_wait(void *req)
+{
+	if (req == NULL)
+		return;
+	if (UCS_PTR_IS_ERR(req))
+		die("ucx: %s", ucs_status_string(UCS_PTR_STATUS(req)));
+	while (ucp_request_check_status(req) == UCS_INPROGRESS)
+		ux_progress();
+	ucp_request_free(req);
+}
+
+static void *ux_send(uint64_t resp, const void *data, size_t n)
+{
+	ucp_request_param_t rp;
+
+	memset(&rp, 0, sizeof(rp));
+	return ucp_am_send_nbx(U.ep, RAW_AM, &resp, sizeof(resp), data, n, &rp);
+}
+
+static void rx_done(void *req, ucs_status_t st, size_t len, void *user)
+{
+	if (req)
+		ucp_request_free(req);
+	U.pending--;
+	if (user)
+		U.owe[U.nowe++] = *(uint64_t *)user;
+	else
+		U.got++;
+}
+
+/* Both sides: a message arrives. Server (ep set by the connection
+ * request): receive it, owe a reply of resp bytes. Client: count it. */
+static uint64_t owed_resp[64];
+static ucs_status_t ux_am(void *arg, const void *hdr, size_t hl, void *data, size_t len,
+			  const ucp_am_recv_param_t *param)
+{
+	int server = arg != NULL;
+	uint64_t resp = 0;
+
+	if (hl == sizeof(resp))
+		memcpy(&resp, hdr, sizeof(resp));
+	if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+		ucp_request_param_t rp;
+		void *r;
+		int slot = U.pending;
+
+		memset(&rp, 0, sizeof(rp));
+		rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+		rp.cb.recv_am = rx_done;
+		owed_resp[slot] = resp;
+		rp.user_data = server ? &owed_resp[slot] : NULL;
+		U.pending++;
+		r = ucp_am_recv_data_nbx(U.w, data, U.buf, len, &rp);
+		if (r == NULL)
+			rx_done(NULL, UCS_OK, len, rp.user_data);
+		else if (UCS_PTR_IS_ERR(r))
+			die("%s", "ucx recv failed");
+		/* else: rx_done fires and frees it */
+		return UCS_OK;
+	}
+	if (server)
+		U.owe[U.nowe++] = resp;
+	else
+		U.got++;
+	return UCS_OK;
+}
+
+static void ux_handler(int server)
+{
+	ucp_am_handler_param_t ap;
+
+	memset(&ap, 0, sizeof(ap));
+	ap.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+			UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+	ap.id = RAW_AM;
+	ap.flags = UCP_AM_FLAG_WHOLE_MSG;
+	ap.cb = ux_am;
+	ap.arg = server ? (void *)1 : NULL;
+	ucp_worker_set_am_recv_handler(U.w, &ap);
+}
+
+static ucp_conn_request_h ux_req;
+static void ux_conn(ucp_conn_request_h r, void *arg)
+{
+	ux_req = r;
+}
+
+static void ux_flush(void)
+{
+	ucp_request_param_t rp;
+	memset(&rp, 0, sizeof(rp));
+	ux_wait(ucp_ep_flush_nbx(U.ep, &rp));
+}
+
+static void ux_server(int wfd)
+{
+	ucp_listener_params_t lp;
+	ucp_listener_h l;
+	ucp_listener_attr_t la;
+	struct sockaddr_in sa;
+	ucp_ep_params_t ep;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	ux_init();
+	U.buf = malloc(MAXSZ);
+	ux_handler(1);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	memset(&lp, 0, sizeof(lp));
+	lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
+	lp.sockaddr.addr = (struct sockaddr *)&sa;
+	lp.sockaddr.addrlen = sizeof(sa);
+	lp.conn_handler.cb = ux_conn;
+	if (ucp_listener_create(U.w, &lp, &l) != UCS_OK)
+		_exit(1);
+	la.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
+	ucp_listener_query(l, &la);
+	if (write(wfd, &((struct sockaddr_in *)&la.sockaddr)->sin_port, 2) != 2)
+		_exit(1);
+	close(wfd);
+	while (!ux_req)
+		ux_progress();
+	memset(&ep, 0, sizeof(ep));
+	ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST;
+	ep.conn_request = ux_req;
+	if (ucp_ep_create(U.w, &ep, &U.ep) != UCS_OK)
+		_exit(1);
+	ux_flush();
+	for (;;) {
+		ux_progress();
+		while (U.nowe) {
+			uint64_t r = U.owe[--U.nowe];
+			ux_wait(ux_send(0, U.buf, r));
+		}
+	}
+}
+
+static int ux_port;
+
+static void ux_start(void)
+{
+	int p[2];
+	uint16_t port;
+	pid_t pid;
+
+	if (pipe(p))
+		die("%s", "pipe");
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		close(p[0]);
+		ux_server(p[1]);
+		_exit(0);
+	}
+	kids[nkids++] = pid;
+	close(p[1]);
+	if (read(p[0], &port, 2) != 2)
+		die("%s", "raw UCX server did not start");
+	close(p[0]);
+	ux_port = ntohs(port);
+}
+
+static void ux_call(size_t req, size_t resp)
+{
+	int want = U.got + (resp ? 1 : 0);
+
+	ux_wait(ux_send(resp, hbuf, req));
+	while (U.got < want || U.pending)
+		ux_progress();
+}
+
+static void ux_connect(void)
+{
+	ucp_ep_params_t ep;
+	struct sockaddr_in sa;
+
+	ux_init();
+	U.buf = hbuf;
+	ux_handler(0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sa.sin_port = htons((uint16_t)ux_port);
+	memset(&ep, 0, sizeof(ep));
+	ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR;
+	ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+	ep.sockaddr.addr = (struct sockaddr *)&sa;
+	ep.sockaddr.addrlen = sizeof(sa);
+	if (ucp_ep_create(U.w, &ep, &U.ep) != UCS_OK)
+		die("%s", "raw UCX connect failed");
+	ux_flush();
+	/* the endpoint stays: the server is killed at exit */
+}
+
+static double ux_metric(int m, size_t n)
+{
+	unsigned k;
+	double t0;
+
+	switch (m) {
+	case M_RTT:
+		for (unsigned i = 0; i < 100; i++)
+			ux_call(64, 64);
+		t0 = now();
+		for (unsigned i = 0; i < rtt_n(); i++)
+			ux_call(64, 64);
+		return (now() - t0) / rtt_n() * 1e6;
+	case M_LAUNCH:
+		t0 = now();
+		for (unsigned i = 0; i < launch_n(); i++)
+			ux_wait(ux_send(0, hbuf, 96));
+		ux_call(16, 16);
+		return launch_n() / (now() - t0);
+	default:
+		k = iters(n);
+		if (m == M_HTOD) {
+			ux_call(n, 16);
+			t0 = now();
+			for (unsigned i = 0; i < k; i++)
+				ux_call(n, 16);
+		} else {
+			ux_call(16, n);
+			t0 = now();
+			for (unsigned i = 0; i < k; i++)
+				ux_call(16, n);
+		}
+		return (double)n * k / (now() - t0) / 1e9;
+	}
+}
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* vgpud and the API                                                        */
+
+static char uris[4][256]; /* tcp, unix, uring, rdma */
+static const char *const names[4] = { "tcp", "unix", "uring", "rdma" };
+
+static int have_rdma_module(void)
+{
+	const char *p = getenv("VGPU_TRANSPORT_PATH");
+	char path[4096];
+
+	if (!p)
+		return 0;
+	snprintf(path, sizeof(path), "%.*s/transport_rdma.so", (int)strcspn(p, ":"), p);
+	return access(path, R_OK) == 0;
+}
+
+static void vgpud_start(int rdma)
+{
+	char log[300], sock[300], u[300], buf[8192];
+	const char *vgpud = getenv("VGPU_BENCH_VGPUD");
+	const char *argv[16];
+	int argc = 0, fd;
+	pid_t pid;
+	double t0;
+
+	snprintf(log, sizeof(log), "%s/vgpud.log", tmpdir);
+	snprintf(sock, sizeof(sock), "%s/vgpud.sock", tmpdir);
+	snprintf(u, sizeof(u), "unix://%s", sock);
+	argv[argc++] = vgpud ? vgpud : "tools/vgpud";
+	argv[argc++] = "--allow-native-modules";
+	argv[argc++] = "--listen";
+	argv[argc++] = "tcp://127.0.0.1:0";
+	argv[argc++] = "--listen";
+	argv[argc++] = u;
+	argv[argc++] = "--listen";
+	argv[argc++] = "uring://127.0.0.1:0";
+	if (rdma) {
+		argv[argc++] = "--listen";
+		argv[argc++] = "rdma://127.0.0.1:0";
+	}
+	argv[argc] = NULL;
+	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fd, 2);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(fd);
+	kids[nkids++] = pid;
+	t0 = now();
+	while (now() - t0 < 20) {
+		FILE *f = fopen(log, "r");
+		size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+		int found = 0;
+
+		if (f)
+			fclose(f);
+		buf[n] = 0;
+		for (int i = 0; i < 4; i++) {
+			char pre[64], *p;
+			snprintf(pre, sizeof(pre), "listening on %s://", names[i]);
+			if ((p = strstr(buf, pre)) && strchr(p, '\n')) {
+				p += strlen("listening on ");
+				snprintf(uris[i], sizeof(uris[i]), "%.*s/0", (int)strcspn(p, "\n"), p);
+				found++;
+			}
+		}
+		if (found == 3 + rdma)
+			return;
+		if (waitpid(pid, NULL, WNOHANG) == pid) {
+			nkids--;
+			die("vgpud exited: %s", buf);
+		}
+		usleep(20000);
+	}
+	die("vgpud did not start: %s", buf);
+}
+
+struct api {
+	vgpu_t *v;
+	vgpu_function *fn;
+	vgpu_stream *s;
+	vgpu_dptr d;
+};
+
+static void api_open(const char *uri, struct api *a)
+{
+	vgpu_module *m;
+	char path[4096];
+	const char *dir = getenv("VGPU_BENCH_MODDIR");
+
+	if (vgpu_open(&a->v, uri) != VGPU_OK)
+		die("open: %s", vgpu_last_error());
+	snprintf(path, sizeof(path), "%s/bench_transport_kernels.so", dir ? dir : "bench/.libs");
+	if (vgpu_module_load_file(a->v, path, &m) || vgpu_module_function(m, "empty", &a->fn) ||
+	    vgpu_stream_create(a->v, &a->s, 0) || vgpu_mem_alloc(a->v, MAXSZ, &a->d))
+		die("setup: %s", vgpu_last_error());
+}
+
+static double api_metric(struct api *a, int m, size_t n)
+{
+	unsigned k;
+	double t0;
+
+	switch (m) {
+	case M_RTT:
+		for (unsigned i = 0; i < 100; i++)
+			vgpu_memcpy_htod(a->v, a->d, hbuf, 64, NULL);
+		t0 = now();
+		for (unsigned i = 0; i < rtt_n(); i++)
+			if (vgpu_memcpy_htod(a->v, a->d, hbuf, 64, NULL))
+				die("htod: %s", vgpu_last_error());
+		return (now() - t0) / rtt_n() * 1e6;
+	case M_LAUNCH:
+		t0 = now();
+		for (unsigned i = 0; i < launch_n(); i++)
+			if (vgpu_launch(a->v, a->fn, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0,
+					a->s, NULL, 0))
+				die("launch: %s", vgpu_last_error());
+		if (vgpu_stream_synchronize(a->s))
+			die("sync: %s", vgpu_last_error());
+		return launch_n() / (now() - t0);
+	default:
+		k = iters(n);
+		if (m == M_HTOD) {
+			vgpu_memcpy_htod(a->v, a->d, hbuf, n, NULL);
+			t0 = now();
+			for (unsigned i = 0; i < k; i++)
+				if (vgpu_memcpy_htod(a->v, a->d, hbuf, n, NULL))
+					die("htod: %s", vgpu_last_error());
+		} else {
+			vgpu_memcpy_dtoh(a->v, hbuf, a->d, n, NULL);
+			t0 = now();
+			for (unsigned i = 0; i < k; i++)
+				if (vgpu_memcpy_dtoh(a->v, hbuf, a->d, n, NULL))
+					die("dtoh: %s", vgpu_last_error());
+		}
+		return (double)n * k / (now() - t0) / 1e9;
+	}
+}
+
+/*
+ * Row i: every figure and its floor, measured alternately ROUNDS times
+ * (floor, API, floor, API, ...) and the best of each kept, so that a busy
+ * neighbour on the machine does not land on one side only.
+ */
+static void measure_row(int i, struct api *a, int rawfd, struct figs *api, struct figs *flo)
+{
+	int rounds = quick ? 1 : 3;
+
+	for (int m = M_RTT; m <= M_DTOH; m++)
+		for (int sz = 0; sz < (m >= M_HTOD ? 4 : 1); sz++) {
+			double best_a = m == M_RTT ? 1e30 : 0, best_f = best_a;
+
+			for (int r = 0; r < rounds; r++) {
+				double f, v;
+#ifdef VGPU_HAVE_UCX
+				if (i == 3)
+					f = ux_metric(m, sizes[sz]);
+				else
+#endif
+					f = raw_metric(rawfd, m, sizes[sz]);
+				v = api_metric(a, m, sizes[sz]);
+				if (m == M_RTT) {
+					best_f = f < best_f ? f : best_f;
+					best_a = v < best_a ? v : best_a;
+				} else {
+					best_f = f > best_f ? f : best_f;
+					best_a = v > best_a ? v : best_a;
+				}
+			}
+			if (m == M_RTT) {
+				api->rtt_us = best_a;
+				flo->rtt_us = best_f;
+			} else if (m == M_LAUNCH) {
+				api->launch_s = best_a;
+				flo->launch_s = best_f;
+			} else if (m == M_HTOD) {
+				api->htod[sz] = best_a;
+				flo->htod[sz] = best_f;
+			} else {
+				api->dtoh[sz] = best_a;
+				flo->dtoh[sz] = best_f;
+			}
+			fprintf(stderr, "  %s %d %zu: %.3f / floor %.3f\n", names[i], m,
+				m >= M_HTOD ? sizes[sz] : 0, best_a, best_f);
+		}
+	api->ok = flo->ok = 1;
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void cell(char *out, size_t len, double v, double floor, int lower_better, const char *fmt)
+{
+	char a[32], b[32];
+	snprintf(a, sizeof(a), fmt, v);
+	snprintf(b, sizeof(b), fmt, floor);
+	snprintf(out, len, "%s / %s (%.2f)", a, b, lower_better ? v / floor : v / floor);
+}
+
+int main(void)
+{
+	const char *want = getenv("VGPU_BENCH_TRANSPORTS");
+	struct figs api[4], flo[4];
+	int rdma;
+
+	if (!want || !*want)
+		want = "tcp,unix,uring,rdma";
+	if (!getenv("VGPU_TRANSPORT_PATH")) {
+		/* the build tree's module (make bench runs in the build dir) */
+		char cwd[2048], tp[2200];
+		if (getcwd(cwd, sizeof(cwd))) {
+			snprintf(tp, sizeof(tp), "%s/transports/rdma/.libs", cwd);
+			setenv("VGPU_TRANSPORT_PATH", tp, 1);
+		}
+	}
+	rdma = have_rdma_module();
+	quick = getenv("VGPU_BENCH_QUICK") && atoi(getenv("VGPU_BENCH_QUICK"));
+	if (getenv("VGPU_BENCH_CPUS") && *getenv("VGPU_BENCH_CPUS")) {
+		/* "0" or "0,1": pin everything (children inherit it) */
+		cpu_set_t set;
+		const char *p = getenv("VGPU_BENCH_CPUS");
+
+		CPU_ZERO(&set);
+		while (*p) {
+			CPU_SET(atoi(p), &set);
+			p += strcspn(p, ",");
+			if (*p == ',')
+				p++;
+		}
+		if (sched_setaffinity(0, sizeof(set), &set) < 0)
+			die("sched_setaffinity: %s", strerror(errno));
+	}
+	signal(SIGPIPE, SIG_IGN);
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/vgpu-bench-tp-XXXXXX");
+	if (!mkdtemp(tmpdir))
+		die("mkdtemp: %s", strerror(errno));
+	atexit(cleanup);
+	hbuf = malloc(MAXSZ);
+	if (!hbuf)
+		die("%s", "out of memory");
+	memset(hbuf, 0x5a, MAXSZ);
+	memset(api, 0, sizeof(api));
+	memset(flo, 0, sizeof(flo));
+	if (!strstr(want, "rdma"))
+		rdma = 0;
+	vgpud_start(rdma);
+	raw_start();
+#ifdef VGPU_HAVE_UCX
+	if (rdma) {
+		ux_start();
+		ux_connect();
+	}
+#endif
+	for (int i = 0; i < 4; i++) {
+		struct api a;
+		int fd = -1;
+
+		if (!strstr(want, names[i]) || !uris[i][0])
+			continue;
+		fprintf(stderr, "bench_transports: %s\n", uris[i]);
+		if (i != 3)
+			fd = raw_connect(i == 1);
+		api_open(uris[i], &a);
+		measure_row(i, &a, fd, &api[i], &flo[i]);
+		vgpu_close(a.v);
+		if (fd >= 0)
+			close(fd);
+	}
+
+	printf("libvgpu transports vs floor, loopback, %s (figure / floor (ratio))\n",
+	       quick ? "quick run" : "full run");
+	printf("floors: tcp, uring: raw TCP sockets; unix: raw unix sockets; rdma: raw UCX active "
+	       "messages (UCX_TLS=%s)\n", getenv("UCX_TLS") ? getenv("UCX_TLS") : "default");
+	printf("%-6s %-28s %-30s", "", "rtt 64B us (lower better)", "launches/s");
+	for (int s = 0; s < 4; s++)
+		printf(" htod %-5s GB/s             ", s == 0 ? "4K" : s == 1 ? "64K" : s == 2 ? "1M" : "64M");
+	for (int s = 0; s < 4; s++)
+		printf(" dtoh %-5s GB/s             ", s == 0 ? "4K" : s == 1 ? "64K" : s == 2 ? "1M" : "64M");
+	printf("\n");
+	for (int i = 0; i < 4; i++) {
+		char c[64];
+
+		if (!api[i].ok) {
+			if (strstr(want, names[i]))
+				printf("%-6s (not available: %s)\n", names[i],
+				       i == 3 ? "no rdma module (UCX) in VGPU_TRANSPORT_PATH" : "?");
+			continue;
+		}
+		printf("%-6s", names[i]);
+		cell(c, sizeof(c), api[i].rtt_us, flo[i].rtt_us, 1, "%.1f");
+		printf(" %-28s", c);
+		cell(c, sizeof(c), api[i].launch_s, flo[i].launch_s, 0, "%.0f");
+		printf(" %-30s", c);
+		for (int s = 0; s < 4; s++) {
+			cell(c, sizeof(c), api[i].htod[s], flo[i].htod[s], 0, "%.3f");
+			printf(" %-26s", c);
+		}
+		for (int s = 0; s < 4; s++) {
+			cell(c, sizeof(c), api[i].dtoh[s], flo[i].dtoh[s], 0, "%.3f");
+			printf(" %-26s", c);
+		}
+		printf("\n");
+	}
+	/* uring against tcp, row by row */
+	if (api[0].ok && api[2].ok) {
+		printf("uring/tcp: rtt %.2f (time), launches %.2f, htod", api[2].rtt_us / api[0].rtt_us,
+		       api[2].launch_s / api[0].launch_s);
+		for (int s = 0; s < 4; s++)
+			printf(" %.2f", api[2].htod[s] / api[0].htod[s]);
+		printf(", dtoh");
+		for (int s = 0; s < 4; s++)
+			printf(" %.2f", api[2].dtoh[s] / api[0].dtoh[s]);
+		printf("\n");
+	}
+	return 0;
+}

@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vgpu/transport.h - for transport authors.
+ *
+ * A transport moves libvgpu protocol messages between a client and a
+ * server. The library ships tcp and unix (built in), uring (built in: io_uring
+ * through liburing) and rdma (a module, UCX); others can be added as modules
+ * without rebuilding the library.
+ *
+ * A module is a shared object named "transport_<name>.so" found in
+ * $VGPU_TRANSPORT_PATH (colon-separated directories), then in the installed
+ * transport directory (${libdir}/vgpu/transports). It exports one symbol,
+ *
+ *     const struct vgpu_transport_ops *
+ *     vgpu_transport_init(const struct vgpu_transport_host *host, unsigned int abi);
+ *
+ * which returns its ops table or NULL (after host->error(): "UCX is not
+ * usable: ..."). The library refuses a table whose abi differs from
+ * VGPU_TRANSPORT_ABI or whose size is smaller than the fields it reads;
+ * tables only grow at the end. Modules are never unloaded.
+ *
+ * Semantics, for every transport:
+ *  - send(c, iov, n): every byte of iov[0..n) leaves, in order, or the call
+ *    fails (VGPU_ERR_CONNECTION). One call may carry several protocol
+ *    messages or a part of one: the byte stream is what counts. The caller's
+ *    buffers may be reused as soon as send returns (a zero-copy transport
+ *    waits for its completion notifications before returning).
+ *  - recv(c, buf, min, max): between min and max bytes of the stream, in
+ *    order. The protocol layer calls it with a small read-ahead buffer for
+ *    headers and with min == max == n for bulk data that should land
+ *    straight in the caller's memory. End of stream is an error.
+ *  - one thread receives on a connection; send is serialised by the caller
+ *    but may come from another thread than recv; shutdown may come from any
+ *    thread and must wake both.
+ * Calls return VGPU_OK (0), a byte count, or a negative vgpu_status after
+ * host->error() has set the thread's message.
+ */
+#ifndef VGPU_TRANSPORT_PUBLIC_H
+#define VGPU_TRANSPORT_PUBLIC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <vgpu.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VGPU_TRANSPORT_ABI 1u
+
+/* Opaque, defined by each transport. */
+struct vgpu_tp_listener;
+struct vgpu_tp_conn;
+
+/* Capabilities (ops->caps). */
+#define VGPU_TP_CAP_ZEROCOPY_SEND 0x1u  /* send() does not copy bulk bytes */
+#define VGPU_TP_CAP_REGISTERED_MEM 0x2u /* uses registered memory (RDMA) */
+#define VGPU_TP_CAP_LOCAL 0x4u          /* same-host only (unix sockets) */
+#define VGPU_TP_CAP_MESSAGES 0x8u       /* message transport underneath (UCX) */
+
+/* A parsed URI as handed to a transport ("uring://127.0.0.1:0/0?x=y"). */
+struct vgpu_tp_addr {
+	size_t size;         /* sizeof(struct vgpu_tp_addr) of the library */
+	const char *text;    /* the URI as given (may carry secrets: do not log) */
+	const char *scheme;  /* "uring" */
+	const char *host;    /* "127.0.0.1"; "" when absent */
+	int port;            /* -1 when absent; 0: any free port (listen) */
+	const char *path;    /* unix socket path; "" otherwise */
+	/* Value of ?key=..., or NULL. */
+	const char *(*param)(const struct vgpu_tp_addr *a, const char *key);
+	const void *priv;    /* the library's */
+};
+
+/* What the library hands a module (the only host functions it may call). */
+struct vgpu_transport_host {
+	size_t size;
+	/* Set this thread's error message; returns st (< 0). */
+	vgpu_status (*error)(vgpu_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+		__attribute__((format(printf, 2, 3)))
+#endif
+		;
+	/* Log to stderr, filtered by VGPU_LOG. lvl: 0 error .. 3 debug. */
+	void (*log)(int lvl, const char *fmt, ...)
+#if defined(__GNUC__)
+		__attribute__((format(printf, 2, 3)))
+#endif
+		;
+	/* This thread's current error message. */
+	const char *(*error_msg)(void);
+};
+
+struct vgpu_transport_ops {
+	size_t size;                 /* sizeof(struct vgpu_transport_ops) */
+	unsigned int abi;            /* VGPU_TRANSPORT_ABI */
+	const char *name;            /* "tcp" */
+	const char *const *schemes;  /* NULL-terminated: "tcp", "unix" */
+	unsigned int caps;           /* VGPU_TP_CAP_* */
+
+	/* Bind and listen. bound receives the URI with the real port
+	 * ("tcp://127.0.0.1:41234"), without device or parameters. */
+	vgpu_status (*listen)(const struct vgpu_tp_addr *a, struct vgpu_tp_listener **l,
+			      char *bound, size_t boundlen);
+	/* Blocking accept; VGPU_ERR_CLOSED once listen_shutdown was called. */
+	vgpu_status (*accept)(struct vgpu_tp_listener *l, struct vgpu_tp_conn **c);
+	/* Wake a blocked accept and refuse new connections. */
+	void (*listen_shutdown)(struct vgpu_tp_listener *l);
+	void (*listen_close)(struct vgpu_tp_listener *l);
+	/* Is the listener reachable from other hosts? (then secrets are required) */
+	int (*listen_is_remote)(const struct vgpu_tp_addr *a);
+
+	vgpu_status (*connect)(const struct vgpu_tp_addr *a, uint32_t timeout_ms,
+			       struct vgpu_tp_conn **c);
+	vgpu_status (*send)(struct vgpu_tp_conn *c, const struct iovec *iov, int n);
+	ssize_t (*recv)(struct vgpu_tp_conn *c, void *buf, size_t min, size_t max);
+	/* Send/receive timeout (0 = none), for handshakes. */
+	vgpu_status (*set_timeout)(struct vgpu_tp_conn *c, uint32_t ms);
+	/* Wake every thread blocked in recv/send on c (they fail). read_only:
+	 * stop receiving only (replies still flow). */
+	void (*shutdown)(struct vgpu_tp_conn *c, int read_only);
+	void (*close)(struct vgpu_tp_conn *c);
+	/* "127.0.0.1:53412", "unix" */
+	const char *(*peer)(struct vgpu_tp_conn *c);
+	/* New fields go here (check size before reading them). */
+};
+
+/* The entry point of a transport module. */
+typedef const struct vgpu_transport_ops *(*vgpu_transport_init_fn)(
+	const struct vgpu_transport_host *host, unsigned int abi);
+#define VGPU_TRANSPORT_INIT_SYMBOL "vgpu_transport_init"
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,16 @@
+#!/bin/sh
+# The uring transport's fallbacks, forced: plain receives instead of the
+# multishot receive into a buffer ring, no zero-copy send, and zero-copy for
+# every segment of 4 KiB or more. tests/test_proto's echo test (3 MiB through
+# mixed iovecs, both directions) runs under each.
+b=${top_builddir:-.}
+rc=0
+for env in VGPU_URING_MULTISHOT=0 VGPU_URING_ZC_MIN=0 VGPU_URING_ZC_MIN=4K \
+	"VGPU_URING_MULTISHOT=0 VGPU_URING_ZC_MIN=4K"; do
+	if out=$(env $env "$b/tests/test_proto" 2>&1); then
+		echo "ok   $env"
+	else
+		echo "FAIL $env"; echo "$out" | sed 's/^/     /'; rc=1
+	fi
+done
+exit $rc

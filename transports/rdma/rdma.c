@@ -1,0 +1,1227 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * rdma.c - the rdma transport (rdma://host:port): UCX active messages.
+ *
+ * A module (transport_rdma.so, linked against libucp) loaded by the library
+ * on first use of rdma://, so that libvgpu itself never needs UCX. UCX picks
+ * RDMA verbs (rc, ud, dc) on InfiniBand or RoCE and tcp or shared memory
+ * elsewhere (UCX_TLS, UCX_NET_DEVICES: see docs/transports.md).
+ *
+ *  - connection: ucp_listener_create on a sockaddr; clients connect with
+ *    UCP_EP_PARAMS_FLAGS_CLIENT_SERVER. Endpoints use
+ *    UCP_ERR_HANDLING_MODE_PEER: a dead or vanished peer calls err_handler,
+ *    and the connection fails with VGPU_ERR_CONNECTION.
+ *  - send: the byte stream of one send() becomes active messages
+ *    (ucp_am_send_nbx), each carrying [client id, sequence number] as its AM
+ *    header (the id names the connection on the server's shared worker): small segments are gathered into one eager message, each bulk
+ *    segment (>= BULK_MIN) goes as its own message straight from the
+ *    caller's memory, which UCX sends with rendezvous (RDMA read/get of the
+ *    pages) above its rndv threshold. send() returns when every message has
+ *    completed, so the caller may reuse its buffers.
+ *  - recv: the AM handler keeps eager data (UCP_AM_FLAG_PERSISTENT_DATA, no
+ *    copy) or the rendezvous descriptor (UCP_AM_RECV_ATTR_FLAG_RNDV) in a
+ *    per-connection queue ordered by sequence number; a read that asks for
+ *    a whole bulk message fetches it with ucp_am_recv_data_nbx straight into
+ *    the caller's memory.
+ *  - progress: one UCX worker per client connection, one per listener
+ *    (shared by its connections). Threads needing progress take turns: one
+ *    drives ucp_worker_progress and sleeps on the worker's event fd
+ *    (ucp_worker_arm), the others wait on a condition variable.
+ *
+ * Bad input never crashes: a message with a wrong header size, an unknown
+ * sender or a length beyond RECV_MAX kills that connection only.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <ucp/api/ucp.h>
+
+#include <vgpu/transport.h>
+
+#define AM_ID 17
+#define BULK_MIN (64u * 1024)     /* segments sent on their own, zero-copy */
+#define RECV_MAX (512ull << 20)   /* largest message accepted */
+#define SPIN 16                   /* progress rounds before sleeping */
+#define CLOSE_MS 2000
+#define BG_IDLE_MS 2              /* background progress after this idle time */
+
+#define EXPORT __attribute__((visibility("default")))
+
+static const struct vgpu_transport_host *H;
+static ucp_context_h ctx;
+static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
+static ucs_status_t ctx_status = UCS_ERR_NO_RESOURCE;
+
+struct item {
+	struct item *next;
+	uint64_t seq;
+	void *data;     /* eager data (held: release), rndv descriptor, or owned copy */
+	size_t len, off;
+	int kind;       /* K_HELD, K_RNDV, K_OWNED, K_FIN */
+};
+enum { K_HELD, K_RNDV, K_OWNED, K_FIN };
+#define SEQ_ACK UINT64_MAX /* out of band: "your FIN arrived" */
+
+struct wk {
+	ucp_worker_h w;
+	pthread_mutex_t m;
+	pthread_cond_t cv;
+	int efd, wakefd;
+	int polling, bg_polling; /* a thread sleeps on efd (the background one) */
+	int waiters;             /* callers inside wk_wait */
+	int stop;
+	double last_active;      /* when the last caller left wk_wait */
+	pthread_cond_t bgcv;     /* the background thread's (stop only) */
+	pthread_t bg;
+	int bg_started;
+	struct vgpu_tp_conn *conns; /* endpoints on this worker */
+	int shared;                 /* a listener's: not freed with a connection */
+};
+
+struct vgpu_tp_conn {
+	struct vgpu_tp_conn *next;
+	struct wk *k;
+	ucp_ep_h ep;
+	uint64_t id;    /* the client's id: sent in every message's AM header */
+	char peer[128];
+	uint32_t timeout_ms;
+	int dead, rd_shut, wr_shut;
+	int peer_fin;   /* the peer's FIN reached the reader: end of stream */
+	int acked;      /* the peer received our FIN (and all before it) */
+	uint64_t ack_hdr[2], fin_hdr[2]; /* control messages in flight */
+	ucp_dt_iov_t ack_iov, fin_iov;
+	char why[256];
+	uint64_t tx_seq, rx_seq;
+	struct item *qh;
+	size_t queued;
+};
+
+struct creq {
+	struct creq *next;
+	ucp_conn_request_h r;
+};
+
+struct vgpu_tp_listener {
+	struct wk k;
+	ucp_listener_h l;
+	struct creq *reqs;
+	int stop;
+};
+
+static void rdma_close_internal(struct vgpu_tp_conn *c);
+
+/* ---- helpers ---- */
+
+static vgpu_status uerr(vgpu_status st, const char *what, ucs_status_t s)
+{
+	return H->error(st, "%s: %s", what, ucs_status_string(s));
+}
+
+static void ctx_init(void)
+{
+	ucp_config_t *cfg;
+	ucp_params_t p;
+
+	ctx_status = ucp_config_read(NULL, NULL, &cfg);
+	if (ctx_status != UCS_OK)
+		return;
+	memset(&p, 0, sizeof(p));
+	p.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
+	p.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+	p.mt_workers_shared = 1;
+	ctx_status = ucp_init(&p, cfg, &ctx);
+	ucp_config_release(cfg);
+}
+
+static vgpu_status ctx_get(void)
+{
+	pthread_once(&ctx_once, ctx_init);
+	if (ctx_status != UCS_OK)
+		return uerr(VGPU_ERR_UNSUPPORTED, "rdma: UCX cannot start (ucp_init)", ctx_status);
+	return VGPU_OK;
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void wk_wake(struct wk *k)
+{
+	uint64_t one = 1;
+
+	if (k->polling && write(k->wakefd, &one, sizeof(one)) < 0) {
+	}
+}
+
+/*
+ * Make progress or wait for it; called with k->m held, returns with it
+ * held. The caller re-checks its condition after each call. ms: at most
+ * this long asleep (-1: no limit).
+ */
+/* Lead: progress, then sleep on the worker's event fd and the wake fd
+ * with k->m released. */
+static void wk_lead(struct wk *k, int ms, int bg)
+{
+	struct pollfd pfd[2];
+	uint64_t junk;
+
+	k->polling = 1;
+	k->bg_polling = bg;
+	pthread_mutex_unlock(&k->m);
+	pfd[0].fd = k->efd;
+	pfd[0].events = POLLIN;
+	pfd[1].fd = k->wakefd;
+	pfd[1].events = POLLIN;
+	if (poll(pfd, 2, ms) > 0 && (pfd[1].revents & POLLIN) &&
+	    read(k->wakefd, &junk, sizeof(junk)) < 0) {
+	}
+	pthread_mutex_lock(&k->m);
+	k->polling = 0;
+	k->bg_polling = 0;
+	while (ucp_worker_progress(k->w)) {
+	}
+	pthread_cond_broadcast(&k->cv);
+}
+
+static void wk_wait_inner(struct wk *k, int ms)
+{
+	if (k->polling) {
+		if (ms < 0) {
+			pthread_cond_wait(&k->cv, &k->m);
+		} else {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += (long)(ms % 1000) * 1000000;
+			ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000;
+			ts.tv_nsec %= 1000000000;
+			pthread_cond_timedwait(&k->cv, &k->m, &ts);
+		}
+		return;
+	}
+	for (int i = 0; i < SPIN; i++)
+		if (ucp_worker_progress(k->w)) {
+			while (ucp_worker_progress(k->w)) {
+			}
+			pthread_cond_broadcast(&k->cv);
+			return;
+		}
+	if (ucp_worker_arm(k->w) == UCS_ERR_BUSY)
+		return;
+	wk_lead(k, ms, 0);
+}
+
+/*
+ * Make progress or wait for it; called with k->m held, returns with it
+ * held. The caller re-checks its condition after each call. ms: at most
+ * this long asleep (-1: no limit). A waiting caller takes the lead from
+ * the background thread (which only keeps an idle worker moving).
+ */
+static void wk_wait(struct wk *k, int ms)
+{
+	k->waiters++;
+	if (k->bg_polling)
+		wk_wake(k);
+	wk_wait_inner(k, ms);
+	if (--k->waiters == 0)
+		k->last_active = now_ms();
+}
+
+/*
+ * Background progress: when no caller waits on the worker (an idle client
+ * between calls, a server between requests), answer what arrives: control
+ * messages (FIN, acknowledgements), UCX's own wire-up and keepalive, and
+ * queue data for the next reader.
+ */
+static void *wk_bg(void *arg)
+{
+	struct wk *k = arg;
+
+	pthread_mutex_lock(&k->m);
+	while (!k->stop) {
+		struct timespec ts;
+
+		/* Only an idle worker is ours: while callers come and go (a
+		 * busy connection) taking the lead would cost them a wake-up
+		 * per message. Look every BG_IDLE_MS. */
+		if (k->waiters || k->polling || now_ms() - k->last_active < BG_IDLE_MS) {
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += BG_IDLE_MS * 1000000L;
+			ts.tv_sec += ts.tv_nsec / 1000000000L;
+			ts.tv_nsec %= 1000000000L;
+			pthread_cond_timedwait(&k->bgcv, &k->m, &ts);
+			continue;
+		}
+		while (ucp_worker_progress(k->w)) {
+		}
+		if (ucp_worker_arm(k->w) == UCS_ERR_BUSY)
+			continue;
+		wk_lead(k, -1, 1);
+	}
+	pthread_mutex_unlock(&k->m);
+	return NULL;
+}
+
+static void conn_kill(struct vgpu_tp_conn *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void conn_kill(struct vgpu_tp_conn *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (c->dead)
+		return;
+	c->dead = 1;
+	va_start(ap, fmt);
+	vsnprintf(c->why, sizeof(c->why), fmt, ap);
+	va_end(ap);
+	pthread_cond_broadcast(&c->k->cv);
+}
+
+/* The connection a message belongs to: by the client id in its header
+ * (a listener's worker), or the only one (a client's worker). */
+static struct vgpu_tp_conn *conn_of(struct wk *k, uint64_t id)
+{
+	for (struct vgpu_tp_conn *c = k->conns; c; c = c->next)
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
+/* ---- UCX callbacks (inside ucp_worker_progress, k->m held) ---- */
+
+static void ep_err(void *arg, ucp_ep_h ep, ucs_status_t status)
+{
+	struct vgpu_tp_conn *c = arg;
+
+	conn_kill(c, "connection to %s lost: %s", c->peer, ucs_status_string(status));
+}
+
+/* A header-only eager message: [id, seq] (k->m held; no completion wait:
+ * the request is released at once and finishes on its own). */
+static void send_ctl(struct vgpu_tp_conn *c, uint64_t *hdr, ucp_dt_iov_t *iov)
+{
+	ucp_request_param_t rp;
+	void *req;
+
+	iov->buffer = hdr;
+	iov->length = 2 * sizeof(uint64_t);
+	memset(&rp, 0, sizeof(rp));
+	rp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE;
+	rp.flags = UCP_AM_SEND_FLAG_EAGER;
+	rp.datatype = ucp_dt_make_iov();
+	req = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, iov, 1, &rp);
+	if (UCS_PTR_IS_ERR(req))
+		H->log(3, "rdma: control message to %s: %s", c->peer,
+		       ucs_status_string(UCS_PTR_STATUS(req)));
+	else if (req)
+		ucp_request_free(req);
+}
+
+static void send_ack(struct vgpu_tp_conn *c)
+{
+	c->ack_hdr[0] = c->id;
+	c->ack_hdr[1] = SEQ_ACK;
+	send_ctl(c, c->ack_hdr, &c->ack_iov);
+}
+
+static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, void *data,
+			  size_t length, const ucp_am_recv_param_t *param)
+{
+	struct wk *k = arg;
+	struct vgpu_tp_conn *c = NULL;
+	struct item *it, **pp;
+	uint64_t h[2], seq;
+	size_t skip;
+	int rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
+	int held = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA) != 0;
+
+	/* [client id, sequence number]: the AM header of bulk messages, the
+	 * first 16 data bytes of small (eager) ones */
+	if (header_length == sizeof(h)) {
+		memcpy(h, header, sizeof(h));
+		skip = 0;
+	} else if (header_length == 0 && !rndv && length >= sizeof(h)) {
+		memcpy(h, data, sizeof(h));
+		skip = sizeof(h);
+	} else {
+		if (!k->shared && k->conns)
+			conn_kill(k->conns, "bad message from %s: header of %zu bytes (not a libvgpu peer?)",
+				  k->conns->peer, header_length);
+		return UCS_OK; /* on a listener: sender unknown, dropped */
+	}
+	c = k->shared ? conn_of(k, h[0]) : k->conns;
+	if (!c || c->dead)
+		return UCS_OK; /* unknown sender or a dead connection: drop */
+	seq = h[1];
+	if (seq == SEQ_ACK) {
+		c->acked = 1;
+		pthread_cond_broadcast(&k->cv);
+		return UCS_OK;
+	}
+	if (seq < c->rx_seq || length > RECV_MAX || c->queued + length > RECV_MAX + BULK_MIN) {
+		conn_kill(c, "bad message from %s: sequence %llu, %zu bytes", c->peer,
+			  (unsigned long long)seq, length);
+		return UCS_OK;
+	}
+	it = calloc(1, sizeof(*it));
+	if (!it) {
+		conn_kill(c, "out of host memory receiving from %s", c->peer);
+		return UCS_OK;
+	}
+	it->seq = seq;
+	it->len = length;
+	it->off = skip;
+	if (length == skip) {
+		/* FIN: nothing follows; acknowledge at once (everything before it
+		 * is already here: messages arrive in order) */
+		it->kind = K_FIN;
+		H->log(3, "rdma: end of stream from %s", c->peer);
+		send_ack(c);
+	} else if (rndv) {
+		it->kind = K_RNDV;
+		it->data = data;
+	} else if (held) {
+		it->kind = K_HELD;
+		it->data = data;
+	} else {
+		it->kind = K_OWNED;
+		it->data = malloc(length);
+		if (!it->data) {
+			free(it);
+			conn_kill(c, "out of host memory receiving from %s", c->peer);
+			return UCS_OK;
+		}
+		memcpy(it->data, data, length);
+	}
+	/* insert in sequence order (nearly always at the tail) */
+	for (pp = &c->qh; *pp && (*pp)->seq < seq; pp = &(*pp)->next) {
+	}
+	it->next = *pp;
+	*pp = it;
+	c->queued += length;
+	pthread_cond_broadcast(&k->cv);
+	return (it->kind == K_RNDV || it->kind == K_HELD) ? UCS_INPROGRESS : UCS_OK;
+}
+
+struct op {
+	int done;
+	ucs_status_t st;
+	size_t len;
+};
+
+static void send_cb(void *req, ucs_status_t status, void *user)
+{
+	struct op *o = user;
+	o->st = status;
+	o->done = 1;
+}
+
+static void recv_cb(void *req, ucs_status_t status, size_t length, void *user)
+{
+	struct op *o = user;
+	o->st = status;
+	o->len = length;
+	o->done = 1;
+}
+
+static void item_free(struct wk *k, struct item *it)
+{
+	if (it->kind == K_OWNED)
+		free(it->data);
+	else if (it->kind == K_HELD || it->kind == K_RNDV)
+		ucp_am_data_release(k->w, it->data);
+	free(it);
+}
+
+/* Wait for a request (k->m held). Returns its status. */
+static ucs_status_t req_wait(struct vgpu_tp_conn *c, void *req, struct op *o, double deadline)
+{
+	struct wk *k = c->k;
+
+	if (req == NULL)
+		return UCS_OK;
+	if (UCS_PTR_IS_ERR(req))
+		return UCS_PTR_STATUS(req);
+	wk_wake(k);
+	while (!o->done) {
+		if (deadline > 0 && now_ms() > deadline) {
+			double give_up = now_ms() + 500;
+
+			ucp_request_cancel(k->w, req);
+			while (!o->done && now_ms() < give_up)
+				wk_wait(k, 10);
+			/* freed: no callback will touch *o afterwards */
+			ucp_request_free(req);
+			return UCS_ERR_TIMED_OUT;
+		}
+		wk_wait(k, deadline > 0 ? 10 : -1);
+	}
+	ucp_request_free(req);
+	return o->st;
+}
+
+/* Flush c's endpoint: completes once it is wired up (k->m held). */
+static ucs_status_t ep_ready_ms(struct vgpu_tp_conn *c, uint32_t ms)
+{
+	ucp_request_param_t rp;
+	struct op o = { 0, UCS_OK, 0 };
+	ucs_status_t s;
+	void *req;
+
+	memset(&rp, 0, sizeof(rp));
+	rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+	rp.cb.send = send_cb;
+	rp.user_data = &o;
+	req = ucp_ep_flush_nbx(c->ep, &rp);
+	s = req_wait(c, req, &o, now_ms() + ms);
+	if (s == UCS_OK && c->dead)
+		s = UCS_ERR_UNREACHABLE;
+	return s;
+}
+
+static ucs_status_t ep_ready(struct vgpu_tp_conn *c)
+{
+	return ep_ready_ms(c, 10000);
+}
+
+/* ---- workers ---- */
+
+static void wk_fini(struct wk *k);
+
+static vgpu_status wk_init(struct wk *k, int shared, uint64_t client_id)
+{
+	ucp_worker_params_t wp;
+	ucp_am_handler_param_t ap;
+	ucs_status_t s;
+
+	memset(k, 0, sizeof(*k));
+	k->efd = k->wakefd = -1;
+	memset(&wp, 0, sizeof(wp));
+	wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE | UCP_WORKER_PARAM_FIELD_CLIENT_ID;
+	wp.thread_mode = UCS_THREAD_MODE_SERIALIZED; /* k->m serialises every call */
+	wp.client_id = client_id;
+	s = ucp_worker_create(ctx, &wp, &k->w);
+	if (s != UCS_OK)
+		return uerr(VGPU_ERR_CONNECTION, "rdma: ucp_worker_create", s);
+	memset(&ap, 0, sizeof(ap));
+	ap.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
+			UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+	ap.id = AM_ID;
+	ap.flags = UCP_AM_FLAG_WHOLE_MSG | UCP_AM_FLAG_PERSISTENT_DATA;
+	ap.cb = am_cb;
+	ap.arg = k;
+	s = ucp_worker_set_am_recv_handler(k->w, &ap);
+	if (s == UCS_OK)
+		s = ucp_worker_get_efd(k->w, &k->efd);
+	if (s != UCS_OK) {
+		ucp_worker_destroy(k->w);
+		return uerr(VGPU_ERR_CONNECTION, "rdma: worker setup", s);
+	}
+	k->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (k->wakefd < 0) {
+		ucp_worker_destroy(k->w);
+		return H->error(VGPU_ERR_CONNECTION, "rdma: eventfd: %s", strerror(errno));
+	}
+	pthread_mutex_init(&k->m, NULL);
+	pthread_cond_init(&k->cv, NULL);
+	pthread_cond_init(&k->bgcv, NULL);
+	k->shared = shared;
+	if (pthread_create(&k->bg, NULL, wk_bg, k) != 0) {
+		wk_fini(k);
+		return H->error(VGPU_ERR_CONNECTION, "rdma: cannot start a progress thread");
+	}
+	k->bg_started = 1;
+	return VGPU_OK;
+}
+
+static void wk_fini(struct wk *k)
+{
+	if (k->bg_started) {
+		pthread_mutex_lock(&k->m);
+		k->stop = 1;
+		pthread_cond_broadcast(&k->cv);
+		pthread_cond_broadcast(&k->bgcv);
+		wk_wake(k);
+		pthread_mutex_unlock(&k->m);
+		pthread_join(k->bg, NULL);
+		k->bg_started = 0;
+	}
+	ucp_worker_destroy(k->w);
+	close(k->wakefd);
+	pthread_mutex_destroy(&k->m);
+	pthread_cond_destroy(&k->cv);
+	pthread_cond_destroy(&k->bgcv);
+}
+
+/* ---- addresses ---- */
+
+static vgpu_status resolve(const struct vgpu_tp_addr *a, int passive, struct sockaddr_storage *ss,
+			   socklen_t *sl)
+{
+	struct addrinfo hints, *ai = NULL;
+	char port[16];
+	int gai;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = passive ? AI_PASSIVE : 0;
+	snprintf(port, sizeof(port), "%d", a->port < 0 ? 7101 : a->port);
+	gai = getaddrinfo(a->host[0] ? a->host : NULL, port, &hints, &ai);
+	if (gai)
+		return H->error(passive ? VGPU_ERR_BAD_URI : VGPU_ERR_CONNECTION,
+				"rdma://%s:%s: cannot resolve: %s", a->host, port, gai_strerror(gai));
+	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+	*sl = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	return VGPU_OK;
+}
+
+static void fmt_addr(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+	char h[INET6_ADDRSTRLEN] = "?";
+
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+		inet_ntop(AF_INET6, &s6->sin6_addr, h, sizeof(h));
+		snprintf(out, len, "[%s]:%u", h, ntohs(s6->sin6_port));
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &s4->sin_addr, h, sizeof(h));
+		snprintf(out, len, "%s:%u", h, ntohs(s4->sin_port));
+	}
+}
+
+/* ---- listener ---- */
+
+static void conn_handler(ucp_conn_request_h r, void *arg)
+{
+	struct vgpu_tp_listener *l = arg;
+	struct creq *q, **pp;
+
+	if (l->stop || !(q = calloc(1, sizeof(*q)))) {
+		ucp_listener_reject(l->l, r);
+		return;
+	}
+	q->r = r;
+	for (pp = &l->reqs; *pp; pp = &(*pp)->next) {
+	}
+	*pp = q;
+	pthread_cond_broadcast(&l->k.cv);
+}
+
+static vgpu_status rdma_listen(const struct vgpu_tp_addr *a, struct vgpu_tp_listener **out,
+			       char *bound, size_t boundlen)
+{
+	struct vgpu_tp_listener *l;
+	ucp_listener_params_t lp;
+	ucp_listener_attr_t la;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	ucs_status_t s;
+	vgpu_status st;
+	char hp[160];
+
+	if ((st = ctx_get()) < 0)
+		return st;
+	if ((st = resolve(a, 1, &ss, &sl)) < 0)
+		return st;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return H->error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
+	if ((st = wk_init(&l->k, 1, 0)) < 0) {
+		free(l);
+		return st;
+	}
+	memset(&lp, 0, sizeof(lp));
+	lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
+	lp.sockaddr.addr = (const struct sockaddr *)&ss;
+	lp.sockaddr.addrlen = sl;
+	lp.conn_handler.cb = conn_handler;
+	lp.conn_handler.arg = l;
+	s = ucp_listener_create(l->k.w, &lp, &l->l);
+	if (s != UCS_OK) {
+		wk_fini(&l->k);
+		free(l);
+		return H->error(VGPU_ERR_CONNECTION, "rdma://%s:%d: cannot listen: %s", a->host, a->port,
+				ucs_status_string(s));
+	}
+	la.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
+	if (ucp_listener_query(l->l, &la) == UCS_OK)
+		memcpy(&ss, &la.sockaddr, sizeof(ss));
+	fmt_addr(&ss, hp, sizeof(hp));
+	snprintf(bound, boundlen, "rdma://%s", hp);
+	*out = l;
+	return VGPU_OK;
+}
+
+static vgpu_status conn_new(struct wk *k, const char *peer, struct vgpu_tp_conn **out)
+{
+	struct vgpu_tp_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return H->error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
+	c->k = k;
+	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	*out = c;
+	return VGPU_OK;
+}
+
+static void ep_params(ucp_ep_params_t *ep, struct vgpu_tp_conn *c)
+{
+	memset(ep, 0, sizeof(*ep));
+	ep->field_mask = UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+	ep->err_mode = UCP_ERR_HANDLING_MODE_PEER;
+	ep->err_handler.cb = ep_err;
+	ep->err_handler.arg = c;
+}
+
+static vgpu_status rdma_accept(struct vgpu_tp_listener *l, struct vgpu_tp_conn **out)
+{
+	struct wk *k = &l->k;
+
+	pthread_mutex_lock(&k->m);
+	for (;;) {
+		struct creq *q;
+		struct vgpu_tp_conn *c = NULL;
+		ucp_conn_request_attr_t ra;
+		ucp_ep_params_t ep;
+		ucs_status_t s;
+		char peer[128] = "?";
+
+		while (!l->reqs && !l->stop)
+			wk_wait(k, -1);
+		if (l->stop) {
+			pthread_mutex_unlock(&k->m);
+			return H->error(VGPU_ERR_CLOSED, "listener closed");
+		}
+		q = l->reqs;
+		l->reqs = q->next;
+		ra.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR |
+				UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ID;
+		if (ucp_conn_request_query(q->r, &ra) != UCS_OK || !ra.client_id ||
+		    conn_of(k, ra.client_id)) {
+			/* no id, or one already in use: not a libvgpu client */
+			ucp_listener_reject(l->l, q->r);
+			free(q);
+			continue;
+		}
+		fmt_addr(&ra.client_address, peer, sizeof(peer));
+		if (conn_new(k, peer, &c) < 0) {
+			ucp_listener_reject(l->l, q->r);
+			free(q);
+			continue;
+		}
+		ep_params(&ep, c);
+		ep.field_mask |= UCP_EP_PARAM_FIELD_CONN_REQUEST;
+		ep.conn_request = q->r;
+		free(q);
+		c->id = ra.client_id;
+		s = ucp_ep_create(k->w, &ep, &c->ep);
+		if (s != UCS_OK) {
+			H->log(1, "rdma: dropping a connection from %s: %s", peer, ucs_status_string(s));
+			free(c);
+			continue;
+		}
+		c->next = k->conns;
+		k->conns = c;
+		/* Wait for the wire-up to finish before anyone sends: UCX 1.13
+		 * replays requests queued during lane reconfiguration (tcp to
+		 * shared memory) through a NULL protocol and crashes. */
+		if (ep_ready(c) != UCS_OK) {
+			H->log(1, "rdma: dropping a connection from %s: %s", peer,
+			       c->dead ? c->why : "wire-up failed");
+			pthread_mutex_unlock(&k->m);
+			rdma_close_internal(c);
+			pthread_mutex_lock(&k->m);
+			continue;
+		}
+		pthread_mutex_unlock(&k->m);
+		*out = c;
+		return VGPU_OK;
+	}
+}
+
+static void rdma_listen_shutdown(struct vgpu_tp_listener *l)
+{
+	pthread_mutex_lock(&l->k.m);
+	l->stop = 1;
+	pthread_cond_broadcast(&l->k.cv);
+	wk_wake(&l->k);
+	pthread_mutex_unlock(&l->k.m);
+}
+
+static void rdma_listen_close(struct vgpu_tp_listener *l)
+{
+	if (!l)
+		return;
+	pthread_mutex_lock(&l->k.m);
+	l->stop = 1;
+	while (l->reqs) {
+		struct creq *q = l->reqs;
+		l->reqs = q->next;
+		ucp_listener_reject(l->l, q->r);
+		free(q);
+	}
+	ucp_listener_destroy(l->l);
+	/* Connections accepted from this listener live on its worker: keep
+	 * the worker while any is open (the server closes them first). */
+	if (l->k.conns) {
+		H->log(1, "rdma: listener closed with connections open; worker kept");
+		pthread_mutex_unlock(&l->k.m);
+		return;
+	}
+	pthread_mutex_unlock(&l->k.m);
+	wk_fini(&l->k);
+	free(l);
+}
+
+static int rdma_listen_is_remote(const struct vgpu_tp_addr *a)
+{
+	if (!strcmp(a->host, "localhost") || !strcmp(a->host, "::1") || !strncmp(a->host, "127.", 4))
+		return 0;
+	return 1;
+}
+
+/* ---- connect ---- */
+
+static vgpu_status rdma_connect(const struct vgpu_tp_addr *a, uint32_t timeout_ms,
+				struct vgpu_tp_conn **out)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	struct wk *k;
+	struct vgpu_tp_conn *c = NULL;
+	ucp_ep_params_t ep;
+	ucs_status_t s;
+	vgpu_status st;
+	char peer[160];
+	uint64_t id;
+
+	if ((st = ctx_get()) < 0)
+		return st;
+	if ((st = resolve(a, 0, &ss, &sl)) < 0)
+		return st;
+	k = calloc(1, sizeof(*k));
+	if (!k)
+		return H->error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
+	/* a random id tells the server's worker which connection a message
+	 * belongs to (sent with the connection request) */
+	do {
+		if (getrandom(&id, sizeof(id), 0) != sizeof(id)) {
+			free(k);
+			return H->error(VGPU_ERR_INTERNAL, "rdma: getrandom: %s", strerror(errno));
+		}
+	} while (!id);
+	if ((st = wk_init(k, 0, id)) < 0) {
+		free(k);
+		return st;
+	}
+	fmt_addr(&ss, peer, sizeof(peer));
+	if ((st = conn_new(k, peer, &c)) < 0) {
+		wk_fini(k);
+		free(k);
+		return st;
+	}
+	ep_params(&ep, c);
+	ep.field_mask |= UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR;
+	ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER | UCP_EP_PARAMS_FLAGS_SEND_CLIENT_ID;
+	c->id = id;
+	ep.sockaddr.addr = (const struct sockaddr *)&ss;
+	ep.sockaddr.addrlen = sl;
+	pthread_mutex_lock(&k->m);
+	s = ucp_ep_create(k->w, &ep, &c->ep);
+	if (s != UCS_OK) {
+		pthread_mutex_unlock(&k->m);
+		free(c);
+		wk_fini(k);
+		free(k);
+		return H->error(VGPU_ERR_CONNECTION, "cannot connect to %s: %s", peer,
+				ucs_status_string(s));
+	}
+	k->conns = c;
+	/* wait until the endpoint is wired up (or refused) */
+	s = ep_ready_ms(c, timeout_ms ? timeout_ms : 10000);
+	pthread_mutex_unlock(&k->m);
+	if (s != UCS_OK) {
+		st = H->error(VGPU_ERR_CONNECTION, "cannot connect to %s: %s", peer,
+			      c->dead ? c->why : ucs_status_string(s));
+		c->dead = 1;
+		*out = c;
+		rdma_close_internal(c); /* frees the worker too */
+		*out = NULL;
+		return st;
+	}
+	*out = c;
+	return VGPU_OK;
+}
+
+/* ---- send ---- */
+
+static vgpu_status send_error(struct vgpu_tp_conn *c, ucs_status_t s)
+{
+	if (c->dead)
+		return H->error(VGPU_ERR_CONNECTION, "send to %s: %s", c->peer, c->why);
+	if (s == UCS_ERR_TIMED_OUT)
+		return H->error(VGPU_ERR_CONNECTION, "send to %s: timed out", c->peer);
+	if (c->wr_shut)
+		return H->error(VGPU_ERR_CONNECTION, "send to %s: connection shut down", c->peer);
+	return H->error(VGPU_ERR_CONNECTION, "send to %s: %s", c->peer, ucs_status_string(s));
+}
+
+#define MAX_MSGS 16
+
+static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, int n)
+{
+	struct wk *k = c->k;
+	void *req[MAX_MSGS];
+	struct op o[MAX_MSGS];
+	uint64_t hdr[MAX_MSGS][2];
+	ucp_dt_iov_t dt[MAX_MSGS][MAX_MSGS + 1];
+	int nm = 0, i = 0;
+	ucs_status_t s = UCS_OK;
+	double deadline;
+
+	if (n > MAX_MSGS)
+		return H->error(VGPU_ERR_INTERNAL, "rdma send: %d iovecs (at most %d)", n, MAX_MSGS);
+	pthread_mutex_lock(&k->m);
+	deadline = c->timeout_ms ? now_ms() + c->timeout_ms : 0;
+	if (c->dead || c->wr_shut) {
+		pthread_mutex_unlock(&k->m);
+		return send_error(c, UCS_ERR_CONNECTION_RESET);
+	}
+	while (i < n) {
+		ucp_request_param_t rp;
+
+		if (iov[i].iov_len == 0) {
+			i++;
+			continue;
+		}
+		hdr[nm][0] = c->id;
+		hdr[nm][1] = c->tx_seq++;
+		memset(&rp, 0, sizeof(rp));
+		rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+		rp.cb.send = send_cb;
+		o[nm].done = 0;
+		o[nm].st = UCS_OK;
+		rp.user_data = &o[nm];
+		if (iov[i].iov_len >= BULK_MIN) {
+			/* bulk: zero-copy from the caller (rendezvous above UCX's
+			 * threshold), the ids in the AM header */
+			req[nm] = ucp_am_send_nbx(c->ep, AM_ID, hdr[nm], sizeof(hdr[nm]),
+						  iov[i].iov_base, iov[i].iov_len, &rp);
+			i++;
+		} else {
+			/* a run of small segments behind the ids, as one eager
+			 * message described by an iov datatype (UCX packs it; no
+			 * user AM header and no "short" protocol: UCX 1.13's
+			 * shared-memory short path miscounts lengths) */
+			size_t m = 0;
+
+			dt[nm][m].buffer = hdr[nm];
+			dt[nm][m++].length = sizeof(hdr[nm]);
+			while (i < n && iov[i].iov_len < BULK_MIN) {
+				if (iov[i].iov_len) {
+					dt[nm][m].buffer = iov[i].iov_base;
+					dt[nm][m++].length = iov[i].iov_len;
+				}
+				i++;
+			}
+			rp.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE;
+			rp.flags = UCP_AM_SEND_FLAG_EAGER;
+			rp.datatype = ucp_dt_make_iov();
+			req[nm] = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, dt[nm], m, &rp);
+		}
+		nm++;
+	}
+	/* wait for every message: buffers (and headers) stay valid until then */
+	for (int j = 0; j < nm; j++) {
+		ucs_status_t r = req_wait(c, req[j], &o[j], deadline);
+		if (r != UCS_OK && s == UCS_OK)
+			s = r;
+	}
+	if (s != UCS_OK || c->dead) {
+		vgpu_status st = send_error(c, s);
+		conn_kill(c, "send failed: %s", ucs_status_string(s));
+		pthread_mutex_unlock(&k->m);
+		return st;
+	}
+	pthread_mutex_unlock(&k->m);
+	return VGPU_OK;
+}
+
+/* ---- receive ---- */
+
+static ssize_t recv_error(struct vgpu_tp_conn *c, size_t got)
+{
+	if (c->peer_fin && !c->dead)
+		return H->error(VGPU_ERR_CONNECTION, "connection closed by peer%s",
+				got ? " mid-message" : "");
+	if (c->rd_shut && !c->dead)
+		return H->error(VGPU_ERR_CONNECTION, "connection closed%s", got ? " mid-message" : "");
+	return H->error(VGPU_ERR_CONNECTION, "%s%s", c->why, got ? " (mid-message)" : "");
+}
+
+/* Fetch a rendezvous message into dst (k->m held). */
+static ucs_status_t fetch(struct vgpu_tp_conn *c, struct item *it, void *dst, double deadline)
+{
+	ucp_request_param_t rp;
+	struct op o = { 0, UCS_OK, 0 };
+	void *req;
+	ucs_status_t s;
+
+	memset(&rp, 0, sizeof(rp));
+	rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+	rp.cb.recv_am = recv_cb;
+	rp.user_data = &o;
+	req = ucp_am_recv_data_nbx(c->k->w, it->data, dst, it->len, &rp);
+	s = req_wait(c, req, &o, deadline);
+	it->kind = K_OWNED; /* descriptor consumed: nothing to release */
+	it->data = NULL;
+	return s;
+}
+
+static ssize_t rdma_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t max)
+{
+	struct wk *k = c->k;
+	uint8_t *d = buf;
+	size_t got = 0;
+	double deadline;
+
+	if (min == 0)
+		min = 1;
+	pthread_mutex_lock(&k->m);
+	deadline = c->timeout_ms ? now_ms() + c->timeout_ms : 0;
+	for (;;) {
+		struct item *it;
+
+		while ((it = c->qh) && it->seq == c->rx_seq && got < max && !c->rd_shut) {
+			size_t k2;
+
+			if (it->kind == K_FIN) {
+				c->qh = it->next;
+				c->rx_seq++;
+				free(it);
+				c->peer_fin = 1;
+				break;
+			}
+			if (it->kind == K_RNDV) {
+				ucs_status_t s;
+
+				if (it->len <= max - got) {
+					/* whole bulk message straight into the caller's memory */
+					s = fetch(c, it, d + got, deadline);
+					if (s != UCS_OK) {
+						conn_kill(c, "receive from %s: %s", c->peer, ucs_status_string(s));
+						break;
+					}
+					got += it->len;
+					c->queued -= it->len;
+					c->qh = it->next;
+					c->rx_seq++;
+					free(it);
+					continue;
+				}
+				{
+					void *b = malloc(it->len);
+					if (!b) {
+						conn_kill(c, "out of host memory receiving from %s", c->peer);
+						break;
+					}
+					s = fetch(c, it, b, deadline);
+					it->data = b;
+					if (s != UCS_OK) {
+						conn_kill(c, "receive from %s: %s", c->peer, ucs_status_string(s));
+						break;
+					}
+				}
+			}
+			k2 = it->len - it->off;
+			if (k2 > max - got)
+				k2 = max - got;
+			memcpy(d + got, (uint8_t *)it->data + it->off, k2);
+			it->off += k2;
+			got += k2;
+			if (it->off == it->len) {
+				c->queued -= it->len;
+				c->qh = it->next;
+				c->rx_seq++;
+				item_free(k, it);
+			}
+		}
+		if (got >= min) {
+			pthread_mutex_unlock(&k->m);
+			return (ssize_t)got;
+		}
+		if (c->dead || c->rd_shut || c->peer_fin) {
+			ssize_t r = recv_error(c, got);
+			pthread_mutex_unlock(&k->m);
+			return r;
+		}
+		if (deadline > 0 && now_ms() > deadline) {
+			conn_kill(c, "receive from %s: timed out", c->peer);
+			continue;
+		}
+		wk_wait(k, deadline > 0 ? 10 : -1);
+	}
+}
+
+static vgpu_status rdma_set_timeout(struct vgpu_tp_conn *c, uint32_t ms)
+{
+	pthread_mutex_lock(&c->k->m);
+	c->timeout_ms = ms;
+	pthread_mutex_unlock(&c->k->m);
+	return VGPU_OK;
+}
+
+static void rdma_shutdown(struct vgpu_tp_conn *c, int read_only)
+{
+	struct wk *k = c->k;
+
+	pthread_mutex_lock(&k->m);
+	c->rd_shut = 1;
+	if (!read_only)
+		c->wr_shut = 1;
+	pthread_cond_broadcast(&k->cv);
+	wk_wake(k);
+	pthread_mutex_unlock(&k->m);
+}
+
+static void rdma_close_internal(struct vgpu_tp_conn *c)
+{
+	struct wk *k = c->k;
+	struct vgpu_tp_conn **pp;
+	ucp_request_param_t rp;
+	struct op o = { 0, UCS_OK, 0 };
+	void *req;
+
+	pthread_mutex_lock(&k->m);
+	/* Like a TCP FIN: tell the peer the stream ends (in sequence, after
+	 * everything sent) and wait until it acknowledges, which means every
+	 * earlier message reached it (a last error reply, say); then close the
+	 * endpoint at once. (A graceful UCX close would wait for the peer's
+	 * own close, and UCX 1.13 never completes a flush of an idle
+	 * client-server endpoint.) A dead or silent peer costs CLOSE_MS. */
+	if (!c->dead) {
+		double until = now_ms() + CLOSE_MS;
+
+		c->fin_hdr[0] = c->id;
+		c->fin_hdr[1] = c->tx_seq++;
+		{
+			ucp_request_param_t frp;
+			struct op fo = { 0, UCS_OK, 0 };
+			void *freq;
+			ucs_status_t fs;
+
+			c->fin_iov.buffer = c->fin_hdr;
+			c->fin_iov.length = sizeof(c->fin_hdr);
+			memset(&frp, 0, sizeof(frp));
+			frp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE |
+					   UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+			frp.flags = UCP_AM_SEND_FLAG_EAGER;
+			frp.datatype = ucp_dt_make_iov();
+			frp.cb.send = send_cb;
+			frp.user_data = &fo;
+			freq = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, &c->fin_iov, 1, &frp);
+			fs = req_wait(c, freq, &fo, until);
+			if (fs != UCS_OK)
+				H->log(3, "rdma: FIN to %s: %s", c->peer, ucs_status_string(fs));
+		}
+		wk_wake(k);
+		while (!c->acked && !c->dead && now_ms() < until)
+			wk_wait(k, 10);
+		if (!c->acked && !c->dead)
+			H->log(3, "rdma: %s did not acknowledge the close", c->peer);
+	}
+	/* no more messages for c */
+	for (pp = &k->conns; *pp; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	while (c->qh) {
+		struct item *it = c->qh;
+		c->qh = it->next;
+		item_free(k, it);
+	}
+	memset(&rp, 0, sizeof(rp));
+	rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+			  UCP_OP_ATTR_FIELD_FLAGS;
+	rp.cb.send = send_cb;
+	rp.user_data = &o;
+	rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+	c->dead = 1;
+	req = ucp_ep_close_nbx(c->ep, &rp);
+	if (req_wait(c, req, &o, now_ms() + CLOSE_MS) == UCS_ERR_TIMED_OUT)
+		H->log(1, "rdma: closing the connection to %s timed out", c->peer);
+	pthread_mutex_unlock(&k->m);
+	if (!k->shared) {
+		wk_fini(k);
+		free(k);
+	}
+	free(c);
+}
+
+static void rdma_close(struct vgpu_tp_conn *c)
+{
+	if (c)
+		rdma_close_internal(c);
+}
+
+static const char *rdma_peer(struct vgpu_tp_conn *c)
+{
+	return c->peer;
+}
+
+static const char *const rdma_schemes[] = { "rdma", NULL };
+
+static const struct vgpu_transport_ops rdma_ops = {
+	.size = sizeof(struct vgpu_transport_ops),
+	.abi = VGPU_TRANSPORT_ABI,
+	.name = "rdma",
+	.schemes = rdma_schemes,
+	.caps = VGPU_TP_CAP_ZEROCOPY_SEND | VGPU_TP_CAP_REGISTERED_MEM | VGPU_TP_CAP_MESSAGES,
+	.listen = rdma_listen,
+	.accept = rdma_accept,
+	.listen_shutdown = rdma_listen_shutdown,
+	.listen_close = rdma_listen_close,
+	.listen_is_remote = rdma_listen_is_remote,
+	.connect = rdma_connect,
+	.send = rdma_send,
+	.recv = rdma_recv,
+	.set_timeout = rdma_set_timeout,
+	.shutdown = rdma_shutdown,
+	.close = rdma_close,
+	.peer = rdma_peer,
+};
+
+EXPORT const struct vgpu_transport_ops *vgpu_transport_init(const struct vgpu_transport_host *host,
+							    unsigned int abi);
+EXPORT const struct vgpu_transport_ops *vgpu_transport_init(const struct vgpu_transport_host *host,
+							    unsigned int abi)
+{
+	if (!host || host->size < sizeof(struct vgpu_transport_host))
+		return NULL;
+	H = host;
+	if (abi != VGPU_TRANSPORT_ABI) {
+		host->error(VGPU_ERR_UNSUPPORTED, "rdma transport built for ABI %u, library has %u",
+			    VGPU_TRANSPORT_ABI, abi);
+		return NULL;
+	}
+	return &rdma_ops;
+}

@@ -1,0 +1,786 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uring.c - the io_uring transport (uring://host:port): the same TCP
+ * sockets as the tcp transport (listen, accept and connect are shared),
+ * with every byte of a message moved by io_uring.
+ *
+ * Per connection, two rings: one for the reader thread, one for senders
+ * (serialised by a mutex), so that neither side reaps the other's
+ * completions.
+ *
+ *  - send: the iovecs of one call become a chain of linked SQEs submitted
+ *    with one io_uring_enter (SENDMSG for runs of small segments, SEND_ZC for
+ *    bulk segments of at least zc_min bytes when the kernel has it). A zero-
+ *    copy send completes twice: the result, then a notification
+ *    (IORING_CQE_F_NOTIF) once the kernel no longer reads the buffer; send()
+ *    returns only after every notification, so the caller may reuse its
+ *    buffer at once.
+ *  - recv: small reads (headers, bodies) are served from a multishot receive
+ *    into a ring of provided buffers (armed once, one CQE per arrival, no SQE
+ *    per read); a read of at least direct_min bytes (bulk) cancels the
+ *    multishot and receives straight into the caller's memory with one
+ *    plain RECV, so bulk bytes are not copied twice.
+ *
+ * Kernel features are probed at run time (io_uring_get_probe_ring,
+ * IORING_FEAT_*, buffer ring registration, the first multishot CQE); each
+ * missing one has a fallback (plain SENDMSG, plain RECV). When io_uring
+ * itself is unavailable (io_uring_setup fails with EPERM or ENOSYS: the
+ * kernel.io_uring_disabled sysctl, a seccomp profile, an old kernel),
+ * listen and connect fail with a message that says so.
+ *
+ * Environment: VGPU_URING_ZC_MIN=BYTES (zero-copy threshold, default 64K;
+ * 0 disables zero-copy; when set, it applies to loopback peers too, which
+ * otherwise never use zero-copy), VGPU_URING_MULTISHOT=0 (plain receives),
+ * VGPU_URING_BUFS=N (provided buffers, power of two 4..64, default 32),
+ * VGPU_URING_DIRECT_MIN=BYTES (reads of this size bypass them, default 128K).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "transport.h"
+
+#define RING_ENTRIES 64
+#define MAX_BUFS 64         /* provided buffers: at most */
+static unsigned nbufs = 32; /* power of two; VGPU_URING_BUFS */
+#define BUFSZ (16u * 1024)  /* bytes each */
+#define BGID 7
+static size_t direct_min = 128u * 1024; /* VGPU_URING_DIRECT_MIN */
+#define MAX_SQE 16          /* per send batch */
+
+#define UD_MS 1ull          /* multishot receive */
+#define UD_DIRECT 2ull      /* plain receive */
+#define UD_CANCEL 3ull
+
+struct feats {
+	int ok;          /* io_uring usable */
+	int err;         /* errno of io_uring_queue_init when not */
+	int send_zc;
+	int multishot;   /* may be cleared at run time (EINVAL on first use) */
+	int bufring;
+	unsigned setup_flags;
+	unsigned features;
+};
+
+static struct feats F;
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+static size_t zc_min = 64u * 1024;
+static int zc_loopback; /* zero-copy to a loopback peer too (VGPU_URING_ZC_MIN set) */
+
+struct vgpu_tp_conn {
+	int fd;
+	char peer[128];
+	uint32_t timeout_ms;
+
+	/* receive side: the reader thread only */
+	struct io_uring rr;
+	int rr_ok;
+	struct io_uring_buf_ring *br;
+	uint8_t *bufs;
+	int use_ms;
+	int ms_armed;
+	pthread_t ms_owner; /* thread that armed it: its task runs the completions */
+	int eof;
+	int rerr;        /* errno of a failed receive */
+	struct { uint16_t bid; uint32_t off, len; } q[MAX_BUFS];
+	unsigned qh, qn;
+
+	/* send side */
+	pthread_mutex_t slock;
+	struct io_uring sr;
+	int sr_ok;
+	int zc;          /* SEND_ZC for bulk segments on this connection */
+};
+
+static void probe(void)
+{
+	struct io_uring r;
+	struct io_uring_params p;
+	struct io_uring_probe *pr;
+	const char *e;
+	int rc;
+
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL;
+	rc = io_uring_queue_init_params(4, &r, &p);
+	if (rc == -EINVAL) {
+		memset(&p, 0, sizeof(p));
+		rc = io_uring_queue_init_params(4, &r, &p);
+	}
+	if (rc < 0) {
+		F.err = -rc;
+		return;
+	}
+	F.ok = 1;
+	F.setup_flags = p.flags;
+	F.features = p.features;
+	pr = io_uring_get_probe_ring(&r);
+	if (pr) {
+		F.send_zc = io_uring_opcode_supported(pr, IORING_OP_SEND_ZC);
+		/* multishot recv arrived with buffer rings (5.19/6.0); both
+		 * are confirmed at first use */
+		F.multishot = io_uring_opcode_supported(pr, IORING_OP_RECV) &&
+			      (p.features & IORING_FEAT_FAST_POLL);
+		io_uring_free_probe(pr);
+	}
+	F.bufring = 1;
+	io_uring_queue_exit(&r);
+	e = getenv("VGPU_URING_ZC_MIN");
+	if (e && *e) {
+		uint64_t v;
+		if (vgpu__parse_size(e, &v) == VGPU_OK)
+			zc_min = v ? (size_t)v : 0;
+		zc_loopback = 1;
+	}
+	if (!zc_min)
+		F.send_zc = 0;
+	e = getenv("VGPU_URING_BUFS");
+	if (e && *e) {
+		unsigned v = (unsigned)atoi(e);
+		if (v >= 4 && v <= MAX_BUFS && !(v & (v - 1)))
+			nbufs = v;
+	}
+	e = getenv("VGPU_URING_DIRECT_MIN");
+	if (e && *e) {
+		uint64_t v;
+		if (vgpu__parse_size(e, &v) == VGPU_OK)
+			direct_min = (size_t)v;
+	}
+	e = getenv("VGPU_URING_MULTISHOT");
+	if (e && !strcmp(e, "0"))
+		F.multishot = 0;
+	vgpu_debug("uring: features 0x%x, send_zc %d (threshold %zu), multishot %d", F.features,
+		   F.send_zc, zc_min, F.multishot);
+}
+
+/* what: "uring://host:port: " (listen) or "" (connect: the client prefixes its URI). */
+static vgpu_status unavailable(int err, const char *what)
+{
+	if (err == EPERM || err == ENOSYS || err == EACCES)
+		return vgpu__error(VGPU_ERR_UNSUPPORTED,
+				   "%sio_uring is not available on this system: io_uring_setup: %s "
+				   "(disabled by the sysctl kernel.io_uring_disabled, a seccomp profile "
+				   "such as a container runtime's, or a kernel without io_uring); use "
+				   "tcp:// instead", what, strerror(err));
+	return vgpu__error(VGPU_ERR_UNSUPPORTED, "%scannot create an io_uring: %s", what,
+			   strerror(err));
+}
+
+static int ring_init(struct io_uring *r)
+{
+	struct io_uring_params p;
+
+	memset(&p, 0, sizeof(p));
+	p.flags = F.setup_flags;
+	return io_uring_queue_init_params(RING_ENTRIES, r, &p);
+}
+
+/* Register the provided-buffer ring of c's receive ring; 0 or -errno. */
+static int bufring_setup(struct vgpu_tp_conn *c)
+{
+	struct io_uring_buf_reg reg;
+	size_t rsz = nbufs * sizeof(struct io_uring_buf);
+	int rc;
+
+	c->br = mmap(NULL, rsz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (c->br == MAP_FAILED) {
+		c->br = NULL;
+		return -ENOMEM;
+	}
+	c->bufs = malloc((size_t)nbufs * BUFSZ);
+	if (!c->bufs) {
+		munmap(c->br, rsz);
+		c->br = NULL;
+		return -ENOMEM;
+	}
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (unsigned long)c->br;
+	reg.ring_entries = nbufs;
+	reg.bgid = BGID;
+	rc = io_uring_register_buf_ring(&c->rr, &reg, 0);
+	if (rc < 0) {
+		munmap(c->br, rsz);
+		free(c->bufs);
+		c->br = NULL;
+		c->bufs = NULL;
+		return rc;
+	}
+	io_uring_buf_ring_init(c->br);
+	for (unsigned i = 0; i < nbufs; i++)
+		io_uring_buf_ring_add(c->br, c->bufs + (size_t)i * BUFSZ, BUFSZ, (unsigned short)i,
+				      io_uring_buf_ring_mask(nbufs), (int)i);
+	io_uring_buf_ring_advance(c->br, nbufs);
+	return 0;
+}
+
+static void buf_return(struct vgpu_tp_conn *c, uint16_t bid)
+{
+	io_uring_buf_ring_add(c->br, c->bufs + (size_t)bid * BUFSZ, BUFSZ, bid,
+			      io_uring_buf_ring_mask(nbufs), 0);
+	io_uring_buf_ring_advance(c->br, 1);
+}
+
+/*
+ * A loopback peer gains nothing from SEND_ZC: the kernel copies into the
+ * receiver's socket anyway (IORING_NOTIF_USAGE_ZC_COPIED), and waiting for
+ * the notification ties every send to the receiver's reading.
+ */
+static int is_loopback(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss.ss_family == AF_INET6) {
+		const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+		return IN6_IS_ADDR_LOOPBACK(a) ||
+		       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return 0;
+}
+
+/* Wrap a connected socket. */
+static vgpu_status conn_make(int fd, const char *peer, struct vgpu_tp_conn **out)
+{
+	struct vgpu_tp_conn *c = calloc(1, sizeof(*c));
+	int rc;
+
+	if (!c) {
+		close(fd);
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
+	}
+	c->fd = fd;
+	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	pthread_mutex_init(&c->slock, NULL);
+	rc = ring_init(&c->rr);
+	if (rc < 0)
+		goto fail;
+	c->rr_ok = 1;
+	rc = ring_init(&c->sr);
+	if (rc < 0)
+		goto fail;
+	c->sr_ok = 1;
+	if (F.multishot && F.bufring && bufring_setup(c) == 0)
+		c->use_ms = 1;
+	c->zc = F.send_zc && (zc_loopback || !is_loopback(fd));
+	*out = c;
+	return VGPU_OK;
+fail:
+	if (c->rr_ok)
+		io_uring_queue_exit(&c->rr);
+	pthread_mutex_destroy(&c->slock);
+	close(fd);
+	free(c);
+	return unavailable(-rc, "");
+}
+
+/* ---- listen / accept / connect: the tcp transport's sockets ---- */
+
+static vgpu_status check_available(const struct vgpu_tp_addr *u, int listening)
+{
+	pthread_once(&probe_once, probe);
+	if (!F.ok) {
+		char what[300] = "";
+		if (listening)
+			snprintf(what, sizeof(what), "uring://%s:%d: ", u->host, u->port);
+		return unavailable(F.err, what);
+	}
+	return VGPU_OK;
+}
+
+static void as_tcp(const struct vgpu_tp_addr *u, struct vgpu_tp_addr *t)
+{
+	*t = *u;
+	t->scheme = "tcp";
+}
+
+static vgpu_status uring_listen(const struct vgpu_tp_addr *u, struct vgpu_tp_listener **l,
+				char *bound, size_t boundlen)
+{
+	struct vgpu_tp_addr t;
+	char b[320];
+	vgpu_status st = check_available(u, 1);
+
+	if (st < 0)
+		return st;
+	as_tcp(u, &t);
+	st = vgpu__transport_tcp.listen(&t, l, b, sizeof(b));
+	if (st < 0)
+		return st;
+	snprintf(bound, boundlen, "uring://%s", strncmp(b, "tcp://", 6) ? b : b + 6);
+	return VGPU_OK;
+}
+
+static vgpu_status uring_accept(struct vgpu_tp_listener *l, struct vgpu_tp_conn **out)
+{
+	struct vgpu_tp_conn *tc;
+	char peer[128];
+	int fd;
+
+	for (;;) {
+		vgpu_status st = vgpu__transport_tcp.accept(l, &tc);
+
+		if (st < 0)
+			return st;
+		fd = vgpu__tcp_conn_release(tc, peer, sizeof(peer));
+		st = conn_make(fd, peer, out);
+		if (st == VGPU_OK)
+			return st;
+		vgpu_warn("uring: dropping a connection from %s: %s", peer, vgpu__error_msg());
+	}
+}
+
+static int uring_listen_is_remote(const struct vgpu_tp_addr *u)
+{
+	struct vgpu_tp_addr t;
+
+	as_tcp(u, &t);
+	return vgpu__transport_tcp.listen_is_remote(&t);
+}
+
+static vgpu_status uring_connect(const struct vgpu_tp_addr *u, uint32_t timeout_ms,
+				 struct vgpu_tp_conn **out)
+{
+	struct vgpu_tp_addr t;
+	struct vgpu_tp_conn *tc;
+	char peer[128];
+	vgpu_status st = check_available(u, 0);
+
+	if (st < 0)
+		return st;
+	as_tcp(u, &t);
+	st = vgpu__transport_tcp.connect(&t, timeout_ms, &tc);
+	if (st < 0)
+		return st;
+	int fd = vgpu__tcp_conn_release(tc, peer, sizeof(peer));
+	return conn_make(fd, peer, out);
+}
+
+/* ---- completions ---- */
+
+static int wait_cqe(struct io_uring *r, struct io_uring_cqe **cqe, uint32_t ms)
+{
+	int rc;
+
+	do {
+		if (ms) {
+			struct __kernel_timespec ts = { (long long)(ms / 1000),
+							(long long)(ms % 1000) * 1000000 };
+			rc = io_uring_wait_cqe_timeout(r, cqe, &ts);
+		} else {
+			rc = io_uring_wait_cqe(r, cqe);
+		}
+	} while (rc == -EINTR);
+	return rc;
+}
+
+/* ---- send ---- */
+
+static vgpu_status send_fail(struct vgpu_tp_conn *c, int err)
+{
+	if (err == ETIME || err == EAGAIN)
+		return vgpu__error(VGPU_ERR_CONNECTION, "send to %s: timed out", c->peer);
+	return vgpu__error(VGPU_ERR_CONNECTION, "send to %s: %s", c->peer, strerror(err));
+}
+
+/*
+ * Submit the whole iovec array as one linked chain, wait for every result
+ * and every zero-copy notification; resubmit what a short send left.
+ */
+static vgpu_status uring_send(struct vgpu_tp_conn *c, const struct iovec *iov_in, int n)
+{
+	struct iovec iov[MAX_SQE];
+	struct msghdr mh[MAX_SQE];
+	size_t want[MAX_SQE];
+	int res[MAX_SQE];
+	int i = 0, err = 0;
+	vgpu_status st = VGPU_OK;
+
+	if (n > MAX_SQE)
+		return vgpu__error(VGPU_ERR_INTERNAL, "uring send: %d iovecs (at most %d)", n, MAX_SQE);
+	memcpy(iov, iov_in, (size_t)n * sizeof(*iov));
+	pthread_mutex_lock(&c->slock);
+	while (i < n) {
+		int nsqe = 0, done = 0, notifs = 0, rc;
+		struct io_uring_sqe *sqe = NULL;
+
+		while (i < n && iov[i].iov_len == 0)
+			i++;
+		if (i == n)
+			break;
+		/* build the chain */
+		for (int j = i; j < n;) {
+			if (iov[j].iov_len == 0) {
+				j++;
+				continue;
+			}
+			sqe = io_uring_get_sqe(&c->sr);
+			if (!sqe)
+				break;
+			if (c->zc && iov[j].iov_len >= zc_min) {
+				io_uring_prep_send_zc(sqe, c->fd, iov[j].iov_base, iov[j].iov_len,
+						      MSG_NOSIGNAL | MSG_WAITALL, 0);
+				want[nsqe] = iov[j].iov_len;
+				j++;
+			} else {
+				int k = j;
+				size_t len = 0;
+
+				while (k < n && !(c->zc && iov[k].iov_len >= zc_min)) {
+					len += iov[k].iov_len;
+					k++;
+				}
+				memset(&mh[nsqe], 0, sizeof(mh[nsqe]));
+				mh[nsqe].msg_iov = iov + j;
+				mh[nsqe].msg_iovlen = (size_t)(k - j);
+				io_uring_prep_sendmsg(sqe, c->fd, &mh[nsqe], MSG_NOSIGNAL | MSG_WAITALL);
+				want[nsqe] = len;
+				j = k;
+			}
+			sqe->flags |= IOSQE_IO_LINK;
+			io_uring_sqe_set_data64(sqe, (uint64_t)nsqe);
+			res[nsqe] = -ECANCELED;
+			nsqe++;
+		}
+		if (sqe)
+			sqe->flags &= (unsigned char)~IOSQE_IO_LINK;
+		rc = io_uring_submit_and_wait(&c->sr, (unsigned)nsqe);
+		if (rc < 0 && rc != -EINTR) {
+			err = -rc;
+			break;
+		}
+		/* reap: results and notifications */
+		while (done < nsqe || notifs > 0) {
+			struct io_uring_cqe *cqe;
+
+			rc = wait_cqe(&c->sr, &cqe, c->timeout_ms);
+			if (rc < 0) {
+				/* timed out: break the socket, then drain */
+				shutdown(c->fd, SHUT_RDWR);
+				if (!err)
+					err = -rc;
+				continue;
+			}
+			if (cqe->flags & IORING_CQE_F_NOTIF) {
+				notifs--;
+			} else {
+				uint64_t k = io_uring_cqe_get_data64(cqe);
+				if (k < (uint64_t)nsqe)
+					res[k] = cqe->res;
+				if (cqe->flags & IORING_CQE_F_MORE)
+					notifs++;
+				done++;
+			}
+			io_uring_cqe_seen(&c->sr, cqe);
+		}
+		if (err)
+			break;
+		/* advance over what was sent */
+		for (int k = 0; k < nsqe; k++) {
+			size_t w;
+
+			if (res[k] < 0) {
+				if (res[k] == -ECANCELED && k > 0)
+					break; /* after a short send: resubmit */
+				if (res[k] == -EINVAL && c->zc && want[k] >= zc_min) {
+					c->zc = 0; /* no zero-copy for this socket type */
+					break;
+				}
+				err = -res[k];
+				break;
+			}
+			w = (size_t)res[k];
+			while (w > 0 && i < n) {
+				if (w >= iov[i].iov_len) {
+					w -= iov[i].iov_len;
+					iov[i].iov_len = 0;
+					i++;
+				} else {
+					iov[i].iov_base = (char *)iov[i].iov_base + w;
+					iov[i].iov_len -= w;
+					w = 0;
+				}
+			}
+			while (i < n && iov[i].iov_len == 0)
+				i++;
+			if ((size_t)res[k] < want[k])
+				break;
+		}
+		if (err)
+			break;
+	}
+	pthread_mutex_unlock(&c->slock);
+	if (err)
+		st = send_fail(c, err);
+	return st;
+}
+
+/* ---- receive ---- */
+
+static ssize_t recv_fail(struct vgpu_tp_conn *c, size_t got)
+{
+	if (c->eof)
+		return vgpu__error(VGPU_ERR_CONNECTION, "connection closed by peer%s",
+				   got ? " mid-message" : "");
+	if (c->rerr == ETIME || c->rerr == EAGAIN)
+		return vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: timed out", c->peer);
+	return vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: %s", c->peer, strerror(c->rerr));
+}
+
+/* Handle one receive-ring completion. */
+static void rr_complete(struct vgpu_tp_conn *c, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+
+	if (ud != UD_MS)
+		return; /* cancel results; direct receives are handled by the caller */
+	if (cqe->res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
+		unsigned slot = (c->qh + c->qn) % nbufs;
+		c->q[slot].bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		c->q[slot].off = 0;
+		c->q[slot].len = (uint32_t)cqe->res;
+		c->qn++;
+	} else if (cqe->res == 0) {
+		c->eof = 1;
+	} else if (cqe->res == -EINVAL && !c->rerr && c->qn == 0) {
+		/* kernel without multishot receive: plain receives from now on */
+		F.multishot = 0;
+		c->use_ms = 0;
+	} else if (cqe->res < 0 && cqe->res != -ENOBUFS && cqe->res != -ECANCELED) {
+		c->rerr = -cqe->res;
+	}
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		c->ms_armed = 0;
+}
+
+/* Reap every ready completion; wait for one first if block. 0 or -errno. */
+static int rr_reap(struct vgpu_tp_conn *c, int block)
+{
+	struct io_uring_cqe *cqe;
+	int rc;
+
+	if (block) {
+		rc = wait_cqe(&c->rr, &cqe, c->timeout_ms);
+		if (rc < 0)
+			return rc;
+		rr_complete(c, cqe);
+		io_uring_cqe_seen(&c->rr, cqe);
+	}
+	while (io_uring_peek_cqe(&c->rr, &cqe) == 0 && cqe) {
+		rr_complete(c, cqe);
+		io_uring_cqe_seen(&c->rr, cqe);
+	}
+	return 0;
+}
+
+static void ms_cancel(struct vgpu_tp_conn *c)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&c->rr);
+
+	if (sqe) {
+		io_uring_prep_cancel64(sqe, UD_MS, 0);
+		io_uring_sqe_set_data64(sqe, UD_CANCEL);
+		io_uring_submit(&c->rr);
+	}
+	while (c->ms_armed) {
+		int rc = rr_reap(c, 1);
+		if (rc < 0 && rc != -ETIME)
+			break;
+	}
+}
+
+static ssize_t uring_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t max)
+{
+	uint8_t *d = buf;
+	size_t got = 0;
+
+	if (min == 0)
+		min = 1;
+	for (;;) {
+		/* 1. what the multishot receive already delivered */
+		while (c->qn && got < max) {
+			unsigned h = c->qh;
+			size_t k = c->q[h].len - c->q[h].off;
+
+			if (k > max - got)
+				k = max - got;
+			memcpy(d + got, c->bufs + (size_t)c->q[h].bid * BUFSZ + c->q[h].off, k);
+			got += k;
+			c->q[h].off += (uint32_t)k;
+			if (c->q[h].off == c->q[h].len) {
+				buf_return(c, c->q[h].bid);
+				c->qh = (c->qh + 1) % nbufs;
+				c->qn--;
+			}
+		}
+		if (got >= min)
+			return (ssize_t)got;
+		if (c->eof || c->rerr)
+			return recv_fail(c, got);
+
+		if (c->use_ms && min - got < direct_min) {
+			/* 2a. small read: arm the multishot receive once, wait. The
+			 * kernel completes a request in the task that submitted it:
+			 * when another thread reads now, re-arm from this one rather
+			 * than wake the old one for every arrival. */
+			if (c->ms_armed && !pthread_equal(c->ms_owner, pthread_self())) {
+				ms_cancel(c);
+				continue;
+			}
+			if (!c->ms_armed) {
+				struct io_uring_sqe *sqe = io_uring_get_sqe(&c->rr);
+
+				if (!sqe) {
+					c->rerr = EBUSY;
+					continue;
+				}
+				io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+				sqe->flags |= IOSQE_BUFFER_SELECT;
+				sqe->buf_group = BGID;
+				io_uring_sqe_set_data64(sqe, UD_MS);
+				c->ms_armed = 1;
+				c->ms_owner = pthread_self();
+				io_uring_submit(&c->rr);
+			}
+			int rc = rr_reap(c, 1);
+			if (rc == -ETIME) {
+				ms_cancel(c);
+				c->rerr = ETIME;
+			} else if (rc < 0) {
+				c->rerr = -rc;
+			}
+			continue;
+		}
+		/* 2b. bulk (or no multishot): straight into the caller's memory */
+		if (c->ms_armed) {
+			ms_cancel(c);
+			continue; /* deliver what it had first */
+		}
+		{
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&c->rr);
+			struct io_uring_cqe *cqe;
+			int rc, r = 0, have = 0;
+
+			if (!sqe) {
+				c->rerr = EBUSY;
+				continue;
+			}
+			io_uring_prep_recv(sqe, c->fd, d + got, max - got,
+					   max - got == min - got ? MSG_WAITALL : 0);
+			io_uring_sqe_set_data64(sqe, UD_DIRECT);
+			rc = io_uring_submit_and_wait(&c->rr, 1);
+			if (rc < 0 && rc != -EINTR) {
+				c->rerr = -rc;
+				continue;
+			}
+			while (!have) {
+				rc = wait_cqe(&c->rr, &cqe, c->timeout_ms);
+				if (rc == -ETIME) {
+					shutdown(c->fd, SHUT_RD); /* the receive returns; report timeout */
+					c->rerr = ETIME;
+					continue;
+				}
+				if (rc < 0) {
+					c->rerr = -rc;
+					break;
+				}
+				if (io_uring_cqe_get_data64(cqe) == UD_DIRECT) {
+					r = cqe->res;
+					have = 1;
+				} else {
+					rr_complete(c, cqe);
+				}
+				io_uring_cqe_seen(&c->rr, cqe);
+			}
+			if (!have)
+				continue;
+			if (r > 0 && !(c->rerr == ETIME))
+				got += (size_t)r;
+			else if (r == 0 && !c->rerr)
+				c->eof = 1;
+			else if (r < 0 && !c->rerr)
+				c->rerr = -r;
+		}
+	}
+}
+
+static vgpu_status uring_set_timeout(struct vgpu_tp_conn *c, uint32_t ms)
+{
+	c->timeout_ms = ms;
+	return VGPU_OK;
+}
+
+static void uring_shutdown(struct vgpu_tp_conn *c, int read_only)
+{
+	shutdown(c->fd, read_only ? SHUT_RD : SHUT_RDWR);
+}
+
+static void uring_close(struct vgpu_tp_conn *c)
+{
+	if (!c)
+		return;
+	if (c->rr_ok) {
+		if (c->br)
+			io_uring_unregister_buf_ring(&c->rr, BGID);
+		io_uring_queue_exit(&c->rr);
+	}
+	if (c->br)
+		munmap(c->br, nbufs * sizeof(struct io_uring_buf));
+	free(c->bufs);
+	if (c->sr_ok)
+		io_uring_queue_exit(&c->sr);
+	close(c->fd);
+	pthread_mutex_destroy(&c->slock);
+	free(c);
+}
+
+static const char *uring_peer(struct vgpu_tp_conn *c)
+{
+	return c->peer;
+}
+
+static void uring_listen_shutdown(struct vgpu_tp_listener *l)
+{
+	vgpu__transport_tcp.listen_shutdown(l);
+}
+
+static void uring_listen_close(struct vgpu_tp_listener *l)
+{
+	vgpu__transport_tcp.listen_close(l);
+}
+
+static const char *const uring_schemes[] = { "uring", NULL };
+
+const struct vgpu_transport_ops vgpu__transport_uring = {
+	.size = sizeof(struct vgpu_transport_ops),
+	.abi = VGPU_TRANSPORT_ABI,
+	.name = "uring",
+	.schemes = uring_schemes,
+	.caps = VGPU_TP_CAP_ZEROCOPY_SEND,
+	.listen = uring_listen,
+	.accept = uring_accept,
+	.listen_shutdown = uring_listen_shutdown,
+	.listen_close = uring_listen_close,
+	.listen_is_remote = uring_listen_is_remote,
+	.connect = uring_connect,
+	.send = uring_send,
+	.recv = uring_recv,
+	.set_timeout = uring_set_timeout,
+	.shutdown = uring_shutdown,
+	.close = uring_close,
+	.peer = uring_peer,
+};
