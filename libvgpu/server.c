@@ -33,6 +33,7 @@
 #include "engine.h"
 #include "error.h"
 #include "proto.h"
+#include "remote.h"
 #include "scale.h"
 #include "status.h"
 #include "transport.h"
@@ -109,6 +110,7 @@ struct srv_conn {
 	struct vgpu_tp_conn *tc;
 	struct vgpu_session *sess;
 	int status_only;       /* served a sessionless status request */
+	int direct;            /* served on the caller's thread (vgpu__server_serve_conn) */
 	char tenant[64];
 	char label[320];
 	char peer[128];
@@ -168,6 +170,7 @@ struct vgpu_server {
 	/* utilisation samples per device (lock) */
 	struct { uint64_t at_ns, device_ns; double util; } util[VGPU_STATUS_MAX_DEVICES];
 	struct vgpu__metrics *metrics;
+	struct listener direct;    /* vgpu__server_serve_conn's connections */
 };
 
 static uint64_t mono_ns(void)
@@ -1870,20 +1873,20 @@ out:
 	while ((c->qh || c->sending) && !c->wdead && c->writer_started)
 		pthread_cond_wait(&c->cond, &c->lock);
 	pthread_mutex_unlock(&c->lock);
-	conn_free(c, 1);
+	conn_free(c, !c->direct);
 	return NULL;
 }
 
-static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
+/* A connection with its writer thread running, or NULL (tc closed). */
+static struct srv_conn *conn_new(struct listener *l, struct vgpu_tp_conn *tc)
 {
 	struct vgpu_server *s = l->srv;
 	struct srv_conn *c = calloc(1, sizeof(*c));
-	pthread_t th;
 
 	if (!c) {
 		vgpu_err("%s: out of host memory for a connection", l->uri);
 		l->tp->close(tc);
-		return;
+		return NULL;
 	}
 	c->srv = s;
 	c->lis = l;
@@ -1910,12 +1913,46 @@ static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
 	s->conns = c;
 	s->nconns++;
 	pthread_mutex_unlock(&s->lock);
-
-	if (!c->writer_started || pthread_create(&th, NULL, reader_main, c) != 0) {
+	if (!c->writer_started) {
 		vgpu_err("%s: cannot start a connection thread", l->uri);
 		c->wdead = 1;
 		conn_free(c, 0);
+		return NULL;
 	}
+	return c;
+}
+
+static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
+{
+	struct srv_conn *c = conn_new(l, tc);
+	pthread_t th;
+
+	if (c && pthread_create(&th, NULL, reader_main, c) != 0) {
+		vgpu_err("%s: cannot start a connection thread", l->uri);
+		pthread_mutex_lock(&c->lock);
+		conn_dead_locked(c);
+		pthread_mutex_unlock(&c->lock);
+		conn_free(c, 0);
+	}
+}
+
+vgpu_status vgpu__server_serve_conn(struct vgpu_server *s, const struct vgpu_transport_ops *tp,
+				    struct vgpu_tp_conn *tc, const char *label)
+{
+	struct listener *l = &s->direct;
+	struct srv_conn *c;
+
+	if (!l->srv) {
+		l->srv = s;
+		l->tp = tp;
+		snprintf(l->uri, sizeof(l->uri), "%s", label ? label : "direct");
+	}
+	c = conn_new(l, tc);
+	if (!c)
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "cannot start a connection");
+	c->direct = 1;
+	reader_main(c);
+	return VGPU_OK;
 }
 
 static void *accept_main(void *arg)
