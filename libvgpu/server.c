@@ -1831,10 +1831,20 @@ static void *reader_main(void *arg)
 	}
 	if (c->status_only)
 		goto out;
+	/* a frame started must go on arriving (and replies must leave) within
+	 * the deadline; waiting for the next frame has none */
+	if (c->srv->opts.frame_timeout_ms != UINT32_MAX)
+		c->tp->set_timeout(c->tc, c->srv->opts.frame_timeout_ms);
 	for (;;) {
 		uint8_t raw[VGPU_PROTO_HDR];
 
-		st = vgpu__rbuf_read(&c->rb, raw, sizeof(raw));
+		while ((st = vgpu__rbuf_read(&c->rb, raw, 1)) == VGPU_ERR_TIMEOUT)
+			; /* idle between frames */
+		if (st == VGPU_OK)
+			st = vgpu__rbuf_read(&c->rb, raw + 1, sizeof(raw) - 1);
+		if (st == VGPU_ERR_TIMEOUT)
+			vgpu_warn("%s: %s: %s (a frame stalled for %u ms): closing the connection", c->label,
+				  c->peer, vgpu__error_msg(), c->srv->opts.frame_timeout_ms);
 		if (st < 0)
 			break;
 		vgpu__hdr_decode(raw, &h);
@@ -1847,6 +1857,9 @@ static void *reader_main(void *arg)
 			break;
 		}
 		st = vgpu__rbuf_read(&c->rb, c->body, h.body_len);
+		if (st == VGPU_ERR_TIMEOUT)
+			vgpu_warn("%s: %s: %s (a frame stalled for %u ms): closing the connection", c->label,
+				  c->peer, vgpu__error_msg(), c->srv->opts.frame_timeout_ms);
 		if (st < 0)
 			break;
 		/* a client that sends but does not read: stop reading it too */
@@ -2070,6 +2083,9 @@ VGPU_API vgpu_status vgpu_server_create(vgpu_server **out, const struct vgpu_ser
 		s->opts.stop_timeout_ms = 10000;
 	if (!s->opts.max_connections)
 		s->opts.max_connections = 1024;
+	if (s->opts.size < offsetof(struct vgpu_server_opts, frame_timeout_ms) + sizeof(uint32_t) ||
+	    !s->opts.frame_timeout_ms)
+		s->opts.frame_timeout_ms = 30000;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	s->start_ns = mono_ns();

@@ -19,6 +19,7 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -336,6 +337,67 @@ static int t_raw_frames(void *d)
 	return victim_intact();
 }
 
+/* A client that sends half a frame and stalls holds up no one else, and is
+ * closed once the server's frame deadline passes. */
+static int t_stalled_frame(void *d)
+{
+	struct vgpu_uri u;
+	struct vgpu_tp_conn *c[2];
+	static struct vgpu_rbuf rb;
+	static uint8_t body[VGPU_PROTO_MAX_BODY];
+	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 40, 1, 0 };
+	uint8_t raw[VGPU_PROTO_HDR + 8], x;
+	double t0;
+	struct timespec ts;
+
+	CHECK(vgpu__uri_parse(base, &u) == 0);
+	vgpu__hdr_encode(raw, &h);
+	memset(raw + VGPU_PROTO_HDR, 0x90, 8);
+	for (int i = 0; i < 2; i++) {
+		/* 0: 12 bytes of a header; 1: a header and 8 of its 40 body bytes */
+		struct iovec iov = { raw, i ? sizeof(raw) : 12 };
+
+		CHECK(vgpu__transport_tcp.connect(&u, 2000, &c[i]) == 0);
+		vgpu__transport_tcp.set_timeout(c[i], 10000);
+		rb.tp = &vgpu__transport_tcp;
+		rb.c = c[i];
+		rb.off = rb.len = 0;
+		CHECK(vgpu__rbuf_frame(&rb, &h, body, 0, "server") == 0);
+		{
+			uint8_t b[128];
+			struct vgpu_wbuf w;
+
+			vgpu__wbuf_init(&w, b, sizeof(b));
+			msgpack_pack_array(&w.pk, 5);
+			msgpack_pack_uint32(&w.pk, VGPU_OP_HELLO);
+			msgpack_pack_str_with_body(&w.pk, "staller", 7);
+			msgpack_pack_nil(&w.pk);
+			msgpack_pack_int(&w.pk, 0);
+			msgpack_pack_array(&w.pk, 0);
+			CHECK(vgpu__send_msg(&vgpu__transport_tcp, c[i], VGPU_MSG_REQ, 0, 1, w.buf, w.len,
+					     NULL, 0) == 0);
+			CHECK(vgpu__rbuf_frame(&rb, &h, body, 0, "server") == 0 && body[1] == 0);
+		}
+		CHECK(vgpu__transport_tcp.send(c[i], &iov, 1) == 0);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	t0 = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+	/* meanwhile the victim is served at once */
+	CHECK_OK(victim_intact());
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	CHECK((double)ts.tv_sec + ts.tv_nsec / 1e9 - t0 < 0.4);
+	/* both stallers are cut off after the deadline (500 ms here) */
+	for (int i = 0; i < 2; i++) {
+		vgpu_status st = vgpu__transport_tcp.recv(c[i], &x, 1, 1);
+
+		CHECK(st == VGPU_ERR_CONNECTION);
+		vgpu__transport_tcp.close(c[i]);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	CHECK((double)ts.tv_sec + ts.tv_nsec / 1e9 - t0 < 5);
+	return victim_intact();
+}
+
 /* One tenant opening many sessions hits max_sessions (BUSY, no queue);
  * the device's memory bounds many small allocations; both release fully. */
 static int t_quota(void *d)
@@ -387,6 +449,7 @@ int main(void)
 	o.flags = VGPU_SERVER_ALLOW_NATIVE_MODULES;
 	o.max_sessions = MAX_SESSIONS;
 	o.admit_queue = -1;
+	o.frame_timeout_ms = 500;
 	if (vgpu_server_create(&srv, &o) < 0 ||
 	    vgpu_server_listen(srv, "tcp://127.0.0.1:0", base, sizeof(base)) < 0 ||
 	    vgpu_server_start(srv) < 0) {
@@ -403,6 +466,7 @@ int main(void)
 	vt_run("launch_with_foreign_pointers", t_foreign_launch, NULL);
 	vt_run("raw_frames", t_raw_frames, NULL);
 	vt_run("quota_evasion", t_quota, NULL);
+	vt_run("stalled_half_frame", t_stalled_frame, NULL);
 	vgpu_close(V.v);
 	vgpu_server_destroy(srv);
 	rc = vt_finish();

@@ -52,6 +52,7 @@ struct settings {
 	long admit_queue;
 	long admit_timeout;
 	char *tenant_shares;
+	long frame_timeout;
 	char *tls_cert;
 	char *tls_key;
 	char *tls_client_ca;
@@ -95,6 +96,8 @@ static const struct setting {
 	  "a session not admitted within MS milliseconds gets VGPU_ERR_BUSY (default 10000)" },
 	{ "tenant_shares", S_STR, offsetof(struct settings, tenant_shares), "T=F;...",
 	  "cap tenants' device time: alice=0.25;bob=0.5 (needs a scheduler plugin)" },
+	{ "frame_timeout", S_INT, offsetof(struct settings, frame_timeout), "MS",
+	  "close a connection whose frame (or reply) makes no progress for MS ms (default 30000; 0: none)" },
 	{ "tls_cert", S_STR, offsetof(struct settings, tls_cert), "FILE",
 	  "serve tcp listeners over TLS with this PEM certificate (chain); needs --tls-key" },
 	{ "tls_key", S_STR, offsetof(struct settings, tls_key), "FILE", "the TLS private key (PEM)" },
@@ -233,6 +236,7 @@ int main(int argc, char **argv)
 	cmd.stop_timeout = cmd.workers = cmd.max_connections = -1;
 	cmd.slots = cmd.max_sessions = cmd.admit_queue = cmd.admit_timeout = -1;
 	cfg.admit_queue = -1;
+	cmd.frame_timeout = cfg.frame_timeout = -1;
 	cmd.allow_native_modules = -1;
 	for (size_t i = 0; i < NSET; i++) {
 		size_t k;
@@ -329,6 +333,8 @@ int main(int argc, char **argv)
 		cfg.admit_queue = cmd.admit_queue;
 	if (cmd.admit_timeout >= 0)
 		cfg.admit_timeout = cmd.admit_timeout;
+	if (cmd.frame_timeout >= 0)
+		cfg.frame_timeout = cmd.frame_timeout;
 
 	if (cfg.log_level) {
 		if (strcmp(cfg.log_level, "error") && strcmp(cfg.log_level, "warn") &&
@@ -381,6 +387,10 @@ int main(int argc, char **argv)
 
 	so.backend = cfg.backend;
 	so.secrets_file = cfg.secrets;
+	if (cfg.frame_timeout > 0)
+		so.frame_timeout_ms = cfg.frame_timeout > 3600000 ? 3600000 : (uint32_t)cfg.frame_timeout;
+	else if (cfg.frame_timeout == 0)
+		so.frame_timeout_ms = UINT32_MAX;
 	so.flags = cfg.allow_native_modules ? VGPU_SERVER_ALLOW_NATIVE_MODULES : 0;
 	so.stop_timeout_ms = (uint32_t)(cfg.stop_timeout > 0 ? cfg.stop_timeout * 1000 : 0);
 	so.workers = (int)cfg.workers;

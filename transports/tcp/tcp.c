@@ -338,7 +338,8 @@ static ssize_t tls_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t ma
 			r = tls_wait(c, err == SSL_ERROR_WANT_WRITE, deadline);
 			pthread_mutex_lock(&c->tlock);
 			if (r < 0)
-				ret = vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: timed out", c->peer);
+				ret = vgpu__error(VGPU_ERR_TIMEOUT, "receive from %s: timed out%s", c->peer,
+						  got ? " mid-message" : "");
 			continue;
 		}
 		if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && !ERR_peek_error())) {
@@ -802,7 +803,8 @@ static ssize_t tcp_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t ma
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: timed out", c->peer);
+			return vgpu__error(VGPU_ERR_TIMEOUT, "receive from %s: timed out%s", c->peer,
+					   got ? " mid-message" : "");
 		return vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: %s", c->peer, strerror(errno));
 	}
 	return (ssize_t)got;
@@ -814,7 +816,7 @@ static vgpu_status tcp_set_timeout(struct vgpu_tp_conn *c, uint32_t ms)
 
 	if (c->ssl) {
 		pthread_mutex_lock(&c->tlock);
-		c->timeout_ms = ms;
+		c->timeout_ms = ms == UINT32_MAX ? 0 : ms;
 		pthread_mutex_unlock(&c->tlock);
 		return VGPU_OK;
 	}
