@@ -4,6 +4,8 @@
  */
 #include "config.h"
 
+#include <stddef.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,6 +212,21 @@ VGPU_API vgpu_status vgpu_mem_free(vgpu_t *v, vgpu_dptr p)
 	if (!p)
 		return vgpu__error(VGPU_ERR_BAD_ADDRESS, "%s: vgpu_mem_free: address 0", v->uri);
 	return v->ops->mem_free(v, p);
+}
+
+/* Fields are appended from the reserved tail: the size never changes. */
+_Static_assert(sizeof(struct vgpu_device_info) == 456, "struct vgpu_device_info changed size");
+
+VGPU_API vgpu_status vgpu_mem_advise(vgpu_t *v, vgpu_dptr p, unsigned int advice)
+{
+	CHECK_V(v, "vgpu_mem_advise");
+	if (!p)
+		return vgpu__error(VGPU_ERR_BAD_ADDRESS, "%s: vgpu_mem_advise: address 0", v->uri);
+	if (v->ops->size < offsetof(struct vgpu_door_ops, mem_advise) + sizeof(v->ops->mem_advise) ||
+	    !v->ops->mem_advise)
+		return vgpu__error(VGPU_ERR_UNSUPPORTED, "%s: vgpu_mem_advise: not supported by the "
+				   "%s door", v->uri, v->ops->name);
+	return v->ops->mem_advise(v, p, advice);
 }
 
 VGPU_API vgpu_status vgpu_memcpy_htod(vgpu_t *v, vgpu_dptr dst, const void *src, size_t n,

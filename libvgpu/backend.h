@@ -91,6 +91,14 @@ struct vgpu_backend_ops {
 				 size_t size, void *host);
 	vgpu_status (*mem_restore)(struct vgpu_backend_dev *dev, vgpu_dptr p,
 				   size_t size, const void *host);
+	/* Oversubscription (optional; NULL = not supported): reserve size bytes
+	 * of device addresses without backing, i.e. an allocation in the state
+	 * mem_evict leaves (mem_restore backs it); and free an allocation that
+	 * is in that state (mem_free frees backed ones). */
+	vgpu_status (*mem_reserve)(struct vgpu_backend_dev *dev, size_t size,
+				   vgpu_dptr *out);
+	vgpu_status (*mem_release)(struct vgpu_backend_dev *dev, vgpu_dptr p,
+				   size_t size);
 };
 
 extern const struct vgpu_backend_ops vgpu__cpu_backend;

@@ -110,8 +110,8 @@ static void fail_all(struct client *cl, const char *why)
 
 	pthread_mutex_lock(&cl->lock);
 	if (!cl->dead) {
-		cl->dead = 1;
 		snprintf(cl->dead_msg, sizeof(cl->dead_msg), "%s: connection lost: %s", cl->uri, why);
+		__atomic_store_n(&cl->dead, 1, __ATOMIC_RELEASE);
 	}
 	for (p = cl->pend; p; p = next) {
 		next = p->next;
@@ -135,8 +135,8 @@ static void conn_broken(struct client *cl, const char *why)
 {
 	pthread_mutex_lock(&cl->lock);
 	if (!cl->dead) {
-		cl->dead = 1;
 		snprintf(cl->dead_msg, sizeof(cl->dead_msg), "%s: connection lost: %s", cl->uri, why);
+		__atomic_store_n(&cl->dead, 1, __ATOMIC_RELEASE);
 	}
 	pthread_mutex_unlock(&cl->lock);
 	/* whoever reads next fails and completes every pending entry */
@@ -181,14 +181,10 @@ static vgpu_status send_locked(struct client *cl, uint32_t flags, uint64_t id,
 	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, flags,
 			      (uint32_t)w->len, id, bulk_len };
 	struct iovec iov[3];
-	int dead;
 
 	if (w->overflow)
 		return vgpu__error(VGPU_ERR_INVALID, "%s: request too large for one message", cl->uri);
-	pthread_mutex_lock(&cl->lock);
-	dead = cl->dead;
-	pthread_mutex_unlock(&cl->lock);
-	if (dead)
+	if (__atomic_load_n(&cl->dead, __ATOMIC_ACQUIRE))
 		return dead_error(cl);
 	vgpu__hdr_encode(raw, &h);
 	if (coalesce && bulk_len <= COALESCE_MAX_BULK &&
@@ -261,7 +257,7 @@ static vgpu_status pend_add(struct client *cl, struct pending *p)
 	return VGPU_OK;
 }
 
-static vgpu_status read_one(struct client *cl);
+static vgpu_status read_one(struct client *cl, int *held);
 
 /* Wait for p, reading the socket ourselves when nobody else does. */
 static void pend_wait(struct client *cl, struct pending *p)
@@ -272,12 +268,15 @@ static void pend_wait(struct client *cl, struct pending *p)
 		if (!cl->reading) {
 			vgpu_status st;
 
+			int held = 0;
+
 			cl->reading = 1;
 			pthread_mutex_unlock(&cl->lock);
-			st = read_one(cl);
+			st = read_one(cl, &held);
 			if (st < 0)
 				fail_all(cl, vgpu__error_msg());
-			pthread_mutex_lock(&cl->lock);
+			if (!held)
+				pthread_mutex_lock(&cl->lock);
 			cl->reading = 0;
 			if (cl->nwaiters > 1)
 				pthread_cond_broadcast(&cl->cond);
@@ -364,8 +363,38 @@ static struct pending *pend_find(struct client *cl, uint64_t id, int unlink)
 	return NULL;
 }
 
-/* Read one frame and complete what it answers. Caller holds the reading role. */
-static vgpu_status read_one(struct client *cl)
+/* Final reply for p (unlinked, lock held): status, results, wake the waiter. */
+static void complete_locked(struct client *cl, struct pending *p, const struct vgpu_hdr *h,
+			    int64_t status, const char *emsg, uint32_t emsg_len)
+{
+	if (status < 0 && p->st == VGPU_OK) {
+		p->st = (vgpu_status)status;
+		snprintf(p->msg, sizeof(p->msg), "%.*s", (int)emsg_len, emsg);
+	}
+	if (p->dst && p->st == VGPU_OK && p->got != p->n) {
+		p->st = VGPU_ERR_PROTOCOL;
+		snprintf(p->msg, sizeof(p->msg), "%s: server sent %llu of %llu bytes", cl->uri,
+			 (unsigned long long)p->got, (unsigned long long)p->n);
+	}
+	if (h->body_len <= sizeof(p->res)) {
+		memcpy(p->res, cl->body, h->body_len);
+		p->res_len = h->body_len;
+	} else if (p->st == VGPU_OK) {
+		p->st = VGPU_ERR_PROTOCOL;
+		snprintf(p->msg, sizeof(p->msg), "%s: reply too large", cl->uri);
+	}
+	if (p->async) {
+		free(p);
+		cl->nasync--;
+	} else {
+		p->done = 1;
+		pthread_cond_broadcast(&cl->cond);
+	}
+}
+
+/* Read one frame and complete what it answers. Caller holds the reading
+ * role. *held: returned with cl->lock held (a reply was completed). */
+static vgpu_status read_one(struct client *cl, int *held)
 {
 	struct vgpu_hdr h;
 	struct pending *p;
@@ -389,6 +418,13 @@ static vgpu_status read_one(struct client *cl)
 	last = !(h.flags & VGPU_MSGF_MORE);
 	pthread_mutex_lock(&cl->lock);
 	p = pend_find(cl, h.id, 0);
+	if (p && last && !h.bulk_len) {
+		/* the common case, one lock: a final reply without bytes */
+		pend_find(cl, h.id, 1);
+		complete_locked(cl, p, &h, status, emsg, emsg_len);
+		*held = 1; /* the caller goes on under the same lock */
+		return VGPU_OK;
+	}
 	pthread_mutex_unlock(&cl->lock);
 	if (!p) /* nobody waits (e.g. a chunk after an early error): skip */
 		return vgpu__rbuf_discard(&cl->rb, h.bulk_len);
@@ -406,33 +442,16 @@ static vgpu_status read_one(struct client *cl)
 			return st;
 		p->got += h.bulk_len;
 	}
-	if (status < 0 && p->st == VGPU_OK) {
-		p->st = (vgpu_status)status;
-		snprintf(p->msg, sizeof(p->msg), "%.*s", (int)emsg_len, emsg);
-	}
-	if (!last)
+	if (!last) {
+		if (status < 0 && p->st == VGPU_OK) {
+			p->st = (vgpu_status)status;
+			snprintf(p->msg, sizeof(p->msg), "%.*s", (int)emsg_len, emsg);
+		}
 		return VGPU_OK;
-	if (p->dst && p->st == VGPU_OK && p->got != p->n) {
-		p->st = VGPU_ERR_PROTOCOL;
-		snprintf(p->msg, sizeof(p->msg), "%s: server sent %llu of %llu bytes", cl->uri,
-			 (unsigned long long)p->got, (unsigned long long)p->n);
-	}
-	if (h.body_len <= sizeof(p->res)) {
-		memcpy(p->res, cl->body, h.body_len);
-		p->res_len = h.body_len;
-	} else if (p->st == VGPU_OK) {
-		p->st = VGPU_ERR_PROTOCOL;
-		snprintf(p->msg, sizeof(p->msg), "%s: reply too large", cl->uri);
 	}
 	pthread_mutex_lock(&cl->lock);
 	pend_find(cl, h.id, 1);
-	if (p->async) {
-		free(p);
-		cl->nasync--;
-	} else {
-		p->done = 1;
-		pthread_cond_broadcast(&cl->cond);
-	}
+	complete_locked(cl, p, &h, status, emsg, emsg_len);
 	pthread_mutex_unlock(&cl->lock);
 	return VGPU_OK;
 }
@@ -450,12 +469,15 @@ static void *reader_main(void *arg)
 			pthread_cond_wait(&cl->bgcond, &cl->lock);
 		if (cl->bgstop)
 			break;
+		int held = 0;
+
 		cl->reading = 1;
 		pthread_mutex_unlock(&cl->lock);
-		st = read_one(cl);
+		st = read_one(cl, &held);
 		if (st < 0)
 			fail_all(cl, vgpu__error_msg());
-		pthread_mutex_lock(&cl->lock);
+		if (!held)
+			pthread_mutex_lock(&cl->lock);
 		cl->reading = 0;
 		if (cl->nwaiters)
 			pthread_cond_broadcast(&cl->cond);
@@ -642,6 +664,11 @@ static vgpu_status r_mem_alloc(vgpu_t *v, size_t size, vgpu_dptr *out)
 		*out = p;
 	}
 	return st;
+}
+
+static vgpu_status r_mem_advise(vgpu_t *v, vgpu_dptr p, unsigned advice)
+{
+	return r_simple(v, VGPU_OP_MEM_ADVISE, 2, p, advice);
 }
 
 static vgpu_status r_mem_free(vgpu_t *v, vgpu_dptr p)
@@ -1045,6 +1072,7 @@ static const struct vgpu_door_ops remote_ops = {
 	.module_unload = r_module_unload,
 	.function = r_function,
 	.launch = r_launch,
+	.mem_advise = r_mem_advise,
 };
 
 vgpu_status vgpu__remote_server_stats(vgpu_t *v, uint64_t *sessions, uint64_t *mem_used,

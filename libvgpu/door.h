@@ -40,6 +40,8 @@ struct vgpu_door_ops {
 	vgpu_status (*function)(vgpu_t *v, uint32_t mid, const char *name, uint32_t *fid);
 	vgpu_status (*launch)(vgpu_t *v, uint32_t fid, vgpu_dim3 grid, vgpu_dim3 block,
 			      size_t shmem, uint32_t sid, const vgpu_arg *args, unsigned nargs);
+	/* appended; NULL: VGPU_ERR_UNSUPPORTED */
+	vgpu_status (*mem_advise)(vgpu_t *v, vgpu_dptr p, unsigned advice);
 };
 
 struct vgpu {

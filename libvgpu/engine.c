@@ -47,6 +47,7 @@
 #include "engine.h"
 #include "error.h"
 #include "idtable.h"
+#include "mem.h"
 #include "pluginhost.h"
 
 #define ENGINE_MAX_DEVICES 64
@@ -82,6 +83,7 @@ struct edev {
 	int index;
 	struct vgpu_backend_dev *bdev;
 	unsigned nsessions;   /* devlock: sessions holding the device (admitted or waiting) */
+	struct vgpu__mem *mem;  /* memory plugins and residency (mem.c) */
 	size_t gran;
 	uint32_t max_threads_per_block;
 	uint64_t mem_total;
@@ -196,6 +198,7 @@ struct vgpu_session {
 	struct vgpu_idtable streams, events, modules, funcs;
 	struct vgpu_addrmap allocs;
 	uint64_t mem_used;
+	struct vgpu__mem_session *ms; /* its memory plugins' view (mem.c) */
 	struct stream *null_stream; /* error record for stream 0 (unused) */
 	struct vgpu_session *next, *prev; /* engine->sessions (qlock) */
 	/* plugins' view and URI parameters */
@@ -256,6 +259,9 @@ struct vgpu_engine {
 	pthread_mutex_t devlock; /* device open/close */
 	struct vgpu_session sessions; /* list head */
 	uint64_t next_session_id;
+	/* memory plugins of e->plugins, run on every device (mem.c) */
+	struct vgpu__mem_plugin mem_plugins[8];
+	unsigned nmem_plugins;
 	unsigned refs;           /* local engines */
 	struct tenant_acct *tenants; /* (qlock) */
 };
@@ -371,6 +377,7 @@ static vgpu_status host_session_stats(const struct vgpu_plugin_host *h,
 	o.idle_ns = s->queued ? 0 : now - (s->last_done_ns ? s->last_done_ns : s->opened_ns);
 	host_qunlock(s->e);
 	o.mem_used = __atomic_load_n(&s->mem_used, __ATOMIC_RELAXED);
+	o.mem_on_host = vgpu__mem_session_on_host(s->ms);
 	n = out->size < sizeof(o) ? out->size : sizeof(o);
 	memcpy((char *)out + sizeof(size_t), (char *)&o + sizeof(size_t), n - sizeof(size_t));
 	return VGPU_OK;
@@ -540,6 +547,8 @@ static struct stream *ready_pop(struct engine *e)
 	return st;
 }
 
+static void unref(struct session *s, struct alloc *a);
+
 /*
  * The plugin's decision (qlock held): for a device with a free slot, let
  * throttled sessions whose time has come back in, ask pick() and take the
@@ -686,12 +695,71 @@ static void unref_allocs(struct session *s, struct work *w)
 	pthread_mutex_unlock(&s->lock);
 }
 
+/* The allocations of a copy/set (ra: the one addressed by dst, or src for
+ * dtoh; rb: dtod's source) or a launch, as memory plugins see them. */
+static unsigned mem_refs_of(enum work_op op, struct alloc *const *a, unsigned n,
+			    struct vgpu_mem_ref *mr)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uint32_t fl = VGPU_MEM_READ | VGPU_MEM_WRITE;
+
+		if (op == W_DTOH || (op == W_DTOD && i == 1))
+			fl = VGPU_MEM_READ;
+		else if (op != W_LAUNCH)
+			fl = VGPU_MEM_WRITE;
+		mr[i].base = a[i]->base;
+		mr[i].size = a[i]->size;
+		mr[i].flags = fl;
+		mr[i].resident = 0;
+	}
+	return n;
+}
+
+static unsigned work_mem_refs(struct work *w, struct vgpu_mem_ref *mr)
+{
+	return mem_refs_of(w->op, w->arefs ? w->arefs : w->refs, w->nrefs, mr);
+}
+
+/* Tell the memory plugins what queued work will touch (before it can run). */
+static void mem_queued(struct session *s, struct work *w)
+{
+	struct vgpu_mem_ref mr[VGPU_MAX_KERNEL_ARGS];
+
+	if (w->nrefs && vgpu__mem_wants_queue(s->ms))
+		vgpu__mem_queued(s->ms, (uint64_t)(uintptr_t)w, mr, work_mem_refs(w, mr));
+}
+
+/* Work that ran (status rc, message set) no longer uses its buffers. */
+static void mem_complete_keep_error(struct session *s, const struct vgpu_mem_ref *mr,
+				    unsigned nmr, vgpu_status rc)
+{
+	char msg[VGPU_ERRMSG_MAX];
+
+	if (!nmr)
+		return;
+	if (rc)
+		snprintf(msg, sizeof(msg), "%s", vgpu__error_msg());
+	vgpu__mem_complete(s->ms, mr, nmr);
+	if (rc)
+		vgpu__error_set_raw(rc, msg);
+}
+
 /* Run one item on the backend (no engine lock held). */
 static vgpu_status run_item(struct session *s, struct stream *st, struct work *w)
 {
 	const struct vgpu_backend_ops *be = s->e->be;
 	struct vgpu_backend_dev *d = s->dev->bdev;
+	struct vgpu_mem_ref mr[VGPU_MAX_KERNEL_ARGS];
+	unsigned nmr = 0;
 	vgpu_status rc = VGPU_OK;
+
+	if (w->nrefs && w->op <= W_LAUNCH) {
+		/* its buffers resident and kept so until it completes */
+		nmr = work_mem_refs(w, mr);
+		rc = vgpu__mem_prepare(s->ms, (uint64_t)(uintptr_t)w, mr, nmr);
+		if (rc)
+			return rc;
+	}
 
 	switch (w->op) {
 	case W_HTOD:
@@ -717,6 +785,7 @@ static vgpu_status run_item(struct session *s, struct stream *st, struct work *w
 	}
 	if (rc == VGPU_OK && be->stream_sync && w->op <= W_LAUNCH)
 		rc = be->stream_sync(d, st->bs);
+	mem_complete_keep_error(s, mr, nmr, rc);
 	return rc;
 }
 
@@ -1068,6 +1137,19 @@ static void scale_stop(struct engine *e)
 /* ------------------------------------------------------------------------ */
 /* Engine                                                                   */
 
+/* Keep memory plugin c for the devices (mem.c instantiates memory plugins
+ * per device, in spec order). */
+static vgpu_status engine_mem_plugin(struct engine *e, const struct vgpu__plugin_conf *c)
+{
+	if (e->nmem_plugins == sizeof(e->mem_plugins) / sizeof(e->mem_plugins[0]))
+		return vgpu__error(VGPU_ERR_PLUGIN, "plugin %s: too many memory plugins",
+				   c->plugin->name);
+	e->mem_plugins[e->nmem_plugins].desc = c->plugin->desc;
+	e->mem_plugins[e->nmem_plugins].cfg = &c->cfg;
+	e->nmem_plugins++;
+	return VGPU_OK;
+}
+
 vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_opts *opts,
 				struct engine **out)
 {
@@ -1109,6 +1191,8 @@ vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_op
 					 c->plugin->name);
 		else if (c->plugin->desc->kind == VGPU_PLUGIN_SCHEDULER)
 			e->sched_conf = c;
+		else if (c->plugin->desc->kind == VGPU_PLUGIN_MEMORY && !st)
+			st = engine_mem_plugin(e, c);
 		else if (!st && c->plugin->desc->kind == VGPU_PLUGIN_AUTOSCALE)
 			e->nscalers++;
 		else if (!st)
@@ -1207,6 +1291,7 @@ void vgpu__engine_destroy(struct engine *e)
 	for (int i = 0; i < ENGINE_MAX_DEVICES; i++)
 		if (e->devs[i]) {
 			pinst_free(e->devs[i]->sched);
+			vgpu__mem_destroy(e->devs[i]->mem);
 			e->be->device_close(e->devs[i]->bdev);
 			free(e->devs[i]);
 		}
@@ -1251,10 +1336,34 @@ static void dev_stats_locked(struct engine *e, struct edev *d, struct vgpu_plugi
 	o->device_ns = d->device_ns;
 	o->mem_total = d->mem_total;
 	o->mem_used = d->mem_used;
+	if (d->mem) { /* residency (mem.c; its lock nests inside qlock) */
+		struct vgpu__mem_stats ms;
+
+		vgpu__mem_stats(d->mem, &ms);
+		o->mem_on_host = ms.on_host;
+		o->mem_resident = ms.resident;
+		o->mem_pinned = ms.pinned;
+		o->mem_capacity = ms.capacity;
+	}
 	o->admit_waits = d->admit_waits;
 	o->admit_wait_ns = d->admit_wait_ns;
 	o->admit_rejected = d->admit_rejected;
 	o->idle_ns = d->running || !d->last_done_ns ? 0 : now - d->last_done_ns;
+}
+
+vgpu_status vgpu__engine_mem_stats(struct engine *e, int device, struct vgpu__mem_stats *out)
+{
+	vgpu_status st = VGPU_OK;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&e->devlock);
+	if (device < 0 || device >= ENGINE_MAX_DEVICES || !e->devs[device] ||
+	    !e->devs[device]->mem)
+		st = vgpu__error(VGPU_ERR_NO_DEVICE, "device %d is not open", device);
+	else
+		vgpu__mem_stats(e->devs[device]->mem, out);
+	pthread_mutex_unlock(&e->devlock);
+	return st;
 }
 
 void vgpu__engine_stats(struct engine *e, int device, struct vgpu_engine_stats *out)
@@ -1321,6 +1430,7 @@ int vgpu__engine_sessions(struct engine *e, struct vgpu_engine_session_info *out
 		i->device = s->dev->index;
 		i->mem_used = __atomic_load_n(&s->mem_used, __ATOMIC_RELAXED);
 		i->mem_limit = s->ps.mem_limit;
+		i->mem_on_host = vgpu__mem_session_on_host(s->ms); /* mem lock inside qlock */
 		i->share = s->ps.share;
 		i->device_ns = s->device_ns;
 		i->items = s->items;
@@ -1389,6 +1499,17 @@ vgpu_status vgpu__engine_device_info(struct engine *e, int idx, struct vgpu_devi
 		st = vgpu__error(VGPU_ERR_NO_DEVICE, "device %d is not open", idx);
 	if (st == VGPU_OK)
 		st = e->be->device_info(d->bdev, out);
+	if (st == VGPU_OK && d->mem) {
+		/* the device's residency, in both the handle and dev_ fields */
+		struct vgpu__mem_stats ms;
+
+		vgpu__mem_stats(d->mem, &ms);
+		out->mem_resident = out->dev_mem_resident = ms.resident;
+		out->mem_on_host = out->dev_mem_on_host = ms.on_host;
+		out->swapped_in = out->dev_swapped_in = ms.swapped_in;
+		out->swapped_out = out->dev_swapped_out = ms.swapped_out;
+		out->evictions = out->dev_evictions = ms.evictions;
+	}
 	pthread_mutex_unlock(&e->devlock);
 	return st;
 }
@@ -1505,6 +1626,7 @@ static void dev_release(struct engine *e, struct edev *d)
 	e->devs[d->index] = NULL;
 	pthread_mutex_unlock(&e->qlock);
 	pinst_free(d->sched);
+	vgpu__mem_destroy(d->mem);
 	e->be->device_close(d->bdev);
 	free(d);
 }
@@ -1606,6 +1728,7 @@ static vgpu_status dev_open(struct engine *e, int idx, const struct vgpu_uri *ur
 {
 	struct vgpu_device_info info;
 	struct edev *d = calloc(1, sizeof(*d));
+	struct vgpu_uri *devuri;
 	vgpu_status st;
 	uint64_t tmo;
 
@@ -1644,17 +1767,31 @@ static vgpu_status dev_open(struct engine *e, int idx, const struct vgpu_uri *ur
 		if (!d->slots)
 			d->slots = 1;
 	}
-	st = e->be->device_open(idx, uri, &d->bdev);
+	/* with memory plugins, mem= is the session's quota, not the device
+	 * size (mem.h) */
+	devuri = malloc(sizeof(*devuri));
+	if (!devuri) {
+		free(d);
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
+	}
+	vgpu__mem_device_uri(e->nmem_plugins, uri, devuri);
+	st = e->be->device_open(idx, devuri, &d->bdev);
+	free(devuri);
 	if (st == VGPU_OK) {
 		memset(&info, 0, sizeof(info));
 		st = e->be->device_info(d->bdev, &info);
+		if (st == VGPU_OK)
+			st = vgpu__mem_create(e->be, d->bdev, idx, e->mem_plugins,
+					      e->nmem_plugins, &d->mem);
 		if (st != VGPU_OK)
 			e->be->device_close(d->bdev);
 	}
 	if (st == VGPU_OK && e->sched_conf) {
 		st = pinst_new(e, e->sched_conf, idx, &d->sched);
-		if (st != VGPU_OK)
+		if (st != VGPU_OK) {
+			vgpu__mem_destroy(d->mem);
 			e->be->device_close(d->bdev);
+		}
 	}
 	if (st != VGPU_OK) {
 		free(d);
@@ -1806,7 +1943,11 @@ vgpu_status vgpu__session_open(struct engine *e, const struct vgpu_uri *uri, con
 	}
 	d->nsessions++;
 	s->dev = d;
-	st = admit(e, d, s);
+	st = vgpu__mem_session_open(d->mem, s->id, s->tenant, s->label, uri, &s->ps, &s->ms);
+	if (st == VGPU_OK && d->mem && vgpu__mem_session_limit(s->ms))
+		s->ps.mem_limit = vgpu__mem_session_limit(s->ms); /* mem-quota's, if any */
+	if (st == VGPU_OK)
+		st = admit(e, d, s);
 	if (st == VGPU_OK && d->sched) {
 		s->sync_st = calloc(1, sizeof(*s->sync_st));
 		if (!s->sync_st)
@@ -1828,6 +1969,7 @@ vgpu_status vgpu__session_open(struct engine *e, const struct vgpu_uri *uri, con
 		}
 	}
 	if (st) {
+		vgpu__mem_session_close(s->ms);
 		dev_release(e, d);
 		pthread_mutex_unlock(&e->devlock);
 		free(s->params);
@@ -1972,7 +2114,7 @@ void vgpu__session_close(struct session *s)
 		vgpu__am_remove(&s->allocs, r.base);
 		while (a->refs)
 			pthread_cond_wait(&s->cv, &s->lock);
-		e->be->mem_free(s->dev->bdev, a->base, a->size);
+		vgpu__mem_free(s->ms, a->base, a->size);
 		pthread_mutex_lock(&e->qlock);
 		s->dev->mem_used -= a->size;
 		s->dev->allocations--;
@@ -1980,6 +2122,7 @@ void vgpu__session_close(struct session *s)
 		free(a);
 	}
 	pthread_mutex_unlock(&s->lock);
+	vgpu__mem_session_close(s->ms);
 
 	pthread_mutex_lock(&e->qlock);
 	s->prev->next = s->next;
@@ -2031,6 +2174,7 @@ vgpu_status vgpu__s_device_info(struct session *s, struct vgpu_device_info *out)
 	st = s->e->be->device_info(s->dev->bdev, out);
 	if (st)
 		return vgpu__error_prefix(st, "%s", s->label);
+	vgpu__mem_info(s->ms, out); /* as the session sees it (quota, residency) */
 	return VGPU_OK;
 }
 
@@ -2050,7 +2194,7 @@ vgpu_status vgpu__s_mem_alloc(struct session *s, size_t size, vgpu_dptr *out)
 	a = calloc(1, sizeof(*a));
 	if (!a)
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
-	st = e->be->mem_alloc(s->dev->bdev, rsize, &a->base);
+	st = vgpu__mem_alloc(s->ms, rsize, &a->base);
 	if (st) {
 		free(a);
 		return st;
@@ -2060,7 +2204,7 @@ vgpu_status vgpu__s_mem_alloc(struct session *s, size_t size, vgpu_dptr *out)
 	pthread_mutex_lock(&s->lock);
 	if (vgpu__am_insert(&s->allocs, a->base, rsize, a) != 0) {
 		pthread_mutex_unlock(&s->lock);
-		e->be->mem_free(s->dev->bdev, a->base, rsize);
+		vgpu__mem_free(s->ms, a->base, rsize);
 		free(a);
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
 	}
@@ -2072,6 +2216,30 @@ vgpu_status vgpu__s_mem_alloc(struct session *s, size_t size, vgpu_dptr *out)
 	pthread_mutex_unlock(&e->qlock);
 	*out = a->base;
 	return VGPU_OK;
+}
+
+vgpu_status vgpu__s_mem_advise(struct session *s, vgpu_dptr p, unsigned advice)
+{
+	struct vgpu_range *r;
+	struct alloc *a;
+	vgpu_status st;
+
+	pthread_mutex_lock(&s->lock);
+	r = vgpu__am_find(&s->allocs, p);
+	if (!r || r->base != p) {
+		pthread_mutex_unlock(&s->lock);
+		return vgpu__error(VGPU_ERR_BAD_ADDRESS, "%s: mem_advise: 0x%llx is not the start "
+				   "of an allocation of this handle", s->label,
+				   (unsigned long long)p);
+	}
+	a = r->obj;
+	a->refs++; /* a free waits */
+	pthread_mutex_unlock(&s->lock);
+	st = vgpu__mem_advise(s->ms, p, advice);
+	pthread_mutex_lock(&s->lock);
+	unref(s, a);
+	pthread_mutex_unlock(&s->lock);
+	return st;
 }
 
 vgpu_status vgpu__s_mem_free(struct session *s, vgpu_dptr p)
@@ -2100,7 +2268,7 @@ vgpu_status vgpu__s_mem_free(struct session *s, vgpu_dptr p)
 		pthread_cond_wait(&s->cv, &s->lock);
 	__atomic_sub_fetch(&s->mem_used, a->size, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&s->lock);
-	e->be->mem_free(s->dev->bdev, a->base, a->size);
+	vgpu__mem_free(s->ms, a->base, a->size);
 	pthread_mutex_lock(&e->qlock);
 	s->dev->mem_used -= a->size;
 	s->dev->allocations--;
@@ -2168,6 +2336,7 @@ static vgpu_status enqueue_checked(struct session *s, uint32_t sid, struct work 
 	pthread_mutex_lock(&s->lock);
 	st = stream_get(s, sid, what);
 	if (st) {
+		mem_queued(s, w);
 		enqueue(s->e, st, w);
 		pthread_mutex_unlock(&s->lock);
 		return VGPU_OK;
@@ -2220,6 +2389,7 @@ static vgpu_status sync_wait(struct session *s, struct work *w)
 	sw.msg[0] = '\0';
 	w->done.fn = sync_wait_done;
 	w->done.arg = &sw;
+	mem_queued(s, w);
 	enqueue(s->e, s->sync_st, w);
 	pthread_mutex_lock(&s->e->qlock);
 	while (!sw.done)
@@ -2268,16 +2438,23 @@ static vgpu_status copy_op(struct session *s, uint32_t sid, enum work_op op, vgp
 
 	if (!sid && !s->dev->sched) {
 		struct vgpu_backend_dev *d = s->dev->bdev;
+		struct alloc *ab[2] = { ra, rb };
+		struct vgpu_mem_ref mr[2];
+		unsigned nmr = mem_refs_of(op, ab, rb ? 2 : 1, mr);
 		uint64_t t0 = vgpu__now_ns();
 
-		switch (op) {
-		case W_HTOD: rc = be->memcpy_htod(d, NULL, dst, hsrc, n); break;
-		case W_DTOH: rc = be->memcpy_dtoh(d, NULL, hdst, src, n); break;
-		case W_DTOD: rc = be->memcpy_dtod(d, NULL, dst, src, n); break;
-		default: rc = be->memset(d, NULL, dst, value, n); break;
+		rc = vgpu__mem_prepare(s->ms, 0, mr, nmr);
+		if (rc == VGPU_OK) {
+			switch (op) {
+			case W_HTOD: rc = be->memcpy_htod(d, NULL, dst, hsrc, n); break;
+			case W_DTOH: rc = be->memcpy_dtoh(d, NULL, hdst, src, n); break;
+			case W_DTOD: rc = be->memcpy_dtod(d, NULL, dst, src, n); break;
+			default: rc = be->memset(d, NULL, dst, value, n); break;
+			}
+			if (rc == VGPU_OK && be->stream_sync)
+				rc = be->stream_sync(d, NULL);
+			mem_complete_keep_error(s, mr, nmr, rc);
 		}
-		if (rc == VGPU_OK && be->stream_sync)
-			rc = be->stream_sync(d, NULL);
 		account(s, t0);
 		pthread_mutex_lock(&s->lock);
 		unref(s, ra);
@@ -2935,9 +3112,17 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 		vgpu_status r2;
 		uint64_t t0 = vgpu__now_ns();
 
-		rc = s->e->be->launch(s->dev->bdev, NULL, f->bfn, grid, block, shmem, args, nargs);
-		if (rc == VGPU_OK && s->e->be->stream_sync)
-			rc = s->e->be->stream_sync(s->dev->bdev, NULL);
+		struct vgpu_mem_ref mr[VGPU_MAX_KERNEL_ARGS];
+		unsigned nmr = mem_refs_of(W_LAUNCH, refs, nref, mr);
+
+		rc = vgpu__mem_prepare(s->ms, 0, mr, nmr);
+		if (rc == VGPU_OK) {
+			rc = s->e->be->launch(s->dev->bdev, NULL, f->bfn, grid, block, shmem, args,
+					      nargs);
+			if (rc == VGPU_OK && s->e->be->stream_sync)
+				rc = s->e->be->stream_sync(s->dev->bdev, NULL);
+			mem_complete_keep_error(s, mr, nmr, rc);
+		}
 		account(s, t0);
 		r2 = sync_result(s, rc);
 		pthread_mutex_lock(&s->lock);

@@ -91,6 +91,8 @@ vgpu_status vgpu__s_synchronize(struct vgpu_session *s);
 
 vgpu_status vgpu__s_mem_alloc(struct vgpu_session *s, size_t size, vgpu_dptr *out);
 vgpu_status vgpu__s_mem_free(struct vgpu_session *s, vgpu_dptr p);
+/* vgpu_mem_advise (mem.c does the work). */
+vgpu_status vgpu__s_mem_advise(struct vgpu_session *s, vgpu_dptr p, unsigned advice);
 
 /*
  * Copies/sets. sid == 0: synchronous, `done` must be NULL.
@@ -161,6 +163,10 @@ struct vgpu_engine_stats {
 	uint64_t max_sessions;  /* admission limit (0: unlimited) */
 };
 void vgpu__engine_stats(struct vgpu_engine *e, int device, struct vgpu_engine_stats *out);
+/* Residency statistics of an open device (memory plugins; mem.h). */
+struct vgpu__mem_stats;
+vgpu_status vgpu__engine_mem_stats(struct vgpu_engine *e, int device,
+				   struct vgpu__mem_stats *out);
 
 /* Per-session accounting (exact: sums of measured item times). */
 struct vgpu_session_stats {
@@ -183,6 +189,7 @@ struct vgpu_engine_session_info {
 	double share;
 	uint64_t device_ns, items, queued;
 	uint64_t age_ns, idle_ns;
+	uint64_t mem_on_host;   /* allocated bytes evicted to host (mem-swap) */
 };
 /* Fills up to max entries; returns the number of sessions (may exceed max). */
 int vgpu__engine_sessions(struct vgpu_engine *e, struct vgpu_engine_session_info *out, int max);

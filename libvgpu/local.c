@@ -26,6 +26,7 @@ static vgpu_status l_device_info(vgpu_t *v, struct vgpu_device_info *o) { return
 static vgpu_status l_synchronize(vgpu_t *v) { return vgpu__s_synchronize(S(v)); }
 static vgpu_status l_mem_alloc(vgpu_t *v, size_t n, vgpu_dptr *o) { return vgpu__s_mem_alloc(S(v), n, o); }
 static vgpu_status l_mem_free(vgpu_t *v, vgpu_dptr p) { return vgpu__s_mem_free(S(v), p); }
+static vgpu_status l_mem_advise(vgpu_t *v, vgpu_dptr p, unsigned a) { return vgpu__s_mem_advise(S(v), p, a); }
 static vgpu_status l_htod(vgpu_t *v, uint32_t sid, vgpu_dptr d, const void *src, size_t n)
 { return vgpu__s_memcpy_htod(S(v), sid, d, src, n, NULL); }
 static vgpu_status l_dtoh(vgpu_t *v, uint32_t sid, void *d, vgpu_dptr src, size_t n)
@@ -83,6 +84,7 @@ static const struct vgpu_door_ops local_ops = {
 	.module_unload = l_module_unload,
 	.function = l_function,
 	.launch = l_launch,
+	.mem_advise = l_mem_advise,
 };
 
 vgpu_status vgpu__door_local_open(vgpu_t *v, const struct vgpu_uri *uri,

@@ -26,6 +26,7 @@ static const char *const op_names[VGPU_OP_MAX] = {
 	[VGPU_OP_FUNCTION] = "module_function", [VGPU_OP_LAUNCH] = "launch",
 	[VGPU_OP_SERVER_STATS] = "server_stats",
 	[VGPU_OP_STATUS] = "status",
+	[VGPU_OP_MEM_ADVISE] = "mem_advise",
 };
 
 const char *vgpu__op_name(unsigned op)
@@ -545,11 +546,12 @@ vgpu_status vgpu__auth_nonce(uint8_t nonce[VGPU_PROTO_NONCE])
 
 /* ---- device info ---- */
 
-#define DI_FIELDS 17
+#define DI_FIELDS 17    /* the fields every peer sends */
+#define DI_FIELDS_ALL 22 /* + the device-wide residency statistics */
 
 void vgpu__pack_device_info(msgpack_packer *pk, const struct vgpu_device_info *d)
 {
-	msgpack_pack_array(pk, DI_FIELDS);
+	msgpack_pack_array(pk, DI_FIELDS_ALL);
 	msgpack_pack_str_with_body(pk, d->name, strnlen(d->name, sizeof(d->name)));
 	msgpack_pack_str_with_body(pk, d->backend, strnlen(d->backend, sizeof(d->backend)));
 	msgpack_pack_str_with_body(pk, d->arch, strnlen(d->arch, sizeof(d->arch)));
@@ -567,6 +569,11 @@ void vgpu__pack_device_info(msgpack_packer *pk, const struct vgpu_device_info *d
 	msgpack_pack_uint64(pk, d->swapped_in);
 	msgpack_pack_uint64(pk, d->swapped_out);
 	msgpack_pack_uint64(pk, d->evictions);
+	msgpack_pack_uint64(pk, d->dev_mem_resident);
+	msgpack_pack_uint64(pk, d->dev_mem_on_host);
+	msgpack_pack_uint64(pk, d->dev_swapped_in);
+	msgpack_pack_uint64(pk, d->dev_swapped_out);
+	msgpack_pack_uint64(pk, d->dev_evictions);
 }
 
 int vgpu__unpack_device_info(struct vgpu_mp *m, struct vgpu_device_info *d)
@@ -595,7 +602,14 @@ int vgpu__unpack_device_info(struct vgpu_mp *m, struct vgpu_device_info *d)
 	vgpu__mp_u64(m, &d->swapped_in);
 	vgpu__mp_u64(m, &d->swapped_out);
 	vgpu__mp_u64(m, &d->evictions);
-	for (uint32_t i = DI_FIELDS; i < n && !m->err; i++)
+	if (n >= DI_FIELDS_ALL) {
+		vgpu__mp_u64(m, &d->dev_mem_resident);
+		vgpu__mp_u64(m, &d->dev_mem_on_host);
+		vgpu__mp_u64(m, &d->dev_swapped_in);
+		vgpu__mp_u64(m, &d->dev_swapped_out);
+		vgpu__mp_u64(m, &d->dev_evictions);
+	}
+	for (uint32_t i = n >= DI_FIELDS_ALL ? DI_FIELDS_ALL : DI_FIELDS; i < n && !m->err; i++)
 		vgpu__mp_skip(m, 1); /* newer servers may add fields */
 	return m->err ? -1 : 0;
 }

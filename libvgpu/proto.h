@@ -78,6 +78,7 @@ enum vgpu_op {
 	VGPU_OP_LAUNCH,
 	VGPU_OP_SERVER_STATS,
 	VGPU_OP_STATUS,        /* sessionless (first request) or in a session: see status.c */
+	VGPU_OP_MEM_ADVISE,    /* p advice */
 	VGPU_OP_MAX
 };
 

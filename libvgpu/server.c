@@ -308,7 +308,7 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 	else
 		c->qh = m;
 	c->qt = m;
-	c->qlen++;
+	__atomic_add_fetch(&c->qlen, 1, __ATOMIC_RELAXED);
 	pthread_cond_signal(&c->wcond);
 	pthread_mutex_unlock(&c->lock);
 	return;
@@ -339,7 +339,7 @@ static void *writer_main(void *arg)
 		c->qh = m->next;
 		if (!c->qh)
 			c->qt = NULL;
-		c->qlen--;
+		__atomic_sub_fetch(&c->qlen, 1, __ATOMIC_RELAXED);
 		if (!c->wdead) {
 			c->sending = 1;
 			pthread_mutex_unlock(&c->lock);
@@ -1201,6 +1201,7 @@ vgpu_status vgpu__server_node_status(struct vgpu_server *s, struct vgpu_node_sta
 		x->device = si[k].device;
 		x->mem_used = si[k].mem_used;
 		x->mem_limit = si[k].mem_limit;
+		x->mem_on_host = si[k].mem_on_host;
 		x->share = si[k].share;
 		x->device_ns = si[k].device_ns;
 		x->items = si[k].items;
@@ -1378,6 +1379,12 @@ static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 		if (vgpu__mp_u64(m, &a64))
 			return BAD_BODY(op);
 		st = vgpu__s_mem_free(c->sess, a64);
+		resp_begin(&w, rb, sizeof(rb), st, NULL, 0);
+		break;
+	case VGPU_OP_MEM_ADVISE:
+		if (vgpu__mp_u64(m, &a64) || vgpu__mp_u64(m, &b64) || b64 > UINT32_MAX)
+			return BAD_BODY(op);
+		st = vgpu__s_mem_advise(c->sess, a64, (unsigned)b64);
 		resp_begin(&w, rb, sizeof(rb), st, NULL, 0);
 		break;
 	case VGPU_OP_DTOD:
@@ -1863,10 +1870,12 @@ static void *reader_main(void *arg)
 		if (st < 0)
 			break;
 		/* a client that sends but does not read: stop reading it too */
-		pthread_mutex_lock(&c->lock);
-		while (c->qlen > QUEUE_MAX && !c->wdead)
-			pthread_cond_wait(&c->cond, &c->lock);
-		pthread_mutex_unlock(&c->lock);
+		if (__atomic_load_n(&c->qlen, __ATOMIC_RELAXED) > QUEUE_MAX) {
+			pthread_mutex_lock(&c->lock);
+			while (c->qlen > QUEUE_MAX && !c->wdead)
+				pthread_cond_wait(&c->cond, &c->lock);
+			pthread_mutex_unlock(&c->lock);
+		}
 		__atomic_add_fetch(&c->lis->rx, VGPU_PROTO_HDR + h.body_len + h.bulk_len, __ATOMIC_RELAXED);
 		st = serve(c, &h);
 		if (st == VGPU_ERR_PROTOCOL) {

@@ -327,6 +327,8 @@ static int t_isolation(void *d)
 	CHECK(vgpu_memcpy_htod(B, pa, &got, 4, NULL) < 0);
 	CHECK(vgpu_memset(B, pa, 0, 4, NULL) < 0);
 	CHECK(vgpu_mem_free(B, pa) < 0);
+	CHECK_ST(vgpu_mem_advise(B, pa, VGPU_ADVISE_PIN), VGPU_ERR_BAD_ADDRESS);
+	CHECK_OK(vgpu_mem_advise(A, pa, VGPU_ADVISE_PIN)); /* its own: accepted */
 	/* B names A's stream, module and function ids through its own door */
 	CHECK_ST(B->ops->stream_sync(B, sid), VGPU_ERR_BAD_HANDLE);
 	CHECK_ST(B->ops->stream_destroy(B, sid), VGPU_ERR_BAD_HANDLE);
@@ -779,13 +781,56 @@ static void *fake_server(void *arg)
 {
 	struct fake *f = arg;
 	struct vgpu_tp_conn *c;
-	uint8_t raw[VGPU_PROTO_HDR], b[128], x;
+	uint8_t raw[VGPU_PROTO_HDR], b[512], x;
 	struct vgpu_wbuf w;
 	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, f->version, VGPU_MSG_HELLO, 0, 0, 0, 0 };
-	struct iovec iov[2];
+	struct iovec iov[3];
 
 	if (vgpu__transport_tcp.accept(f->l, &c))
 		return NULL;
+	if (f->version == VGPU_PROTO_VERSION) {
+		/* a hostile server: a proper welcome, then a reply to the next
+		 * request that carries more bytes than the request asked for */
+		static uint8_t body[VGPU_PROTO_MAX_BODY], junk[4096];
+		struct vgpu_rbuf *rb = calloc(1, sizeof(*rb));
+		struct vgpu_device_info di;
+
+		memset(&di, 0, sizeof(di));
+		vgpu__wbuf_init(&w, b, sizeof(b));
+		msgpack_pack_array(&w.pk, 4);
+		msgpack_pack_uint32(&w.pk, VGPU_PROTO_VERSION);
+		msgpack_pack_bin_with_body(&w.pk, b + 400, 32);
+		msgpack_pack_str_with_body(&w.pk, "evil", 4);
+		msgpack_pack_false(&w.pk);
+		vgpu__send_msg(&vgpu__transport_tcp, c, VGPU_MSG_HELLO, 0, 0, w.buf, w.len, NULL, 0);
+		rb->tp = &vgpu__transport_tcp;
+		rb->c = c;
+		if (rb && vgpu__rbuf_frame(rb, &h, body, 0, "client") == 0) {
+			vgpu__wbuf_init(&w, b, sizeof(b));
+			msgpack_pack_array(&w.pk, 4);
+			msgpack_pack_int(&w.pk, 0);
+			msgpack_pack_str_with_body(&w.pk, "", 0);
+			msgpack_pack_uint64(&w.pk, 1);
+			vgpu__pack_device_info(&w.pk, &di);
+			vgpu__send_msg(&vgpu__transport_tcp, c, VGPU_MSG_RESP, 0, h.id, w.buf, w.len, NULL, 0);
+			/* the client's dtoh of 16 bytes: answer with 4096 */
+			if (vgpu__rbuf_frame(rb, &h, body, 0, "client") == 0) {
+				vgpu__wbuf_init(&w, b, sizeof(b));
+				msgpack_pack_array(&w.pk, 3);
+				msgpack_pack_int(&w.pk, 0);
+				msgpack_pack_str_with_body(&w.pk, "", 0);
+				msgpack_pack_uint64(&w.pk, 0);
+				memset(junk, 0xee, sizeof(junk));
+				vgpu__send_msg(&vgpu__transport_tcp, c, VGPU_MSG_RESP, 0, h.id, w.buf, w.len,
+					       junk, sizeof(junk));
+			}
+		}
+		free(rb);
+		vgpu__transport_tcp.set_timeout(c, 2000);
+		vgpu__transport_tcp.recv(c, &x, 1, 1);
+		vgpu__transport_tcp.close(c);
+		return NULL;
+	}
 	vgpu__wbuf_init(&w, b, sizeof(b));
 	msgpack_pack_array(&w.pk, 4);
 	msgpack_pack_uint32(&w.pk, f->version);
@@ -819,6 +864,22 @@ static int t_server_version(void *d)
 	CHECK_MSG("server speaks version 7, client speaks version 1");
 	CHECK_MSG(bound);
 	pthread_join(th, NULL);
+
+	/* a hostile server never makes the client write past a buffer */
+	{
+		uint8_t guard[64];
+
+		f.version = VGPU_PROTO_VERSION;
+		CHECK(pthread_create(&th, NULL, fake_server, &f) == 0);
+		CHECK_OK(vgpu_open(&v, uri));
+		memset(guard, 0x11, sizeof(guard));
+		CHECK_ST(v->ops->memcpy_dtoh(v, 0, guard, 0x1000, 16), VGPU_ERR_CONNECTION);
+		CHECK_MSG("did not ask for");
+		for (size_t i = 0; i < sizeof(guard); i++)
+			CHECK(guard[i] == 0x11);
+		vgpu_close(v);
+		pthread_join(th, NULL);
+	}
 	vgpu__transport_tcp.listen_close(f.l);
 	return 0;
 }
@@ -1234,7 +1295,7 @@ int main(int argc, char **argv)
 	RUN("malformed_frames", t_malformed);
 	RUN("random_requests", t_fuzz);
 	RUN("auth_tokens", t_auth);
-	RUN("server_of_another_version", t_server_version);
+	RUN("server_of_another_version_or_hostile", t_server_version);
 	RUN("client_killed_mid_transfer", t_client_killed);
 	RUN("server_killed", t_server_killed);
 	RUN("native_modules_refused", t_native_refused);

@@ -8,7 +8,8 @@
  * the window and makes its pages accessible; a free wipes them
  * (MADV_DONTNEED) and makes them inaccessible again, so a stale pointer faults
  * rather than reading another tenant's data. Device memory is limited by
- * ?mem= (default 1 GiB) independently of the window, so addresses can be
+ * ?devmem= (or ?mem= when no memory plugin runs; default 1 GiB, fixed by the
+ * first open of the device) independently of the window, so addresses can be
  * handed out beyond physical memory once buffers can be evicted (mem_evict /
  * mem_restore keep the address and move the bytes).
  *
@@ -116,17 +117,21 @@ static vgpu_status cpu_device_open(int index, const struct vgpu_uri *uri,
 {
 	struct vgpu_backend_dev *d;
 	uint64_t mem;
+	const char *key;
 	vgpu_status st;
 
 	if (index < 0 || index >= CPU_MAX_DEVICES)
 		return vgpu__error(VGPU_ERR_NO_DEVICE, "cpu:%d: no such device (cpu:0 to cpu:%d)",
 				   index, CPU_MAX_DEVICES - 1);
-	st = vgpu__uri_get_size(uri, "mem", CPU_DEFAULT_MEM, &mem);
+	/* devmem= is the device size; mem= too when it is not a session quota
+	 * (the engine drops mem= from the URI when memory plugins run). */
+	key = vgpu__uri_get(uri, "devmem") ? "devmem" : "mem";
+	st = vgpu__uri_get_size(uri, key, CPU_DEFAULT_MEM, &mem);
 	if (st)
 		return st;
 	if (mem < CPU_PAGE || mem > (CPU_WINDOW / 4))
-		return vgpu__error(VGPU_ERR_BAD_URI, "cpu:%d: mem=%s out of range (4K to 256G)",
-				   index, vgpu__uri_get(uri, "mem"));
+		return vgpu__error(VGPU_ERR_BAD_URI, "cpu:%d: %s=%s out of range (4K to 256G)",
+				   index, key, vgpu__uri_get(uri, key));
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "cpu:%d: no host memory", index);
@@ -211,6 +216,53 @@ static vgpu_status oom(struct vgpu_backend_dev *d, size_t size)
 			   "%s: out of device memory: %s device, %s in use, %s asked", d->name,
 			   vgpu__fmt_bytes(a, sizeof(a), d->mem_limit),
 			   vgpu__fmt_bytes(b, sizeof(b), d->used), vgpu__fmt_bytes(c, sizeof(c), size));
+}
+
+/* Take size bytes of the window (d->lock held). */
+static vgpu_status take_range(struct vgpu_backend_dev *d, size_t size, uint64_t *offp)
+{
+	uint64_t off;
+	size_t i;
+
+	for (i = 0; i < d->nfree; i++)
+		if (d->free_ext[i].len >= size)
+			break;
+	if (i == d->nfree)
+		return vgpu__error(VGPU_ERR_OUT_OF_MEMORY, "%s: device address space exhausted",
+				   d->name);
+	off = d->free_ext[i].off;
+	d->free_ext[i].off += size;
+	d->free_ext[i].len -= size;
+	if (d->free_ext[i].len == 0) {
+		memmove(&d->free_ext[i], &d->free_ext[i + 1], (d->nfree - i - 1) * sizeof(*d->free_ext));
+		d->nfree--;
+	}
+	*offp = off;
+	return VGPU_OK;
+}
+
+/* An allocation placed evicted: addresses only (PROT_NONE, no pages). */
+static vgpu_status cpu_mem_reserve(struct vgpu_backend_dev *d, size_t size, vgpu_dptr *out)
+{
+	uint64_t off = 0;
+	vgpu_status st;
+
+	pthread_mutex_lock(&d->lock);
+	st = take_range(d, size, &off);
+	pthread_mutex_unlock(&d->lock);
+	if (st == VGPU_OK)
+		*out = CPU_DEV_BASE(d->index) + off;
+	return st;
+}
+
+static vgpu_status cpu_mem_release(struct vgpu_backend_dev *d, vgpu_dptr p, size_t size)
+{
+	vgpu_status st;
+
+	pthread_mutex_lock(&d->lock);
+	st = ext_add(d, p - CPU_DEV_BASE(d->index), size);
+	pthread_mutex_unlock(&d->lock);
+	return st;
 }
 
 static vgpu_status cpu_mem_alloc(struct vgpu_backend_dev *d, size_t size, vgpu_dptr *out)
@@ -567,4 +619,6 @@ const struct vgpu_backend_ops vgpu__cpu_backend = {
 	.launch = cpu_launch,
 	.mem_evict = cpu_mem_evict,
 	.mem_restore = cpu_mem_restore,
+	.mem_reserve = cpu_mem_reserve,
+	.mem_release = cpu_mem_release,
 };

@@ -909,6 +909,49 @@ static vgpu_status cuda_mem_free(struct vgpu_backend_dev *dev, vgpu_dptr p, size
 	return VGPU_OK;
 }
 
+/* Oversubscription (mem-swap): an allocation placed evicted, i.e. an
+ * address reservation with nothing mapped, on the evicted list; mem_restore
+ * maps it on first use. Released like an evicted allocation. */
+static vgpu_status cuda_mem_reserve(struct vgpu_backend_dev *dev, size_t size, vgpu_dptr *out)
+{
+	struct cuda_dev *d = (struct cuda_dev *)dev;
+	struct cuda_evicted *e;
+	CUdeviceptr p = 0;
+	CUresult r;
+	vgpu_status st;
+
+	if ((st = cuda_enter(d)) < 0)
+		return st;
+	if (!d->vmm)
+		return vgpu__error(VGPU_ERR_UNSUPPORTED, "%s: cannot place an allocation evicted:"
+				   " the device does not support CUDA virtual memory management",
+				   d->label);
+	if (size == 0 || size % d->gran)
+		return vgpu__error(VGPU_ERR_INVALID, "%s: allocation size %zu is not a multiple"
+				   " of the granularity %zu", d->label, size, d->gran);
+	e = malloc(sizeof(*e));
+	if (!e)
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "%s: out of host memory", d->label);
+	r = drv.MemAddressReserve(&p, size, d->gran, 0, 0);
+	if (r != CUDA_SUCCESS) {
+		free(e);
+		return cuda_fail(d->label, "cuMemAddressReserve", r, VGPU_ERR_DRIVER);
+	}
+	e->p = p;
+	e->size = size;
+	pthread_mutex_lock(&d->lock);
+	e->next = d->evicted;
+	d->evicted = e;
+	pthread_mutex_unlock(&d->lock);
+	*out = (vgpu_dptr)p;
+	return VGPU_OK;
+}
+
+static vgpu_status cuda_mem_release(struct vgpu_backend_dev *dev, vgpu_dptr p, size_t size)
+{
+	return cuda_mem_free(dev, p, size); /* it knows evicted allocations */
+}
+
 static vgpu_status cuda_stream_create(struct vgpu_backend_dev *dev, void **bs)
 {
 	struct cuda_dev *d = (struct cuda_dev *)dev;
@@ -1367,4 +1410,6 @@ const struct vgpu_backend_ops vgpu__cuda_backend = {
 	.launch = cuda_launch,
 	.mem_evict = cuda_mem_evict,
 	.mem_restore = cuda_mem_restore,
+	.mem_reserve = cuda_mem_reserve,
+	.mem_release = cuda_mem_release,
 };

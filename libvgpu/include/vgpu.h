@@ -159,10 +159,18 @@ struct vgpu_device_info {
 	uint64_t swapped_in;
 	uint64_t swapped_out;
 	uint64_t evictions;
-	uint8_t reserved[200];
+	/* the same for the whole device (all sessions) */
+	uint64_t dev_mem_resident;
+	uint64_t dev_mem_on_host;
+	uint64_t dev_swapped_in;
+	uint64_t dev_swapped_out;
+	uint64_t dev_evictions;
+	uint8_t reserved[160];
 };
 
 #define VGPU_DEVICE_REMOTE 0x1u /* reached through a vgpud */
+#define VGPU_DEVICE_SWAP 0x2u   /* oversubscribed (mem-swap): total_mem includes
+				 * host memory that holds evicted buffers */
 
 VGPU_API vgpu_status vgpu_device_info(vgpu_t *v, struct vgpu_device_info *out);
 
@@ -175,6 +183,24 @@ VGPU_API vgpu_status vgpu_synchronize(vgpu_t *v);
 VGPU_API vgpu_status vgpu_mem_alloc(vgpu_t *v, size_t size, vgpu_dptr *out);
 /* Waits for the handle's queued work (as cuMemFree), then frees. */
 VGPU_API vgpu_status vgpu_mem_free(vgpu_t *v, vgpu_dptr p);
+
+/*
+ * Advice on an allocation (p: its start). With an oversubscribing memory
+ * plugin (mem-swap) allocations may be evicted to host memory between the
+ * work items that use them; only buffers passed as kernel pointer arguments
+ * or named by copies are made resident before work runs. A kernel that
+ * follows pointers stored in device memory must find those buffers pinned:
+ *   VGPU_ADVISE_PIN    make it resident now and never evict it
+ *                      (VGPU_ERR_OUT_OF_MEMORY if it cannot fit);
+ *   VGPU_ADVISE_UNPIN  it may be evicted again.
+ * Without such a plugin every allocation is always resident and advice is
+ * accepted and has no effect. See vgpu-memory(7).
+ */
+enum vgpu_mem_advice {
+	VGPU_ADVISE_PIN = 1,
+	VGPU_ADVISE_UNPIN = 2,
+};
+VGPU_API vgpu_status vgpu_mem_advise(vgpu_t *v, vgpu_dptr p, unsigned int advice);
 
 /*
  * Copies and sets. A NULL stream means synchronous: the call returns when the

@@ -740,17 +740,47 @@ static vgpu_status tcp_connect(const struct vgpu_uri *u, uint32_t timeout_ms,
 	return VGPU_OK;
 }
 
+static vgpu_status send_all(struct vgpu_tp_conn *c, struct iovec *iov, int n);
+
 static vgpu_status tcp_send(struct vgpu_tp_conn *c, const struct iovec *iov_in, int n)
 {
 	struct iovec iov[16];
-	struct msghdr mh;
-	int i = 0;
 
 	if (n > 16)
 		return vgpu__error(VGPU_ERR_INTERNAL, "tcp send: %d iovecs (at most 16)", n);
 	if (c->ssl)
 		return tls_send(c, iov_in, n);
+	if (n > 1) {
+		/* a small message (a request, a reply): one flat send is cheaper
+		 * for the kernel than gathering iovecs */
+		uint8_t flat[2048];
+		size_t total = 0;
+
+		for (int k = 0; k < n; k++)
+			total += iov_in[k].iov_len;
+		if (total <= sizeof(flat)) {
+			size_t off = 0;
+
+			for (int k = 0; k < n; k++) {
+				if (iov_in[k].iov_len)
+					memcpy(flat + off, iov_in[k].iov_base, iov_in[k].iov_len);
+				off += iov_in[k].iov_len;
+			}
+			iov[0].iov_base = flat;
+			iov[0].iov_len = total;
+			return send_all(c, iov, 1);
+		}
+	}
 	memcpy(iov, iov_in, (size_t)n * sizeof(*iov));
+	return send_all(c, iov, n);
+}
+
+/* Send iov[0..n) (modified in place). */
+static vgpu_status send_all(struct vgpu_tp_conn *c, struct iovec *iov, int n)
+{
+	struct msghdr mh;
+	int i = 0;
+
 	while (i < n) {
 		ssize_t w;
 
@@ -758,10 +788,14 @@ static vgpu_status tcp_send(struct vgpu_tp_conn *c, const struct iovec *iov_in, 
 			i++;
 			continue;
 		}
-		memset(&mh, 0, sizeof(mh));
-		mh.msg_iov = iov + i;
-		mh.msg_iovlen = (size_t)(n - i);
-		w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+		if (n - i == 1) {
+			w = send(c->fd, iov[i].iov_base, iov[i].iov_len, MSG_NOSIGNAL);
+		} else {
+			memset(&mh, 0, sizeof(mh));
+			mh.msg_iov = iov + i;
+			mh.msg_iovlen = (size_t)(n - i);
+			w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+		}
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;

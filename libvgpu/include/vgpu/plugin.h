@@ -155,6 +155,12 @@ struct vgpu_plugin_device_stats {
 	uint64_t admit_wait_ns; /* their total wait */
 	uint64_t admit_rejected;/* sessions refused (VGPU_ERR_BUSY) */
 	uint64_t idle_ns;       /* time since the device last ran work */
+	/* appended: residency (memory plugins) */
+	uint64_t mem_resident;  /* allocated bytes backed on the device now */
+	uint64_t mem_pinned;    /* resident bytes pinned (VGPU_ADVISE_PIN) */
+	uint64_t mem_in_use;    /* resident bytes referenced by running work */
+	uint64_t mem_capacity;  /* what may be allocated in all: mem_total, or
+				 * more with an oversubscribing plugin */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -209,7 +215,19 @@ struct vgpu_plugin_host {
 	/* Scheduler plugins: ask the dispatcher to call pick again (after a
 	 * plugin-side timer made a session eligible). */
 	void (*kick)(const struct vgpu_plugin_host *h);
+	/* Appended (memory plugins; check size): VGPU_MEM_STATE_* flags of the
+	 * allocation starting at base (0 if there is none). */
+	uint32_t (*mem_state)(const struct vgpu_plugin_host *h,
+			      const struct vgpu_plugin_session *s, vgpu_dptr base);
 };
+
+/* mem_state flags. mem_evict refuses (VGPU_ERR_BUSY) an allocation that is
+ * IN_USE (referenced by work the device is running) or PINNED. */
+#define VGPU_MEM_STATE_EXISTS 0x1u   /* an allocation starts at base */
+#define VGPU_MEM_STATE_RESIDENT 0x2u /* backed on the device */
+#define VGPU_MEM_STATE_IN_USE 0x4u   /* running work references it */
+#define VGPU_MEM_STATE_PINNED 0x8u   /* vgpu_mem_advise(VGPU_ADVISE_PIN) */
+#define VGPU_MEM_STATE_TOUCHED 0x10u /* has contents (else reads as zeros) */
 
 /* ------------------------------------------------------------------------ */
 /* Scheduler plugins                                                        */
@@ -276,7 +294,40 @@ struct vgpu_mem_ops {
 	/* After it ran (refs may be evicted again). */
 	void (*complete)(void *state, struct vgpu_plugin_session *s,
 			 const struct vgpu_mem_ref *refs, uint32_t nrefs);
+
+	/* ---- appended (check size) ---- */
+	uint32_t flags;   /* VGPU_MEM_OPS_* */
+	/* Lookahead: a work item that references refs was queued on a stream
+	 * (work: its id, unique while it lives). dequeued: it is about to run
+	 * (prepare follows, without the work id) or was dropped. Queued items
+	 * run in queue order per stream; streams interleave. */
+	void (*queued)(void *state, struct vgpu_plugin_session *s, uint64_t work,
+		       const struct vgpu_mem_ref *refs, uint32_t nrefs);
+	void (*dequeued)(void *state, struct vgpu_plugin_session *s, uint64_t work);
+	/* Called by the host's prefetch thread while work is queued: make at
+	 * most one move (host->mem_restore, or an evict to make room for one)
+	 * towards what queued work will need, and return VGPU_OK; return
+	 * anything else when there is nothing useful to do. */
+	vgpu_status (*prefetch)(void *state);
+	/* Bytes the device may hold in all with this plugin (device memory
+	 * plus host-backed room), or 0 for device memory. May be NULL. */
+	uint64_t (*capacity)(void *state);
+	/* The memory session s may use in all (*total) and may still allocate
+	 * (*avail), as its device info reports them; leave either unchanged
+	 * for "no limit". May be NULL. */
+	void (*limits)(void *state, const struct vgpu_plugin_session *s, uint64_t *total,
+		       uint64_t *avail);
 };
+
+/*
+ * VGPU_MEM_OPS_OVERSUBSCRIBE: allocations may exceed device memory. When
+ * the device has no room, the host reserves the address only and places
+ * the allocation evicted (its bytes read as zeros until written); prepare
+ * (or prefetch) makes it resident when work needs it. prepare may return
+ * VGPU_ERR_BUSY when the room it needs is held by running work: the host
+ * waits for work to complete and calls prepare again.
+ */
+#define VGPU_MEM_OPS_OVERSUBSCRIBE 0x1u
 
 /* ------------------------------------------------------------------------ */
 /* Autoscale plugins                                                        */
