@@ -109,6 +109,8 @@ static void requests(void)
 	{ BEGIN(0, VGPU_OP_SYNCHRONIZE); req("synchronize", &w, 0, NULL, 0); }
 	{ BEGIN(0, VGPU_OP_SERVER_STATS); req("server_stats", &w, 0, NULL, 0); }
 	{ BEGIN(0, VGPU_OP_STATUS); req("status", &w, 0, NULL, 0); }
+	{ BEGIN(2, VGPU_OP_MEM_ADVISE); msgpack_pack_uint64(&w.pk, dptr); msgpack_pack_uint64(&w.pk, 1);
+	  req("mem_advise", &w, 0, NULL, 0); }
 	{ BEGIN(1, VGPU_OP_MEM_FREE); msgpack_pack_uint64(&w.pk, dptr); req("mem_free", &w, 0, NULL, 0); }
 	save("request", "session", stream, slen);
 	save("frame", "session", stream, slen);
