@@ -1769,6 +1769,17 @@ static void conn_free(struct srv_conn *c, int from_reader)
 		c->ostreams = os->next;
 		free(os);
 	}
+	/* out of the server's list before the transport goes: vgpu_server_stop
+	 * shuts down the connections of that list (under s->lock) */
+	pthread_mutex_lock(&s->lock);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next = c->prev = NULL;
+	pthread_mutex_unlock(&s->lock);
 	c->tp->close(c->tc);
 	while (c->pool) {
 		void *p = c->pool;
@@ -1782,12 +1793,6 @@ static void conn_free(struct srv_conn *c, int from_reader)
 	pthread_cond_destroy(&c->wcond);
 
 	pthread_mutex_lock(&s->lock);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		s->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
 	if (from_reader) {
 		if (s->nzombies == s->capzombies) {
 			unsigned cap = s->capzombies ? 2 * s->capzombies : 16;
