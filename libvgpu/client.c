@@ -1175,11 +1175,13 @@ static vgpu_status handshake(struct client *cl, const struct vgpu_uri *u,
 		msgpack_pack_nil(&w.pk);
 	msgpack_pack_int(&w.pk, u->device);
 	for (i = 0; i < u->nparams; i++)
-		if (strcmp(u->params[i].key, "token") && strcmp(u->params[i].key, "tenant"))
+		if (strcmp(u->params[i].key, "token") && strcmp(u->params[i].key, "tenant") &&
+		    strncmp(u->params[i].key, "tls", 3))
 			np++;
 	msgpack_pack_array(&w.pk, 2 * np);
 	for (i = 0; i < u->nparams; i++) {
-		if (!strcmp(u->params[i].key, "token") || !strcmp(u->params[i].key, "tenant"))
+		if (!strcmp(u->params[i].key, "token") || !strcmp(u->params[i].key, "tenant") ||
+		    !strncmp(u->params[i].key, "tls", 3)) /* transport settings stay here */
 			continue;
 		msgpack_pack_str_with_body(&w.pk, u->params[i].key, strlen(u->params[i].key));
 		msgpack_pack_str_with_body(&w.pk, u->params[i].value, strlen(u->params[i].value));

@@ -11,4 +11,13 @@
 vgpu_status vgpu__remote_server_stats(vgpu_t *v, uint64_t *sessions, uint64_t *mem_used,
 				      uint64_t *allocations);
 
+/* Serve one connection on the calling thread until it ends (handshake,
+ * requests, teardown), as a listener's reader thread would: for fuzzing and
+ * tests that feed the server from memory. tc belongs to tp and is closed. */
+struct vgpu_server;
+struct vgpu_transport_ops;
+struct vgpu_tp_conn;
+vgpu_status vgpu__server_serve_conn(struct vgpu_server *s, const struct vgpu_transport_ops *tp,
+				    struct vgpu_tp_conn *tc, const char *label);
+
 #endif

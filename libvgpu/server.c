@@ -33,6 +33,7 @@
 #include "engine.h"
 #include "error.h"
 #include "proto.h"
+#include "remote.h"
 #include "scale.h"
 #include "status.h"
 #include "transport.h"
@@ -109,6 +110,7 @@ struct srv_conn {
 	struct vgpu_tp_conn *tc;
 	struct vgpu_session *sess;
 	int status_only;       /* served a sessionless status request */
+	int direct;            /* served on the caller's thread (vgpu__server_serve_conn) */
 	char tenant[64];
 	char label[320];
 	char peer[128];
@@ -168,6 +170,7 @@ struct vgpu_server {
 	/* utilisation samples per device (lock) */
 	struct { uint64_t at_ns, device_ns; double util; } util[VGPU_STATUS_MAX_DEVICES];
 	struct vgpu__metrics *metrics;
+	struct listener direct;    /* vgpu__server_serve_conn's connections */
 };
 
 static uint64_t mono_ns(void)
@@ -1766,6 +1769,17 @@ static void conn_free(struct srv_conn *c, int from_reader)
 		c->ostreams = os->next;
 		free(os);
 	}
+	/* out of the server's list before the transport goes: vgpu_server_stop
+	 * shuts down the connections of that list (under s->lock) */
+	pthread_mutex_lock(&s->lock);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next = c->prev = NULL;
+	pthread_mutex_unlock(&s->lock);
 	c->tp->close(c->tc);
 	while (c->pool) {
 		void *p = c->pool;
@@ -1779,12 +1793,6 @@ static void conn_free(struct srv_conn *c, int from_reader)
 	pthread_cond_destroy(&c->wcond);
 
 	pthread_mutex_lock(&s->lock);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		s->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
 	if (from_reader) {
 		if (s->nzombies == s->capzombies) {
 			unsigned cap = s->capzombies ? 2 * s->capzombies : 16;
@@ -1835,10 +1843,20 @@ static void *reader_main(void *arg)
 	}
 	if (c->status_only)
 		goto out;
+	/* a frame started must go on arriving (and replies must leave) within
+	 * the deadline; waiting for the next frame has none */
+	if (c->srv->opts.frame_timeout_ms != UINT32_MAX)
+		c->tp->set_timeout(c->tc, c->srv->opts.frame_timeout_ms);
 	for (;;) {
 		uint8_t raw[VGPU_PROTO_HDR];
 
-		st = vgpu__rbuf_read(&c->rb, raw, sizeof(raw));
+		while ((st = vgpu__rbuf_read(&c->rb, raw, 1)) == VGPU_ERR_TIMEOUT)
+			; /* idle between frames */
+		if (st == VGPU_OK)
+			st = vgpu__rbuf_read(&c->rb, raw + 1, sizeof(raw) - 1);
+		if (st == VGPU_ERR_TIMEOUT)
+			vgpu_warn("%s: %s: %s (a frame stalled for %u ms): closing the connection", c->label,
+				  c->peer, vgpu__error_msg(), c->srv->opts.frame_timeout_ms);
 		if (st < 0)
 			break;
 		vgpu__hdr_decode(raw, &h);
@@ -1851,6 +1869,9 @@ static void *reader_main(void *arg)
 			break;
 		}
 		st = vgpu__rbuf_read(&c->rb, c->body, h.body_len);
+		if (st == VGPU_ERR_TIMEOUT)
+			vgpu_warn("%s: %s: %s (a frame stalled for %u ms): closing the connection", c->label,
+				  c->peer, vgpu__error_msg(), c->srv->opts.frame_timeout_ms);
 		if (st < 0)
 			break;
 		/* a client that sends but does not read: stop reading it too */
@@ -1879,20 +1900,20 @@ out:
 	while ((c->qh || c->sending) && !c->wdead && c->writer_started)
 		pthread_cond_wait(&c->cond, &c->lock);
 	pthread_mutex_unlock(&c->lock);
-	conn_free(c, 1);
+	conn_free(c, !c->direct);
 	return NULL;
 }
 
-static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
+/* A connection with its writer thread running, or NULL (tc closed). */
+static struct srv_conn *conn_new(struct listener *l, struct vgpu_tp_conn *tc)
 {
 	struct vgpu_server *s = l->srv;
 	struct srv_conn *c = calloc(1, sizeof(*c));
-	pthread_t th;
 
 	if (!c) {
 		vgpu_err("%s: out of host memory for a connection", l->uri);
 		l->tp->close(tc);
-		return;
+		return NULL;
 	}
 	c->srv = s;
 	c->lis = l;
@@ -1919,12 +1940,46 @@ static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
 	s->conns = c;
 	s->nconns++;
 	pthread_mutex_unlock(&s->lock);
-
-	if (!c->writer_started || pthread_create(&th, NULL, reader_main, c) != 0) {
+	if (!c->writer_started) {
 		vgpu_err("%s: cannot start a connection thread", l->uri);
 		c->wdead = 1;
 		conn_free(c, 0);
+		return NULL;
 	}
+	return c;
+}
+
+static void conn_start(struct listener *l, struct vgpu_tp_conn *tc)
+{
+	struct srv_conn *c = conn_new(l, tc);
+	pthread_t th;
+
+	if (c && pthread_create(&th, NULL, reader_main, c) != 0) {
+		vgpu_err("%s: cannot start a connection thread", l->uri);
+		pthread_mutex_lock(&c->lock);
+		conn_dead_locked(c);
+		pthread_mutex_unlock(&c->lock);
+		conn_free(c, 0);
+	}
+}
+
+vgpu_status vgpu__server_serve_conn(struct vgpu_server *s, const struct vgpu_transport_ops *tp,
+				    struct vgpu_tp_conn *tc, const char *label)
+{
+	struct listener *l = &s->direct;
+	struct srv_conn *c;
+
+	if (!l->srv) {
+		l->srv = s;
+		l->tp = tp;
+		snprintf(l->uri, sizeof(l->uri), "%s", label ? label : "direct");
+	}
+	c = conn_new(l, tc);
+	if (!c)
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "cannot start a connection");
+	c->direct = 1;
+	reader_main(c);
+	return VGPU_OK;
 }
 
 static void *accept_main(void *arg)
@@ -2042,6 +2097,9 @@ VGPU_API vgpu_status vgpu_server_create(vgpu_server **out, const struct vgpu_ser
 		s->opts.stop_timeout_ms = 10000;
 	if (!s->opts.max_connections)
 		s->opts.max_connections = 1024;
+	if (s->opts.size < offsetof(struct vgpu_server_opts, frame_timeout_ms) + sizeof(uint32_t) ||
+	    !s->opts.frame_timeout_ms)
+		s->opts.frame_timeout_ms = 30000;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	s->start_ns = mono_ns();

@@ -52,6 +52,10 @@ struct settings {
 	long admit_queue;
 	long admit_timeout;
 	char *tenant_shares;
+	long frame_timeout;
+	char *tls_cert;
+	char *tls_key;
+	char *tls_client_ca;
 };
 
 enum stype { S_STR, S_LIST, S_BOOL, S_INT };
@@ -92,6 +96,13 @@ static const struct setting {
 	  "a session not admitted within MS milliseconds gets VGPU_ERR_BUSY (default 10000)" },
 	{ "tenant_shares", S_STR, offsetof(struct settings, tenant_shares), "T=F;...",
 	  "cap tenants' device time: alice=0.25;bob=0.5 (needs a scheduler plugin)" },
+	{ "frame_timeout", S_INT, offsetof(struct settings, frame_timeout), "MS",
+	  "close a connection whose frame (or reply) makes no progress for MS ms (default 30000; 0: none)" },
+	{ "tls_cert", S_STR, offsetof(struct settings, tls_cert), "FILE",
+	  "serve tcp listeners over TLS with this PEM certificate (chain); needs --tls-key" },
+	{ "tls_key", S_STR, offsetof(struct settings, tls_key), "FILE", "the TLS private key (PEM)" },
+	{ "tls_client_ca", S_STR, offsetof(struct settings, tls_client_ca), "FILE",
+	  "require TLS client certificates signed by these CAs (PEM)" },
 };
 #define NSET (sizeof(table) / sizeof(table[0]))
 
@@ -200,6 +211,9 @@ static void settings_free(struct settings *s)
 	free(s->backend);
 	free(s->metrics);
 	free(s->secrets);
+	free(s->tls_cert);
+	free(s->tls_key);
+	free(s->tls_client_ca);
 	free(s->log_level);
 	free(s->tenant_shares);
 }
@@ -222,6 +236,7 @@ int main(int argc, char **argv)
 	cmd.stop_timeout = cmd.workers = cmd.max_connections = -1;
 	cmd.slots = cmd.max_sessions = cmd.admit_queue = cmd.admit_timeout = -1;
 	cfg.admit_queue = -1;
+	cmd.frame_timeout = cfg.frame_timeout = -1;
 	cmd.allow_native_modules = -1;
 	for (size_t i = 0; i < NSET; i++) {
 		size_t k;
@@ -299,6 +314,9 @@ int main(int argc, char **argv)
 	TAKE(secrets);
 	TAKE(log_level);
 	TAKE(tenant_shares);
+	TAKE(tls_cert);
+	TAKE(tls_key);
+	TAKE(tls_client_ca);
 	if (cmd.allow_native_modules >= 0)
 		cfg.allow_native_modules = cmd.allow_native_modules;
 	if (cmd.stop_timeout >= 0)
@@ -315,6 +333,8 @@ int main(int argc, char **argv)
 		cfg.admit_queue = cmd.admit_queue;
 	if (cmd.admit_timeout >= 0)
 		cfg.admit_timeout = cmd.admit_timeout;
+	if (cmd.frame_timeout >= 0)
+		cfg.frame_timeout = cmd.frame_timeout;
 
 	if (cfg.log_level) {
 		if (strcmp(cfg.log_level, "error") && strcmp(cfg.log_level, "warn") &&
@@ -367,6 +387,10 @@ int main(int argc, char **argv)
 
 	so.backend = cfg.backend;
 	so.secrets_file = cfg.secrets;
+	if (cfg.frame_timeout > 0)
+		so.frame_timeout_ms = cfg.frame_timeout > 3600000 ? 3600000 : (uint32_t)cfg.frame_timeout;
+	else if (cfg.frame_timeout == 0)
+		so.frame_timeout_ms = UINT32_MAX;
 	so.flags = cfg.allow_native_modules ? VGPU_SERVER_ALLOW_NATIVE_MODULES : 0;
 	so.stop_timeout_ms = (uint32_t)(cfg.stop_timeout > 0 ? cfg.stop_timeout * 1000 : 0);
 	so.workers = (int)cfg.workers;
@@ -382,8 +406,29 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vgpud: %s\n", vgpu_last_error());
 		goto out;
 	}
+	if ((!cfg.tls_cert) != (!cfg.tls_key) || (cfg.tls_client_ca && !cfg.tls_cert)) {
+		fprintf(stderr, "vgpud: TLS needs both --tls-cert and --tls-key (and they with --tls-client-ca)\n");
+		rc = 2;
+		goto out;
+	}
 	for (int i = 0; i < cfg.listen.n; i++) {
-		st = vgpu_server_listen(srv, cfg.listen.v[i], NULL, 0);
+		char uri[4096];
+
+		/* --tls-*: every tcp listener speaks TLS (the URI's own tls_* win) */
+		if (cfg.tls_cert && !strncmp(cfg.listen.v[i], "tcp://", 6) && !strstr(cfg.listen.v[i], "tls=")) {
+			int n = snprintf(uri, sizeof(uri), "%s%ctls=1&tls_cert=%s&tls_key=%s%s%s",
+					 cfg.listen.v[i], strchr(cfg.listen.v[i], '?') ? '&' : '?',
+					 cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca ? "&tls_client_ca=" : "",
+					 cfg.tls_client_ca ? cfg.tls_client_ca : "");
+			if (n < 0 || (size_t)n >= sizeof(uri)) {
+				fprintf(stderr, "vgpud: TLS file names too long\n");
+				rc = 2;
+				goto out;
+			}
+		} else {
+			snprintf(uri, sizeof(uri), "%s", cfg.listen.v[i]);
+		}
+		st = vgpu_server_listen(srv, uri, NULL, 0);
 		if (st < 0) {
 			fprintf(stderr, "vgpud: %s\n", vgpu_last_error());
 			goto out;

@@ -146,6 +146,13 @@ static vgpu_status cpu_device_open(int index, const struct vgpu_uri *uri,
 		d->window = CPU_WINDOW;
 	d->host_base = mmap(NULL, d->window, PROT_NONE,
 			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	/* a limited address space (ulimit -v, valgrind): a smaller window, as
+	 * long as it holds twice the memory */
+	while (d->host_base == MAP_FAILED && d->window / 2 >= 2 * d->mem_limit) {
+		d->window /= 2;
+		d->host_base = mmap(NULL, d->window, PROT_NONE,
+				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	}
 	if (d->host_base == MAP_FAILED) {
 		int err = errno;
 		unsigned long long gib = d->window >> 30;

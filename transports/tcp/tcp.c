@@ -3,6 +3,19 @@
  * tcp.c - the tcp and unix socket transport: TCP_NODELAY, sendmsg with
  * iovecs (header, body and bulk leave in one call, bulk never copied), one
  * reader thread per connection (the caller's).
+ *
+ * TLS (OpenSSL, tls=1 on the URI; see docs/remote.md): the listener takes
+ * tls_cert, tls_key and optionally tls_client_ca (client certificates then
+ * required); the client takes tls_ca (else the system's CAs) and optionally
+ * tls_cert/tls_key, or $VGPU_TLS_CA, $VGPU_TLS_CERT, $VGPU_TLS_KEY. The
+ * server's certificate must name the host of the URI (DNS name or IP
+ * address). A TLS connection's socket is non-blocking: one lock serialises
+ * the SSL object between the reader and a writer thread, and waiting (for
+ * bytes or for room) happens in poll() with the lock released, so a reader
+ * blocked on an idle peer never holds up a send. The TLS handshake runs on
+ * the connection's first send or receive, on that connection's thread (a
+ * slow client never stalls the accept loop), bounded by tls_timeout_ms
+ * (default 10000).
  */
 #include "config.h"
 
@@ -20,6 +33,12 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "error.h"
 #include "transport.h"
@@ -28,12 +47,342 @@ struct vgpu_tp_listener {
 	int fd;
 	int is_unix;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	SSL_CTX *tls;           /* tls=1: every accepted connection speaks TLS */
+	uint32_t tls_timeout_ms;
 };
 
 struct vgpu_tp_conn {
 	int fd;
 	char peer[128];
+	/* TLS */
+	SSL *ssl;
+	pthread_mutex_t tlock;
+	int hs_done;
+	uint32_t timeout_ms;     /* set_timeout (0: none) */
+	uint32_t hs_timeout_ms;
+	char tls_err[256];       /* first handshake failure, repeated to later calls */
 };
+
+/* ---- TLS ---- */
+
+static int is_unix_scheme(const struct vgpu_tp_addr *u);
+
+/* OpenSSL writes with write(2): a peer gone raises SIGPIPE, which must not
+ * kill the application. Block it on this thread around TLS calls and
+ * swallow the one raised meanwhile (MSG_NOSIGNAL for the plain path). */
+struct nopipe {
+	sigset_t old;
+	int pending;
+};
+
+static void nopipe_begin(struct nopipe *np)
+{
+	sigset_t set, pend;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &set, &np->old);
+	sigpending(&pend);
+	np->pending = sigismember(&pend, SIGPIPE);
+}
+
+static void nopipe_end(struct nopipe *np)
+{
+	if (!np->pending) {
+		sigset_t set;
+		struct timespec zero = { 0, 0 };
+
+		sigemptyset(&set);
+		sigaddset(&set, SIGPIPE);
+		while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
+			;
+	}
+	pthread_sigmask(SIG_SETMASK, &np->old, NULL);
+}
+
+static void tls_errstr(char *buf, size_t len)
+{
+	unsigned long e = ERR_get_error();
+	unsigned long last = e;
+
+	while (e) { /* the last queued error is the most specific */
+		last = e;
+		e = ERR_get_error();
+	}
+	if (last)
+		ERR_error_string_n(last, buf, len);
+	else
+		snprintf(buf, len, "%s", errno ? strerror(errno) : "connection closed");
+}
+
+static const char *param(const struct vgpu_tp_addr *u, const char *key, const char *env)
+{
+	const char *v = u->param(u, key);
+
+	if ((!v || !*v) && env)
+		v = getenv(env);
+	return v && *v ? v : NULL;
+}
+
+static int want_tls(const struct vgpu_tp_addr *u)
+{
+	const char *v = u->param(u, "tls");
+
+	return !is_unix_scheme(u) && v && strcmp(v, "0") && strcmp(v, "no") && strcmp(v, "false");
+}
+
+static uint32_t tls_timeout(const struct vgpu_tp_addr *u)
+{
+	const char *v = u->param(u, "tls_timeout_ms");
+	long ms = v ? strtol(v, NULL, 10) : 0;
+
+	return ms > 0 && ms < 600000 ? (uint32_t)ms : 10000;
+}
+
+static SSL_CTX *tls_ctx(const struct vgpu_tp_addr *u, int server, const char *where)
+{
+	const char *cert = param(u, "tls_cert", server ? NULL : "VGPU_TLS_CERT");
+	const char *key = param(u, "tls_key", server ? NULL : "VGPU_TLS_KEY");
+	const char *ca = server ? param(u, "tls_client_ca", NULL) : param(u, "tls_ca", "VGPU_TLS_CA");
+	SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+	char e[256];
+
+	if (!ctx) {
+		vgpu__error(VGPU_ERR_INTERNAL, "%s: TLS: cannot create a context", where);
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (server && (!cert || !key)) {
+		vgpu__error(VGPU_ERR_INVALID, "%s: tls=1 needs a certificate and key (--tls-cert FILE "
+			    "--tls-key FILE, or ?tls_cert=&tls_key=)", where);
+		goto fail;
+	}
+	if (!server && (!cert) != (!key)) {
+		vgpu__error(VGPU_ERR_INVALID, "%s: TLS client certificate: give both tls_cert and tls_key",
+			    where);
+		goto fail;
+	}
+	if (cert && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		tls_errstr(e, sizeof(e));
+		vgpu__error(VGPU_ERR_INVALID, "%s: TLS certificate %s: %s", where, cert, e);
+		goto fail;
+	}
+	if (key && (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+		    SSL_CTX_check_private_key(ctx) != 1)) {
+		tls_errstr(e, sizeof(e));
+		vgpu__error(VGPU_ERR_INVALID, "%s: TLS key %s: %s", where, key, e);
+		goto fail;
+	}
+	if (ca && SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
+		tls_errstr(e, sizeof(e));
+		vgpu__error(VGPU_ERR_INVALID, "%s: TLS CA file %s: %s", where, ca, e);
+		goto fail;
+	}
+	if (!server && !ca)
+		SSL_CTX_set_default_verify_paths(ctx);
+	if (!server)
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	else if (ca)
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+/* Wait for the socket (lock not held); ms 0 = forever. 0, or -1 on timeout. */
+static int tls_wait(struct vgpu_tp_conn *c, int want_write, uint64_t deadline)
+{
+	struct pollfd p = { c->fd, (short)(want_write ? POLLOUT : POLLIN), 0 };
+	int rc, ms = -1;
+
+	if (deadline) {
+		uint64_t n = now_ms();
+		if (n >= deadline)
+			return -1;
+		ms = (int)(deadline - n);
+	}
+	do
+		rc = poll(&p, 1, ms);
+	while (rc < 0 && errno == EINTR);
+	return rc == 0 ? -1 : 0;
+}
+
+/* Run the handshake if not done (lock held; released while waiting). */
+static vgpu_status tls_handshake_locked(struct vgpu_tp_conn *c)
+{
+	uint64_t deadline = now_ms() + c->hs_timeout_ms;
+
+	while (!c->hs_done) {
+		int r, err;
+
+		if (c->tls_err[0])
+			return vgpu__error(VGPU_ERR_CONNECTION, "%s", c->tls_err);
+		ERR_clear_error();
+		errno = 0;
+		r = SSL_do_handshake(c->ssl);
+		if (r == 1) {
+			c->hs_done = 1;
+			break;
+		}
+		err = SSL_get_error(c->ssl, r);
+		if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+			pthread_mutex_unlock(&c->tlock);
+			r = tls_wait(c, err == SSL_ERROR_WANT_WRITE, deadline);
+			pthread_mutex_lock(&c->tlock);
+			if (r < 0 && !c->hs_done && !c->tls_err[0])
+				snprintf(c->tls_err, sizeof(c->tls_err),
+					 "TLS handshake with %s: timed out (is the peer speaking TLS?)", c->peer);
+			continue;
+		}
+		{
+			char e[200];
+			long v = SSL_get_verify_result(c->ssl);
+
+			tls_errstr(e, sizeof(e));
+			if (v != X509_V_OK)
+				snprintf(c->tls_err, sizeof(c->tls_err),
+					 "TLS handshake with %s failed: certificate verification: %s",
+					 c->peer, X509_verify_cert_error_string(v));
+			else
+				snprintf(c->tls_err, sizeof(c->tls_err),
+					 "TLS handshake with %s failed: %s (does the peer speak TLS, "
+					 "and does it accept this certificate?)", c->peer, e);
+		}
+	}
+	return VGPU_OK;
+}
+
+static vgpu_status tls_send(struct vgpu_tp_conn *c, const struct iovec *iov, int n)
+{
+	vgpu_status st;
+	struct nopipe np;
+
+	nopipe_begin(&np);
+	pthread_mutex_lock(&c->tlock);
+	st = tls_handshake_locked(c);
+	for (int i = 0; st == VGPU_OK && i < n; i++) {
+		const char *p = iov[i].iov_base;
+		size_t left = iov[i].iov_len;
+		uint64_t deadline = c->timeout_ms ? now_ms() + c->timeout_ms : 0;
+
+		while (left) {
+			int chunk = left > (1u << 30) ? 1 << 30 : (int)left, r, err;
+
+			ERR_clear_error();
+			errno = 0;
+			r = SSL_write(c->ssl, p, chunk);
+			if (r > 0) {
+				p += r;
+				left -= (size_t)r;
+				continue;
+			}
+			err = SSL_get_error(c->ssl, r);
+			if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+				pthread_mutex_unlock(&c->tlock);
+				r = tls_wait(c, err == SSL_ERROR_WANT_WRITE, deadline);
+				pthread_mutex_lock(&c->tlock);
+				if (r < 0) {
+					st = vgpu__error(VGPU_ERR_CONNECTION, "send to %s: timed out", c->peer);
+					break;
+				}
+				continue;
+			}
+			{
+				char e[200];
+				tls_errstr(e, sizeof(e));
+				st = vgpu__error(VGPU_ERR_CONNECTION, "send to %s: TLS: %s", c->peer, e);
+			}
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->tlock);
+	nopipe_end(&np);
+	return st;
+}
+
+static ssize_t tls_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t max)
+{
+	size_t got = 0;
+	ssize_t ret = 0;
+	uint64_t deadline;
+	struct nopipe np;
+
+	nopipe_begin(&np);
+	pthread_mutex_lock(&c->tlock);
+	ret = tls_handshake_locked(c);
+	deadline = c->timeout_ms ? now_ms() + c->timeout_ms : 0;
+	while (ret == 0 && (got < min || (got == 0 && max > 0))) {
+		size_t want = max - got;
+		int r, err;
+
+		ERR_clear_error();
+		errno = 0;
+		r = SSL_read(c->ssl, (char *)buf + got, want > INT32_MAX ? INT32_MAX : (int)want);
+		if (r > 0) {
+			got += (size_t)r;
+			continue;
+		}
+		err = SSL_get_error(c->ssl, r);
+		if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+			pthread_mutex_unlock(&c->tlock);
+			r = tls_wait(c, err == SSL_ERROR_WANT_WRITE, deadline);
+			pthread_mutex_lock(&c->tlock);
+			if (r < 0)
+				ret = vgpu__error(VGPU_ERR_TIMEOUT, "receive from %s: timed out%s", c->peer,
+						  got ? " mid-message" : "");
+			continue;
+		}
+		if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && !ERR_peek_error())) {
+			ret = vgpu__error(VGPU_ERR_CONNECTION, "connection closed by peer%s",
+					  got ? " mid-message" : "");
+		} else {
+			char e[200];
+			tls_errstr(e, sizeof(e));
+			ret = vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: TLS: %s", c->peer, e);
+		}
+	}
+	pthread_mutex_unlock(&c->tlock);
+	nopipe_end(&np);
+	return ret < 0 ? ret : (ssize_t)got;
+}
+
+/* Make c a TLS connection on ctx (client: check the server is host). */
+static vgpu_status tls_attach(struct vgpu_tp_conn *c, SSL_CTX *ctx, int server, const char *host,
+			      uint32_t hs_timeout_ms)
+{
+	c->ssl = SSL_new(ctx);
+	if (!c->ssl)
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "TLS: cannot create a connection");
+	pthread_mutex_init(&c->tlock, NULL);
+	c->hs_timeout_ms = hs_timeout_ms;
+	fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+	SSL_set_fd(c->ssl, c->fd);
+	if (server) {
+		SSL_set_accept_state(c->ssl);
+	} else {
+		struct in6_addr a6;
+		struct in_addr a4;
+
+		if (inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1) {
+			X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host);
+		} else {
+			SSL_set_tlsext_host_name(c->ssl, host);
+			SSL_set1_host(c->ssl, host);
+		}
+		SSL_set_connect_state(c->ssl);
+	}
+	return VGPU_OK;
+}
 
 static int is_unix_scheme(const struct vgpu_tp_addr *u)
 {
@@ -159,6 +508,18 @@ static vgpu_status tcp_listen(const struct vgpu_tp_addr *u, struct vgpu_tp_liste
 		}
 	}
 	l->fd = fd;
+	if (want_tls(u)) {
+		char where[300];
+
+		snprintf(where, sizeof(where), "%s", bound);
+		l->tls = tls_ctx(u, 1, where);
+		if (!l->tls) {
+			close(fd);
+			free(l);
+			return vgpu__error_status();
+		}
+		l->tls_timeout_ms = tls_timeout(u);
+	}
 	*out = l;
 	return VGPU_OK;
 fail:
@@ -217,6 +578,13 @@ static vgpu_status tcp_accept(struct vgpu_tp_listener *l, struct vgpu_tp_conn **
 		inet_ntop(AF_INET, &s4->sin_addr, h, sizeof(h));
 		snprintf(c->peer, sizeof(c->peer), "%s:%u", h, ntohs(s4->sin_port));
 	}
+	if (l->tls && tls_attach(c, l->tls, 1, NULL, l->tls_timeout_ms) < 0) {
+		vgpu_status st = vgpu__error_status();
+
+		close(fd);
+		free(c);
+		return st;
+	}
 	*out = c;
 	return VGPU_OK;
 }
@@ -233,6 +601,7 @@ static void tcp_listen_close(struct vgpu_tp_listener *l)
 	close(l->fd);
 	if (l->is_unix && l->path[0])
 		unlink(l->path);
+	SSL_CTX_free(l->tls);
 	free(l);
 }
 
@@ -338,6 +707,35 @@ static vgpu_status tcp_connect(const struct vgpu_tp_addr *u, uint32_t timeout_ms
 		tune(fd, 0);
 	}
 	c->fd = fd;
+	if (want_tls(u)) {
+		char where[300];
+		SSL_CTX *ctx;
+		vgpu_status st;
+
+		snprintf(where, sizeof(where), "tcp://%s", c->peer);
+		ctx = tls_ctx(u, 0, where);
+		st = ctx ? tls_attach(c, ctx, 0, u->host, timeout_ms) : vgpu__error_status();
+		SSL_CTX_free(ctx); /* the SSL object holds its own reference */
+		if (st == VGPU_OK) {
+			/* handshake now: a wrong CA or a plaintext server fails the open */
+			struct nopipe np;
+
+			nopipe_begin(&np);
+			pthread_mutex_lock(&c->tlock);
+			st = tls_handshake_locked(c);
+			pthread_mutex_unlock(&c->tlock);
+			nopipe_end(&np);
+		}
+		if (st < 0) {
+			if (c->ssl) {
+				SSL_free(c->ssl);
+				pthread_mutex_destroy(&c->tlock);
+			}
+			close(fd);
+			free(c);
+			return st;
+		}
+	}
 	*out = c;
 	return VGPU_OK;
 }
@@ -350,6 +748,8 @@ static vgpu_status tcp_send(struct vgpu_tp_conn *c, const struct iovec *iov_in, 
 
 	if (n > 16)
 		return vgpu__error(VGPU_ERR_INTERNAL, "tcp send: %d iovecs (at most 16)", n);
+	if (c->ssl)
+		return tls_send(c, iov_in, n);
 	if (n > 1) {
 		/* a small message (a request, a reply): one flat send is cheaper
 		 * for the kernel than gathering iovecs */
@@ -422,6 +822,8 @@ static ssize_t tcp_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t ma
 {
 	size_t got = 0;
 
+	if (c->ssl)
+		return tls_recv(c, buf, min, max);
 	while (got < min || (got == 0 && max > 0)) {
 		ssize_t r = recv(c->fd, (char *)buf + got, max - got, 0);
 
@@ -435,7 +837,8 @@ static ssize_t tcp_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t ma
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: timed out", c->peer);
+			return vgpu__error(VGPU_ERR_TIMEOUT, "receive from %s: timed out%s", c->peer,
+					   got ? " mid-message" : "");
 		return vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: %s", c->peer, strerror(errno));
 	}
 	return (ssize_t)got;
@@ -445,6 +848,12 @@ static vgpu_status tcp_set_timeout(struct vgpu_tp_conn *c, uint32_t ms)
 {
 	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
 
+	if (c->ssl) {
+		pthread_mutex_lock(&c->tlock);
+		c->timeout_ms = ms == UINT32_MAX ? 0 : ms;
+		pthread_mutex_unlock(&c->tlock);
+		return VGPU_OK;
+	}
 	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	return VGPU_OK;
@@ -459,6 +868,20 @@ static void tcp_close(struct vgpu_tp_conn *c)
 {
 	if (!c)
 		return;
+	if (c->ssl) {
+		if (c->hs_done) {
+			/* best effort close_notify: never wait for it */
+			struct nopipe np;
+
+			nopipe_begin(&np);
+			pthread_mutex_lock(&c->tlock);
+			SSL_shutdown(c->ssl);
+			pthread_mutex_unlock(&c->tlock);
+			nopipe_end(&np);
+		}
+		SSL_free(c->ssl);
+		pthread_mutex_destroy(&c->tlock);
+	}
 	close(c->fd);
 	free(c);
 }

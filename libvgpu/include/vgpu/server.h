@@ -64,9 +64,14 @@ struct vgpu_server_opts {
 	int admit_queue;           /* sessions waiting for admission; 0 = 16, < 0 = none */
 	uint32_t admit_timeout_ms; /* longest admission wait; 0 = 10 s */
 	const char *tenant_shares; /* device-time caps per tenant: "alice=0.25;bob=0.5" */
+	/* Per-connection deadline: once a client has started a frame, each read
+	 * (and each send to it) must make progress within this many ms, or the
+	 * connection is closed; idle connections between frames are kept.
+	 * 0 = 30000; UINT32_MAX = none. */
+	uint32_t frame_timeout_ms;
 };
 #define VGPU_SERVER_OPTS_INIT { sizeof(struct vgpu_server_opts), 0, NULL, NULL, 0, 0, 0, \
-				NULL, 0, 0, 0, 0, NULL }
+				NULL, 0, 0, 0, 0, NULL, 0 }
 
 VGPU_API vgpu_status vgpu_server_create(vgpu_server **srv, const struct vgpu_server_opts *opts);
 /*
