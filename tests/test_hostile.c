@@ -299,7 +299,12 @@ static int t_raw_frames(void *d)
 	uint64_t id = 10;
 
 	CHECK(vgpu__uri_parse(base, &u) == 0);
-	CHECK(vgpu__transport_tcp.connect(&u, 2000, &c) == 0);
+	{
+		struct vgpu_tp_addr a;
+
+		vgpu__tp_addr(&u, &a);
+		CHECK(vgpu__transport_tcp.connect(&a, 2000, &c) == 0);
+	}
 	vgpu__transport_tcp.set_timeout(c, 10000);
 	rb.tp = &vgpu__transport_tcp;
 	rb.c = c;
@@ -356,8 +361,10 @@ static int t_stalled_frame(void *d)
 	for (int i = 0; i < 2; i++) {
 		/* 0: 12 bytes of a header; 1: a header and 8 of its 40 body bytes */
 		struct iovec iov = { raw, i ? sizeof(raw) : 12 };
+		struct vgpu_tp_addr a;
 
-		CHECK(vgpu__transport_tcp.connect(&u, 2000, &c[i]) == 0);
+		vgpu__tp_addr(&u, &a);
+		CHECK(vgpu__transport_tcp.connect(&a, 2000, &c[i]) == 0);
 		vgpu__transport_tcp.set_timeout(c[i], 10000);
 		rb.tp = &vgpu__transport_tcp;
 		rb.c = c[i];
