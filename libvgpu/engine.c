@@ -123,6 +123,7 @@ struct event {
 	vgpu_status err;       /* error pending on its stream when it completed */
 	char errmsg[VGPU_ERRMSG_MAX];
 	struct stream *parked; /* streams waiting for this event */
+	uint32_t qrefs;        /* queued records and waits naming it (qlock) */
 };
 
 enum work_op {
@@ -812,6 +813,7 @@ static void complete_event(struct engine *e, struct event *ev, uint64_t seq)
 			p->completed++;
 			p->s->queued--;
 			p->s->dev->queued--;
+			ev->qrefs--;
 			free(w);
 			ready_push(e, p);
 		} else {
@@ -866,6 +868,7 @@ static void *worker_main(void *arg)
 			st->completed++;
 			st->s->queued--;
 			st->s->dev->queued--;
+			ev->qrefs--;
 			free(w);
 			ready_push(e, st);
 			pthread_cond_broadcast(&e->done_cv);
@@ -911,6 +914,7 @@ static void *worker_main(void *arg)
 			w->u.rec.ev->err = st->err;
 			snprintf(w->u.rec.ev->errmsg, sizeof(w->u.rec.ev->errmsg), "%s", st->errmsg);
 			complete_event(e, w->u.rec.ev, w->u.rec.seq);
+			w->u.rec.ev->qrefs--;
 		}
 		if (w->op != W_NOTIFY && rc != VGPU_OK && !w->done.fn && st->err == VGPU_OK) {
 			st->err = rc;
@@ -2741,7 +2745,7 @@ vgpu_status vgpu__s_event_destroy(struct session *s, uint32_t eid)
 				   s->label, eid);
 	/* Work still referring to it (records, waits) must pass first. */
 	pthread_mutex_lock(&e->qlock);
-	while (ev->done_seq < ev->record_seq || ev->parked)
+	while (ev->done_seq < ev->record_seq || ev->parked || ev->qrefs)
 		pthread_cond_wait(&e->done_cv, &e->qlock);
 	pthread_mutex_unlock(&e->qlock);
 	free(ev);
@@ -2777,6 +2781,7 @@ vgpu_status vgpu__s_event_record(struct session *s, uint32_t eid, uint32_t sid)
 	w->u.rec.ev = ev;
 	pthread_mutex_lock(&s->e->qlock);
 	w->u.rec.seq = ++ev->record_seq;
+	ev->qrefs++;
 	pthread_mutex_unlock(&s->e->qlock);
 	enqueue(s->e, st, w);
 	pthread_mutex_unlock(&s->lock);
@@ -2859,6 +2864,7 @@ vgpu_status vgpu__s_stream_wait_event(struct session *s, uint32_t sid, uint32_t 
 	w->u.wait.ev = ev;
 	pthread_mutex_lock(&s->e->qlock);
 	w->u.wait.seq = ev->record_seq;
+	ev->qrefs++;
 	pthread_mutex_unlock(&s->e->qlock);
 	enqueue(s->e, st, w);
 	pthread_mutex_unlock(&s->lock);
