@@ -99,6 +99,11 @@ struct vgpu_backend_ops {
 				   vgpu_dptr *out);
 	vgpu_status (*mem_release)(struct vgpu_backend_dev *dev, vgpu_dptr p,
 				   size_t size);
+	/* Host address of device bytes [p, p+n) (validated and resident) when
+	 * the device's memory is host memory that may be read and written
+	 * directly (cpu), so that copies can skip staging; optional, NULL for
+	 * devices whose memory the host cannot address (cuda). */
+	void *(*host_ptr)(struct vgpu_backend_dev *dev, vgpu_dptr p, size_t n);
 };
 
 extern const struct vgpu_backend_ops vgpu__cpu_backend;

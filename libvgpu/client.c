@@ -735,7 +735,11 @@ static vgpu_status r_memcpy_htod(vgpu_t *v, uint32_t sid, vgpu_dptr dst, const v
 		pack_copy(&w, buf, sizeof(buf), VGPU_OP_HTOD, 0, dst, n);
 		return call(cl, &p, &w, src, n);
 	}
-	/* large synchronous copy: pipelined chunks, one reply at the end */
+	/* large synchronous copy: pipelined chunks, one reply at the end. The
+	 * server checks each chunk; the whole range is checked here so that a
+	 * copy spanning two allocations is refused as it is locally. */
+	if ((st = check_range(cl, "memcpy_htod", dst, n)) < 0)
+		return st;
 	p.id = new_id(cl);
 	st = pend_add(cl, &p);
 	if (st < 0)

@@ -2527,6 +2527,43 @@ static vgpu_status copy_op(struct session *s, uint32_t sid, enum work_op op, vgp
 	return enqueue_checked(s, sid, w, names[op]);
 }
 
+vgpu_status vgpu__s_mem_direct(struct session *s, vgpu_dptr p, size_t n, int write,
+			       vgpu__direct_fn fn, void *arg)
+{
+	const struct vgpu_backend_ops *be = s->e->be;
+	struct vgpu_backend_dev *d = s->dev->bdev;
+	const char *what = write ? "memcpy_htod" : "memcpy_dtoh";
+	struct vgpu_mem_ref mr;
+	struct alloc *ra;
+	vgpu_status rc;
+	uint64_t t0;
+	void *host;
+
+	if (!be->host_ptr || s->dev->sched || n == 0)
+		return VGPU__DIRECT_NONE;
+	pthread_mutex_lock(&s->lock);
+	rc = range_ref(s, what, p, n, &ra);
+	pthread_mutex_unlock(&s->lock);
+	if (rc)
+		return rc;
+	mem_refs_of(write ? W_HTOD : W_DTOH, &ra, 1, &mr);
+	t0 = vgpu__now_ns();
+	rc = vgpu__mem_prepare(s->ms, 0, &mr, 1);
+	if (rc == VGPU_OK) {
+		host = be->host_ptr(d, p, n);
+		/* fn's failure is the connection's, not the session's: no prefix */
+		rc = host ? fn(arg, host, n) : VGPU__DIRECT_NONE;
+		mem_complete_keep_error(s, &mr, 1, rc < 0 ? rc : VGPU_OK);
+		account(s, t0);
+	} else {
+		rc = sync_result(s, rc);
+	}
+	pthread_mutex_lock(&s->lock);
+	unref(s, ra);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
 vgpu_status vgpu__s_memcpy_htod(struct session *s, uint32_t sid, vgpu_dptr dst, const void *src,
 				size_t n, const struct vgpu_completion *done)
 {

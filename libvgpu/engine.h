@@ -109,6 +109,22 @@ vgpu_status vgpu__s_memcpy_dtoh(struct vgpu_session *s, uint32_t sid, void *dst,
 				vgpu_dptr src, size_t n, const struct vgpu_completion *done);
 vgpu_status vgpu__s_memcpy_dtod(struct vgpu_session *s, uint32_t sid, vgpu_dptr dst,
 				vgpu_dptr src, size_t n);
+
+/*
+ * A synchronous copy that moves device memory itself: the server receives
+ * an htod straight into device memory and sends a dtoh straight from it,
+ * with no staging copy. Validates [p, p+n) as the session's (write: a
+ * destination), makes it resident and in use, then calls fn(arg, host, n)
+ * with the host address of those bytes, and returns fn's status. Returns
+ * VGPU__DIRECT_NONE (> 0, no error set) without calling fn when the device
+ * has no host-addressable memory (cuda) or schedules synchronous copies:
+ * the caller then takes the staged path. Other failures are < 0 with the
+ * message set, and fn was not called.
+ */
+#define VGPU__DIRECT_NONE 1
+typedef vgpu_status (*vgpu__direct_fn)(void *arg, void *host, size_t n);
+vgpu_status vgpu__s_mem_direct(struct vgpu_session *s, vgpu_dptr p, size_t n, int write,
+			       vgpu__direct_fn fn, void *arg);
 vgpu_status vgpu__s_memset(struct vgpu_session *s, uint32_t sid, vgpu_dptr dst,
 			   uint8_t value, size_t n);
 

@@ -726,6 +726,92 @@ static vgpu_status xfer_stream(struct srv_conn *c, uint32_t *sid)
 
 /* Result of serving one request: OK, or a protocol error (reply sent, close). */
 
+/*
+ * Synchronous copies straight between the connection and device memory
+ * (vgpu__s_mem_direct): no staging buffer, no engine stream, no credit.
+ */
+struct direct_io {
+	struct srv_conn *c;
+	uint64_t id;
+	int single;  /* dtoh: one final frame (a small copy), not chunks and a reply */
+	int touched; /* the bulk bytes were (partly) moved: a failure is the connection's */
+};
+
+static vgpu_status direct_recv(void *arg, void *host, size_t n)
+{
+	struct direct_io *io = arg;
+
+	io->touched = 1;
+	return vgpu__rbuf_read(&io->c->rb, host, n);
+}
+
+/* Send [host, host+n) as dtoh chunks, in order with every queued reply:
+ * the reader takes the sending role from the writer for the whole copy. */
+static vgpu_status direct_send(void *arg, void *host, size_t n)
+{
+	struct direct_io *io = arg;
+	struct srv_conn *c = io->c;
+	uint8_t b[64];
+	struct vgpu_wbuf w;
+	vgpu_status st = VGPU_OK;
+	size_t off, k;
+
+	io->touched = 1;
+	pthread_mutex_lock(&c->lock);
+	while ((c->sending || c->qh) && !c->wdead)
+		pthread_cond_wait(&c->cond, &c->lock);
+	if (c->wdead) {
+		pthread_mutex_unlock(&c->lock);
+		return vgpu__error(VGPU_ERR_CONNECTION, "%s: connection lost", c->label);
+	}
+	c->sending = 1;
+	pthread_mutex_unlock(&c->lock);
+	for (off = 0; off < n && st >= 0; off += k) {
+		k = n - off < VGPU_PROTO_CHUNK ? n - off : VGPU_PROTO_CHUNK;
+		resp_begin(&w, b, sizeof(b), VGPU_OK, NULL, 1);
+		msgpack_pack_uint64(&w.pk, off);
+		st = vgpu__send_msg(c->tp, c->tc, VGPU_MSG_RESP, io->single ? 0 : VGPU_MSGF_MORE,
+				    io->id, w.buf, w.len, (uint8_t *)host + off, k);
+		__atomic_add_fetch(&c->lis->tx, VGPU_PROTO_HDR + w.len + k, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_lock(&c->lock);
+	c->sending = 0;
+	if (st < 0)
+		conn_dead_locked(c);
+	if (c->qh)
+		pthread_cond_signal(&c->wcond);
+	pthread_mutex_unlock(&c->lock);
+	return st;
+}
+
+/*
+ * A synchronous htod's bulk straight into device memory. Returns
+ * VGPU__DIRECT_NONE (nothing read: stage it), the copy's status with all n
+ * bulk bytes consumed, or *fatal and the connection's failure.
+ */
+static vgpu_status htod_direct(struct srv_conn *c, uint64_t dst, uint64_t n, int *fatal)
+{
+	struct direct_io io = { c, 0, 0, 0 };
+	char msg[VGPU_ERRMSG_MAX];
+	vgpu_status st, st2;
+
+	st = vgpu__s_mem_direct(c->sess, dst, n, 1, direct_recv, &io);
+	if (st == VGPU__DIRECT_NONE || (io.touched && st >= 0))
+		return st;
+	if (io.touched) {
+		*fatal = 1; /* the connection failed mid-bulk */
+		return st;
+	}
+	/* refused before a byte was read: skip the bytes, keep the error */
+	snprintf(msg, sizeof(msg), "%s", vgpu__error_msg());
+	if ((st2 = vgpu__rbuf_discard(&c->rb, n)) < 0) {
+		*fatal = 1;
+		return st2;
+	}
+	vgpu__error_set_raw(st, msg);
+	return st;
+}
+
 static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct vgpu_mp *m)
 {
 	uint32_t sid;
@@ -739,12 +825,30 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		return BAD_BODY(VGPU_OP_HTOD);
 	if (sid == 0 && !(h->flags & (VGPU_MSGF_NOREPLY | VGPU_MSGF_LAST)) && n <= VGPU_PROTO_INLINE) {
 		/* small synchronous copy: one round trip, no allocation */
+		int fatal = 0;
+
+		st = htod_direct(c, dst, n, &fatal);
+		if (fatal)
+			return st;
+		if (st != VGPU__DIRECT_NONE) {
+			reply_status(c, 1, h->id, 0, st, NULL);
+			return VGPU_OK;
+		}
 		st = vgpu__rbuf_read(&c->rb, c->scratch, n);
 		if (st < 0)
 			return st;
 		st = vgpu__s_memcpy_htod(c->sess, 0, dst, c->scratch, n, NULL);
 		reply_status(c, 1, h->id, 0, st, NULL);
 		return VGPU_OK;
+	}
+	if (sid == 0) {
+		int fatal = 0;
+
+		st = htod_direct(c, dst, n, &fatal);
+		if (fatal)
+			return st;
+		if (st != VGPU__DIRECT_NONE)
+			goto failed;
 	}
 	credit_take(c, n);
 	buf = chunk_get(c, n);
@@ -823,6 +927,16 @@ failed:
 	if (sid == 0 && (h->flags & (VGPU_MSGF_NOREPLY | VGPU_MSGF_LAST))) {
 		struct xfer *x = c->htod_x;
 
+		if (st < 0 && !x && !(h->flags & VGPU_MSGF_LAST)) {
+			/* a chunk before the last failed: its error is the reply's */
+			if (!(x = c->htod_x = calloc(1, sizeof(*x))))
+				return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "%s: out of host memory",
+						   c->label);
+			x->c = c;
+			x->id = h->id;
+			x->st = st;
+			snprintf(x->msg, sizeof(x->msg), "%s", vgpu__error_msg());
+		}
 		if (st < 0 && x) {
 			pthread_mutex_lock(&c->lock); /* completions write x too */
 			if (x->st == VGPU_OK) {
@@ -864,7 +978,16 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 	if (sid == 0 && n <= VGPU_PROTO_INLINE) {
 		uint8_t b[VGPU_ERRMSG_MAX + 64];
 		struct vgpu_wbuf w;
+		struct direct_io io = { c, h->id, 1, 0 };
 
+		st = vgpu__s_mem_direct(c->sess, src, n, 0, direct_send, &io);
+		if (st != VGPU__DIRECT_NONE) {
+			if (io.touched && st < 0)
+				return st;
+			if (st < 0)
+				reply_status(c, 1, h->id, 0, st, NULL);
+			return VGPU_OK;
+		}
 		st = vgpu__s_memcpy_dtoh(c->sess, 0, c->scratch, src, n, NULL);
 		resp_begin(&w, b, sizeof(b), st, NULL, 1);
 		if (st >= 0)
@@ -872,6 +995,17 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		conn_send(c, 1, VGPU_MSG_RESP, 0, h->id, w.buf, w.len, c->scratch,
 			  st < 0 ? 0 : n, 0);
 		return VGPU_OK;
+	}
+	if (sid == 0) {
+		struct direct_io io = { c, h->id, 0, 0 };
+
+		st = vgpu__s_mem_direct(c->sess, src, n, 0, direct_send, &io);
+		if (st != VGPU__DIRECT_NONE) {
+			if (io.touched && st < 0)
+				return st; /* the connection failed mid-copy */
+			reply_status(c, 1, h->id, 0, st, NULL);
+			return VGPU_OK;
+		}
 	}
 	x = calloc(1, sizeof(*x));
 	if (!x) {

@@ -1137,6 +1137,54 @@ static int t_big_copy(void *d)
 	return rc;
 }
 
+/*
+ * Synchronous copies move straight between the socket and device memory:
+ * a bad range, small or chunked, is refused with every bulk byte skipped
+ * (the connection stays in step), and good copies still round trip.
+ */
+static int t_sync_copy_ranges(void *d)
+{
+	const size_t big = 3u << 20, half = 2u << 20;
+	uint8_t *src = malloc(big), *dst = malloc(big);
+	struct server r;
+	vgpu_t *v;
+	vgpu_dptr p, q;
+
+	CHECK(src && dst);
+	for (size_t i = 0; i < big; i++)
+		src[i] = (uint8_t)(i * 7 + 1);
+	CHECK(server_start(&r, NULL) == 0);
+	CHECK_OK(vgpu_open(&v, r.tcp));
+	CHECK_OK(vgpu_mem_alloc(v, half, &p));
+	CHECK_OK(vgpu_mem_alloc(v, big, &q));
+	/* inline-sized and chunked, past the end and nowhere at all */
+	CHECK_ST(vgpu_memcpy_htod(v, p + half - 100, src, 4096, NULL), VGPU_ERR_BAD_ADDRESS);
+	CHECK_MSG("run past the end");
+	CHECK_ST(vgpu_memcpy_htod(v, p, src, big, NULL), VGPU_ERR_BAD_ADDRESS);
+	CHECK_MSG("run past the end");
+	CHECK_ST(vgpu_memcpy_htod(v, p + (64ull << 30), src, big, NULL), VGPU_ERR_BAD_ADDRESS);
+	CHECK_MSG("not allocated");
+	CHECK_ST(vgpu_memcpy_dtoh(v, dst, p + half - 100, 4096, NULL), VGPU_ERR_BAD_ADDRESS);
+	CHECK_ST(vgpu_memcpy_dtoh(v, dst, p, big, NULL), VGPU_ERR_BAD_ADDRESS);
+	CHECK_MSG("run past the end");
+	/* the connection is in step: good copies of every size round trip */
+	for (size_t n = 1; n <= big; n = n * 16 + 3) {
+		memset(dst, 0, n);
+		CHECK_OK(vgpu_memcpy_htod(v, q, src, n, NULL));
+		CHECK_OK(vgpu_memcpy_dtoh(v, dst, q, n, NULL));
+		CHECK(memcmp(src, dst, n) == 0);
+	}
+	CHECK_OK(vgpu_memcpy_htod(v, q, src, big, NULL));
+	CHECK_OK(vgpu_memcpy_dtoh(v, dst, q, big, NULL));
+	CHECK(memcmp(src, dst, big) == 0);
+	vgpu_close(v);
+	CHECK(well_behaved() == 0);
+	CHECK(server_stop_clean(&r) == 0);
+	free(src);
+	free(dst);
+	return 0;
+}
+
 /* Client modules on the cpu backend are refused without the flag. */
 static int t_native_refused(void *d)
 {
@@ -1335,6 +1383,7 @@ int main(int argc, char **argv)
 	RUN("server_killed", t_server_killed);
 	RUN("native_modules_refused", t_native_refused);
 	RUN("copy_1GiB_checksum", t_big_copy);
+	RUN("sync_copy_ranges", t_sync_copy_ranges);
 	RUN("max_connections", t_busy);
 	RUN("sigterm", t_sigterm);
 	RUN("sigterm_inflight", t_sigterm_inflight);

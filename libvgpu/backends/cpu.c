@@ -380,6 +380,12 @@ static vgpu_status cpu_memcpy_dtoh(struct vgpu_backend_dev *d, void *bs, void *d
 	return VGPU_OK;
 }
 
+static void *cpu_host_ptr(struct vgpu_backend_dev *d, vgpu_dptr p, size_t n)
+{
+	(void)n;
+	return host_of(d, p);
+}
+
 static vgpu_status cpu_memcpy_dtod(struct vgpu_backend_dev *d, void *bs, vgpu_dptr dst,
 				   vgpu_dptr src, size_t n)
 {
@@ -617,6 +623,7 @@ const struct vgpu_backend_ops vgpu__cpu_backend = {
 	.mem_free = cpu_mem_free,
 	.memcpy_htod = cpu_memcpy_htod,
 	.memcpy_dtoh = cpu_memcpy_dtoh,
+	.host_ptr = cpu_host_ptr,
 	.memcpy_dtod = cpu_memcpy_dtod,
 	.memset = cpu_memset,
 	.module_load = cpu_module_load,
