@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,12 +51,20 @@ struct pending {
 	int done;
 	int async;         /* heap entry of an async dtoh: freed when completed */
 	vgpu_status st;
-	char msg[VGPU_ERRMSG_MAX];
-	uint8_t res[RES_MAX];  /* final response body (results) */
 	size_t res_len;
 	uint8_t *dst;      /* dtoh destination */
 	uint64_t n, got;
+	/* last: pend_init does not clear them (written before they are read) */
+	char msg[VGPU_ERRMSG_MAX];
+	uint8_t res[RES_MAX];  /* final response body (results) */
 };
+
+/* A cleared entry; the 1.5 KiB of message and results are left as they are. */
+static void pend_init(struct pending *p)
+{
+	memset(p, 0, offsetof(struct pending, msg));
+	p->msg[0] = '\0';
+}
 
 struct client {
 	char uri[VGPU_URI_MAX];
@@ -259,32 +268,38 @@ static vgpu_status pend_add(struct client *cl, struct pending *p)
 
 static vgpu_status read_one(struct client *cl, int *held);
 
-/* Wait for p, reading the socket ourselves when nobody else does. */
-static void pend_wait(struct client *cl, struct pending *p)
+/*
+ * Wait for p (registered and counted in nwaiters), reading the socket
+ * ourselves when nobody else does. reading: this thread already holds the
+ * reading role (cl->lock not held); else cl->lock is held.
+ */
+static void pend_wait_role(struct client *cl, struct pending *p, int reading)
 {
-	pthread_mutex_lock(&cl->lock);
-	cl->nwaiters++;
-	while (!p->done) {
-		if (!cl->reading) {
-			vgpu_status st;
+	for (;;) {
+		vgpu_status st;
+		int held = 0;
 
-			int held = 0;
-
+		if (!reading) {
+			if (p->done)
+				break;
+			if (cl->reading) {
+				pthread_cond_wait(&cl->cond, &cl->lock);
+				continue;
+			}
 			cl->reading = 1;
 			pthread_mutex_unlock(&cl->lock);
-			st = read_one(cl, &held);
-			if (st < 0)
-				fail_all(cl, vgpu__error_msg());
-			if (!held)
-				pthread_mutex_lock(&cl->lock);
-			cl->reading = 0;
-			if (cl->nwaiters > 1)
-				pthread_cond_broadcast(&cl->cond);
-			if (cl->nasync)
-				pthread_cond_signal(&cl->bgcond);
-			continue;
 		}
-		pthread_cond_wait(&cl->cond, &cl->lock);
+		reading = 0;
+		st = read_one(cl, &held);
+		if (st < 0)
+			fail_all(cl, vgpu__error_msg());
+		if (!held)
+			pthread_mutex_lock(&cl->lock);
+		cl->reading = 0;
+		if (cl->nwaiters > 1)
+			pthread_cond_broadcast(&cl->cond);
+		if (cl->nasync)
+			pthread_cond_signal(&cl->bgcond);
 	}
 	cl->nwaiters--;
 	if (cl->nwaiters && !cl->reading)
@@ -292,22 +307,43 @@ static void pend_wait(struct client *cl, struct pending *p)
 	pthread_mutex_unlock(&cl->lock);
 }
 
-/* Synchronous call: send, wait, set the thread's error. Results in p->res. */
+static void pend_wait(struct client *cl, struct pending *p)
+{
+	pthread_mutex_lock(&cl->lock);
+	cl->nwaiters++;
+	pend_wait_role(cl, p, 0);
+}
+
+/*
+ * Synchronous call: send, wait, set the thread's error. Results in p->res.
+ * One critical section registers p and, when the line is free, takes the
+ * reading role for the reply.
+ */
 static vgpu_status call(struct client *cl, struct pending *p, const struct vgpu_wbuf *w,
 			const void *bulk, size_t bulk_len)
 {
-	vgpu_status st;
+	int reading;
 
 	p->id = new_id(cl);
 	p->done = 0;
-	st = pend_add(cl, p);
-	if (st < 0)
-		return st;
+	pthread_mutex_lock(&cl->lock);
+	if (cl->dead) {
+		pthread_mutex_unlock(&cl->lock);
+		return dead_error(cl);
+	}
+	p->next = cl->pend;
+	cl->pend = p;
+	cl->nwaiters++;
+	reading = !cl->reading;
+	cl->reading = 1;
+	pthread_mutex_unlock(&cl->lock);
 	pthread_mutex_lock(&cl->slock);
 	send_locked(cl, 0, p->id, w, bulk, bulk_len, 0);
 	pthread_mutex_unlock(&cl->slock);
 	/* a failed send breaks the connection: the next read completes p */
-	pend_wait(cl, p);
+	if (!reading)
+		pthread_mutex_lock(&cl->lock);
+	pend_wait_role(cl, p, reading);
 	if (p->st < 0)
 		return vgpu__error(p->st, "%s", p->msg);
 	return VGPU_OK;
@@ -544,7 +580,7 @@ static vgpu_status r_simple(vgpu_t *v, unsigned op, int nargs, uint64_t a, uint6
 	struct vgpu_wbuf w;
 	struct pending p;
 
-	memset(&p, 0, sizeof(p));
+	pend_init(&p);
 	REQ(&w, buf, op, nargs);
 	if (nargs > 0)
 		msgpack_pack_uint64(&w.pk, a);
@@ -564,7 +600,7 @@ static vgpu_status r_get_u64(vgpu_t *v, unsigned op, int nargs, uint64_t a, uint
 	struct vgpu_mp m;
 	vgpu_status st;
 
-	memset(&p, 0, sizeof(p));
+	pend_init(&p);
 	REQ(&w, buf, op, nargs);
 	if (nargs > 0)
 		msgpack_pack_uint64(&w.pk, a);
@@ -634,7 +670,7 @@ static vgpu_status r_device_info(vgpu_t *v, struct vgpu_device_info *out)
 	struct vgpu_mp m;
 	vgpu_status st;
 
-	memset(&p, 0, sizeof(p));
+	pend_init(&p);
 	REQ(&w, buf, VGPU_OP_DEVICE_INFO, 0);
 	st = call(cl, &p, &w, NULL, 0);
 	if (st < 0)
@@ -730,7 +766,7 @@ static vgpu_status r_memcpy_htod(vgpu_t *v, uint32_t sid, vgpu_dptr dst, const v
 		} while (st >= 0 && off < n);
 		return st;
 	}
-	memset(&p, 0, sizeof(p));
+	pend_init(&p);
 	if (n <= VGPU_PROTO_INLINE) {
 		pack_copy(&w, buf, sizeof(buf), VGPU_OP_HTOD, 0, dst, n);
 		return call(cl, &p, &w, src, n);
@@ -771,7 +807,7 @@ static vgpu_status r_memcpy_dtoh(vgpu_t *v, uint32_t sid, void *dst, vgpu_dptr s
 
 	pack_copy(&w, buf, sizeof(buf), VGPU_OP_DTOH, sid, src, n);
 	if (!sid) {
-		memset(&p, 0, sizeof(p));
+		pend_init(&p);
 		p.dst = dst;
 		p.n = n;
 		return call(cl, &p, &w, NULL, 0);
@@ -822,7 +858,7 @@ static vgpu_status r_copy3(vgpu_t *v, unsigned op, uint32_t sid, uint64_t a, uin
 		}
 		return st < 0 ? st : post(cl, &w, NULL, 0);
 	}
-	memset(&p, 0, sizeof(p));
+	pend_init(&p);
 	return call(cl, &p, &w, NULL, 0);
 }
 
@@ -876,7 +912,7 @@ static vgpu_status r_pair(vgpu_t *v, unsigned op, uint32_t a, uint32_t b, uint32
 	msgpack_pack_uint32(&w.pk, b);
 	if (sid)
 		return post(cl, &w, NULL, 0);
-	memset(&p, 0, sizeof(p));
+	pend_init(&p);
 	return call(cl, &p, &w, NULL, 0);
 }
 
@@ -928,7 +964,7 @@ static vgpu_status r_event_elapsed(vgpu_t *v, uint32_t e0, uint32_t e1, float *m
 	double d;
 	vgpu_status st;
 
-	memset(&p, 0, sizeof(p));
+	pend_init(&p);
 	REQ(&w, buf, VGPU_OP_EVENT_ELAPSED, 2);
 	msgpack_pack_uint32(&w.pk, e0);
 	msgpack_pack_uint32(&w.pk, e1);
@@ -954,7 +990,7 @@ static vgpu_status r_module_load(vgpu_t *v, const void *image, size_t size, uint
 	if (size > VGPU_PROTO_MAX_BULK)
 		return vgpu__error(VGPU_ERR_BAD_MODULE, "%s: module image of %zu bytes exceeds the limit of %llu",
 				   cl->uri, size, (unsigned long long)VGPU_PROTO_MAX_BULK);
-	memset(&p, 0, sizeof(p));
+	pend_init(&p);
 	REQ(&w, buf, VGPU_OP_MODULE_LOAD, 1);
 	msgpack_pack_uint64(&w.pk, size);
 	st = call(cl, &p, &w, image, size);
@@ -983,7 +1019,7 @@ static vgpu_status r_function(vgpu_t *v, uint32_t mid, const char *name, uint32_
 
 	if (nl > 255)
 		return vgpu__error(VGPU_ERR_NOT_FOUND, "%s: function name too long (%zu bytes)", cl->uri, nl);
-	memset(&p, 0, sizeof(p));
+	pend_init(&p);
 	REQ(&w, buf, VGPU_OP_FUNCTION, 2);
 	msgpack_pack_uint32(&w.pk, mid);
 	msgpack_pack_str_with_body(&w.pk, name, nl);
@@ -1045,7 +1081,7 @@ static vgpu_status r_launch(vgpu_t *v, uint32_t fid, vgpu_dim3 grid, vgpu_dim3 b
 	}
 	if (sid)
 		return post(cl, &w, NULL, 0);
-	memset(&p, 0, sizeof(p));
+	pend_init(&p);
 	return call(cl, &p, &w, NULL, 0);
 }
 
@@ -1092,7 +1128,7 @@ vgpu_status vgpu__remote_server_stats(vgpu_t *v, uint64_t *sessions, uint64_t *m
 	if (!v || v->ops != &remote_ops)
 		return vgpu__error(VGPU_ERR_INVALID, "not a remote handle");
 	cl = CL(v);
-	memset(&p, 0, sizeof(p));
+	pend_init(&p);
 	REQ(&w, buf, VGPU_OP_SERVER_STATS, 0);
 	st = call(cl, &p, &w, NULL, 0);
 	if (st < 0)
@@ -1190,7 +1226,7 @@ static vgpu_status handshake(struct client *cl, const struct vgpu_uri *u,
 		msgpack_pack_str_with_body(&w.pk, u->params[i].key, strlen(u->params[i].key));
 		msgpack_pack_str_with_body(&w.pk, u->params[i].value, strlen(u->params[i].value));
 	}
-	memset(&p, 0, sizeof(p));
+	pend_init(&p);
 	p.id = new_id(cl);
 	st = send_locked(cl, 0, p.id, &w, NULL, 0, 0);
 	if (st < 0)

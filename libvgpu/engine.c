@@ -635,10 +635,23 @@ static void account_locked(struct session *s, uint64_t ns, uint64_t now)
 	}
 }
 
-/* Same for work run on the caller's thread (unscheduled NULL stream). */
+/*
+ * Same for work run on the caller's thread (unscheduled NULL stream).
+ * t0 == 0: a small copy, counted without device time (reading the clock
+ * twice would cost more than the copy; the coarse clock dates it).
+ */
 static void account(struct session *s, uint64_t t0)
 {
-	uint64_t t1 = vgpu__now_ns();
+	uint64_t t1;
+
+	if (t0) {
+		t1 = vgpu__now_ns();
+	} else {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+		t0 = t1 = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	}
 
 	pthread_mutex_lock(&s->e->qlock);
 	account_locked(s, t1 - t0, t1);
@@ -2527,6 +2540,9 @@ static vgpu_status copy_op(struct session *s, uint32_t sid, enum work_op op, vgp
 	return enqueue_checked(s, sid, w, names[op]);
 }
 
+/* Synchronous copies below this are counted without device time. */
+#define ACCOUNT_MIN_BYTES 4096
+
 vgpu_status vgpu__s_mem_direct(struct session *s, vgpu_dptr p, size_t n, int write,
 			       vgpu__direct_fn fn, void *arg)
 {
@@ -2547,7 +2563,7 @@ vgpu_status vgpu__s_mem_direct(struct session *s, vgpu_dptr p, size_t n, int wri
 	if (rc)
 		return rc;
 	mem_refs_of(write ? W_HTOD : W_DTOH, &ra, 1, &mr);
-	t0 = vgpu__now_ns();
+	t0 = n >= ACCOUNT_MIN_BYTES ? vgpu__now_ns() : 0;
 	rc = vgpu__mem_prepare(s->ms, 0, &mr, 1);
 	if (rc == VGPU_OK) {
 		host = be->host_ptr(d, p, n);

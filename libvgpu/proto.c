@@ -67,15 +67,14 @@ void vgpu__hdr_decode(const uint8_t in[VGPU_PROTO_HDR], struct vgpu_hdr *h)
 
 vgpu_status vgpu__hdr_check(const struct vgpu_hdr *h, uint64_t max_bulk, const char *peer)
 {
-	const char *self = strcmp(peer, "server") ? "server" : "client";
-
 	if (h->magic != VGPU_PROTO_MAGIC)
 		return vgpu__error(VGPU_ERR_PROTOCOL, "bad frame: magic 0x%08x is not a libvgpu peer",
 				   h->magic);
 	if (h->version != VGPU_PROTO_VERSION)
 		return vgpu__error(VGPU_ERR_PROTOCOL,
 				   "protocol version mismatch: %s speaks version %u, %s speaks version %u",
-				   peer, h->version, self, VGPU_PROTO_VERSION);
+				   peer, h->version, strcmp(peer, "server") ? "server" : "client",
+				   VGPU_PROTO_VERSION);
 	if (h->type < VGPU_MSG_HELLO || h->type > VGPU_MSG_RESP)
 		return vgpu__error(VGPU_ERR_PROTOCOL, "bad frame: unknown message type %u", h->type);
 	if (h->body_len > VGPU_PROTO_MAX_BODY)
