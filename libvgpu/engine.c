@@ -242,6 +242,7 @@ struct vgpu_engine {
 	uint32_t admit_timeout_ms;
 	uint64_t share_window_ns;
 	char *tenant_shares;
+	struct vgpu_uri *devparams; /* device_params, parsed (NULL: none) */
 	int uri_device_params;
 	/* autoscale plugins: engine-wide instances, signalled under scale_lock
 	 * (a leaf but for qlock, which host functions take) */
@@ -1173,6 +1174,22 @@ static vgpu_status engine_mem_plugin(struct engine *e, const struct vgpu__plugin
 	return VGPU_OK;
 }
 
+
+/* "devmem=8G&x=y": parsed now, so that a bad setting fails at start. */
+static vgpu_status parse_device_params(struct engine *e, const char *q)
+{
+	char buf[VGPU_URI_MAX];
+	int n = snprintf(buf, sizeof(buf), "%s:0?%s", e->be->name, q);
+
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		return vgpu__error(VGPU_ERR_INVALID, "device parameters '%s': too long", q);
+	if (!(e->devparams = calloc(1, sizeof(*e->devparams))))
+		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory for the engine");
+	if (vgpu__uri_parse(buf, e->devparams) < 0)
+		return vgpu__error_prefix(VGPU_ERR_INVALID, "device parameters '%s'", q);
+	return VGPU_OK;
+}
+
 vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_opts *opts,
 				struct engine **out)
 {
@@ -1235,8 +1252,12 @@ vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_op
 				 "sched-fifo or sched-fair)");
 	if (!st && o.tenant_shares && !(e->tenant_shares = strdup(o.tenant_shares)))
 		st = vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory for the engine");
+	if (!st && o.device_params && *o.device_params)
+		st = parse_device_params(e, o.device_params);
 	if (st) {
 		vgpu__plugin_set_free(&e->plugins);
+		free(e->tenant_shares);
+		free(e->devparams);
 		free(e);
 		return st;
 	}
@@ -1261,6 +1282,7 @@ vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_op
 	if (!e->workers) {
 		vgpu__plugin_set_free(&e->plugins);
 		free(e->tenant_shares);
+		free(e->devparams);
 		free(e);
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory for the engine");
 	}
@@ -1327,6 +1349,7 @@ void vgpu__engine_destroy(struct engine *e)
 	}
 	vgpu__plugin_set_free(&e->plugins);
 	free(e->tenant_shares);
+	free(e->devparams);
 	pthread_mutex_destroy(&e->qlock);
 	pthread_mutex_destroy(&e->devlock);
 	pthread_cond_destroy(&e->work_cv);
@@ -1797,7 +1820,18 @@ static vgpu_status dev_open(struct engine *e, int idx, const struct vgpu_uri *ur
 		free(d);
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
 	}
-	vgpu__mem_device_uri(e->nmem_plugins, uri, devuri);
+	if (e->uri_device_params) {
+		vgpu__mem_device_uri(e->nmem_plugins, uri, devuri);
+	} else {
+		/* a server's device: its own settings, never a client's */
+		*devuri = *uri;
+		devuri->nparams = 0;
+		if (e->devparams) {
+			devuri->nparams = e->devparams->nparams;
+			memcpy(devuri->params, e->devparams->params,
+			       sizeof(devuri->params[0]) * (size_t)e->devparams->nparams);
+		}
+	}
 	st = e->be->device_open(idx, devuri, &d->bdev);
 	free(devuri);
 	if (st == VGPU_OK) {

@@ -48,6 +48,9 @@ struct vgpu_engine_opts {
 	 * (in-process engines do; a server's clients must not). */
 	int uri_device_params;
 	uint32_t autoscale_period_ms; /* autoscale plugins: TICK/IDLE period; 0 = 1000 */
+	/* Without uri_device_params: the backend parameters every device is
+	 * opened with ("devmem=8G"); a session's URI never sizes a device. */
+	const char *device_params;
 };
 
 /* Completion of asynchronous work: called once, from an engine thread (or

@@ -2213,6 +2213,7 @@ VGPU_API vgpu_status vgpu_server_create(vgpu_server **out, const struct vgpu_ser
 	struct vgpu_server *s;
 	struct vgpu_engine_opts eo;
 	vgpu_status st;
+	int has_devparams;
 
 	if (!out)
 		return vgpu__error(VGPU_ERR_INVALID, "vgpu_server_create: NULL out");
@@ -2254,18 +2255,28 @@ VGPU_API vgpu_status vgpu_server_create(vgpu_server **out, const struct vgpu_ser
 	eo.admit_queue = s->opts.admit_queue;
 	eo.admit_timeout_ms = s->opts.admit_timeout_ms;
 	eo.tenant_shares = s->opts.tenant_shares;
+	eo.device_params = s->opts.device_params;
+	has_devparams = s->opts.device_params && *s->opts.device_params;
 	st = vgpu__engine_create(s->backend, &eo, &s->eng);
 	/* the engine keeps its own copies */
 	s->opts.plugins = NULL;
 	s->opts.tenant_shares = NULL;
+	s->opts.device_params = NULL;
 	if (st < 0)
 		goto fail;
-	if (s->opts.plugins && *s->opts.plugins) {
+	if ((s->opts.plugins && *s->opts.plugins) || has_devparams) {
 		/* device 0 open from the start: its autoscale signals (idle
-		 * included) flow even before the first client */
+		 * included) flow even before the first client, and bad device
+		 * parameters stop the server now */
 		struct vgpu_device_info di;
 
-		vgpu__engine_device_info(s->eng, 0, &di);
+		st = vgpu__engine_device_info(s->eng, 0, &di);
+		if (st < 0 && has_devparams) {
+			vgpu__error_prefix(st, "device parameters '%s'", eo.device_params);
+			vgpu__engine_destroy(s->eng);
+			s->eng = NULL;
+			goto fail;
+		}
 	}
 	s->opts.plugins = NULL;
 	*out = s;

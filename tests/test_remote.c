@@ -1092,8 +1092,10 @@ static int big_copy(uint64_t *src, uint64_t *dst, size_t n)
 		src[i] = x;
 	}
 	h0 = sum64(src, n);
-	CHECK(server_start(&b, NULL) == 0);
-	snprintf(uri, sizeof(uri), "%s?mem=1280M", b.tcp);
+	const char *devmem[] = { "--device-params", "devmem=1280M", NULL };
+
+	CHECK(server_start(&b, devmem) == 0);
+	snprintf(uri, sizeof(uri), "%s", b.tcp);
 	CHECK_OK(vgpu_open(&v, uri));
 	CHECK_OK(vgpu_mem_alloc(v, n, &p));
 	memset(dst, 0, n);
@@ -1182,6 +1184,28 @@ static int t_sync_copy_ranges(void *d)
 	CHECK(server_stop_clean(&r) == 0);
 	free(src);
 	free(dst);
+	return 0;
+}
+
+/* A server's devices are sized by the server, never by a client's URI. */
+static int t_device_params(void *d)
+{
+	const char *devmem[] = { "--device-params", "devmem=96M", NULL };
+	const char *bad[] = { "--device-params", "devmem=lots", NULL };
+	struct vgpu_device_info di;
+	struct server r;
+	char uri[600];
+	vgpu_t *v;
+
+	CHECK(server_start(&r, devmem) == 0);
+	snprintf(uri, sizeof(uri), "%s?devmem=8G&mem=4G", r.tcp);
+	CHECK_OK(vgpu_open(&v, uri));
+	CHECK_OK(vgpu_device_info(v, &di));
+	CHECK(di.total_mem == 96ull << 20);
+	vgpu_close(v);
+	CHECK(server_stop_clean(&r) == 0);
+	/* a bad setting stops the server at start, naming it */
+	CHECK(server_start(&r, bad) != 0);
 	return 0;
 }
 
@@ -1384,6 +1408,7 @@ int main(int argc, char **argv)
 	RUN("native_modules_refused", t_native_refused);
 	RUN("copy_1GiB_checksum", t_big_copy);
 	RUN("sync_copy_ranges", t_sync_copy_ranges);
+	RUN("device_params_are_the_servers", t_device_params);
 	RUN("max_connections", t_busy);
 	RUN("sigterm", t_sigterm);
 	RUN("sigterm_inflight", t_sigterm_inflight);

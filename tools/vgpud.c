@@ -52,6 +52,7 @@ struct settings {
 	long admit_queue;
 	long admit_timeout;
 	char *tenant_shares;
+	char *device_params;
 	long frame_timeout;
 	char *tls_cert;
 	char *tls_key;
@@ -96,6 +97,8 @@ static const struct setting {
 	  "a session not admitted within MS milliseconds gets VGPU_ERR_BUSY (default 10000)" },
 	{ "tenant_shares", S_STR, offsetof(struct settings, tenant_shares), "T=F;...",
 	  "cap tenants' device time: alice=0.25;bob=0.5 (needs a scheduler plugin)" },
+	{ "device_params", S_STR, offsetof(struct settings, device_params), "QUERY",
+	  "backend parameters of every device, as a URI query: devmem=8G (the cpu device's memory)" },
 	{ "frame_timeout", S_INT, offsetof(struct settings, frame_timeout), "MS",
 	  "close a connection whose frame (or reply) makes no progress for MS ms (default 30000; 0: none)" },
 	{ "tls_cert", S_STR, offsetof(struct settings, tls_cert), "FILE",
@@ -216,6 +219,7 @@ static void settings_free(struct settings *s)
 	free(s->tls_client_ca);
 	free(s->log_level);
 	free(s->tenant_shares);
+	free(s->device_params);
 }
 
 int main(int argc, char **argv)
@@ -314,6 +318,7 @@ int main(int argc, char **argv)
 	TAKE(secrets);
 	TAKE(log_level);
 	TAKE(tenant_shares);
+	TAKE(device_params);
 	TAKE(tls_cert);
 	TAKE(tls_key);
 	TAKE(tls_client_ca);
@@ -401,6 +406,7 @@ int main(int argc, char **argv)
 	so.admit_queue = cfg.admit_queue < 0 ? 0 : cfg.admit_queue == 0 ? -1 : (int)cfg.admit_queue;
 	so.admit_timeout_ms = (uint32_t)(cfg.admit_timeout > 0 ? cfg.admit_timeout : 0);
 	so.tenant_shares = cfg.tenant_shares;
+	so.device_params = cfg.device_params;
 	st = vgpu_server_create(&srv, &so);
 	if (st < 0) {
 		fprintf(stderr, "vgpud: %s\n", vgpu_last_error());

@@ -69,9 +69,14 @@ struct vgpu_server_opts {
 	 * connection is closed; idle connections between frames are kept.
 	 * 0 = 30000; UINT32_MAX = none. */
 	uint32_t frame_timeout_ms;
+	/* Backend parameters every device is opened with, as a URI query:
+	 * "devmem=8G" (the cpu device's memory). Clients' URIs never size or
+	 * configure a device (their mem= is a quota or a placement hint).
+	 * NULL: the backend's defaults. */
+	const char *device_params;
 };
 #define VGPU_SERVER_OPTS_INIT { sizeof(struct vgpu_server_opts), 0, NULL, NULL, 0, 0, 0, \
-				NULL, 0, 0, 0, 0, NULL, 0 }
+				NULL, 0, 0, 0, 0, NULL, 0, NULL }
 
 VGPU_API vgpu_status vgpu_server_create(vgpu_server **srv, const struct vgpu_server_opts *opts);
 /*
