@@ -249,21 +249,28 @@ static uint64_t new_id(struct client *cl)
 	return atomic_fetch_add(&cl->next_id, 1);
 }
 
-static vgpu_status pend_add(struct client *cl, struct pending *p)
+/* Register p for its reply (cl->lock held). */
+static vgpu_status pend_add_locked(struct client *cl, struct pending *p)
 {
-	pthread_mutex_lock(&cl->lock);
-	if (cl->dead) {
-		pthread_mutex_unlock(&cl->lock);
+	if (cl->dead)
 		return dead_error(cl);
-	}
 	p->next = cl->pend;
 	cl->pend = p;
 	if (p->async) {
 		cl->nasync++;
 		pthread_cond_signal(&cl->bgcond);
 	}
-	pthread_mutex_unlock(&cl->lock);
 	return VGPU_OK;
+}
+
+static vgpu_status pend_add(struct client *cl, struct pending *p)
+{
+	vgpu_status st;
+
+	pthread_mutex_lock(&cl->lock);
+	st = pend_add_locked(cl, p);
+	pthread_mutex_unlock(&cl->lock);
+	return st;
 }
 
 static vgpu_status read_one(struct client *cl, int *held);
@@ -327,12 +334,10 @@ static vgpu_status call(struct client *cl, struct pending *p, const struct vgpu_
 	p->id = new_id(cl);
 	p->done = 0;
 	pthread_mutex_lock(&cl->lock);
-	if (cl->dead) {
+	if (pend_add_locked(cl, p) < 0) {
 		pthread_mutex_unlock(&cl->lock);
-		return dead_error(cl);
+		return VGPU_ERR_CONNECTION;
 	}
-	p->next = cl->pend;
-	cl->pend = p;
 	cl->nwaiters++;
 	reading = !cl->reading;
 	cl->reading = 1;
