@@ -288,37 +288,59 @@ VGPU_API vgpu_status vgpu_memset(vgpu_t *v, vgpu_dptr dst, uint8_t value, size_t
 /* ------------------------------------------------------------------------ */
 /* Streams and events                                                       */
 
-VGPU_API vgpu_status vgpu_stream_create(vgpu_t *v, vgpu_stream **out, unsigned int flags)
+/* Streams and events: a door object wrapped in a handle-owned wrapper. */
+static vgpu_status obj_create(vgpu_t *v, struct vgpu_obj **out, unsigned int flags, int kind,
+			      const char *fn)
 {
+	vgpu_status (*create)(vgpu_t *, unsigned, uint32_t *);
+	vgpu_status (*destroy)(vgpu_t *, uint32_t);
 	uint32_t id;
 	vgpu_status st;
 
-	CHECK_V(v, "vgpu_stream_create");
+	CHECK_V(v, fn);
 	if (!out)
-		return null_arg("vgpu_stream_create", "out");
+		return null_arg(fn, "out");
 	*out = NULL;
 	if (flags)
-		return vgpu__error(VGPU_ERR_INVALID, "vgpu_stream_create: flags must be 0");
-	st = v->ops->stream_create(v, flags, &id);
+		return vgpu__error(VGPU_ERR_INVALID, "%s: flags must be 0", fn);
+	create = kind == OBJ_STREAM ? v->ops->stream_create : v->ops->event_create;
+	destroy = kind == OBJ_STREAM ? v->ops->stream_destroy : v->ops->event_destroy;
+	st = create(v, flags, &id);
 	if (st)
 		return st;
-	*out = obj_new(v, sizeof(vgpu_stream), OBJ_STREAM, id);
+	*out = obj_new(v, kind == OBJ_STREAM ? sizeof(vgpu_stream) : sizeof(vgpu_event), kind, id);
 	if (!*out) {
-		v->ops->stream_destroy(v, id);
+		destroy(v, id);
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
 	}
 	return VGPU_OK;
 }
 
-VGPU_API vgpu_status vgpu_stream_destroy(vgpu_stream *s)
+static vgpu_status obj_destroy(struct vgpu_obj *o)
 {
 	vgpu_status st;
 
-	if (!s)
+	if (!o)
 		return VGPU_OK;
-	st = s->o.v->ops->stream_destroy(s->o.v, s->o.id);
-	obj_free(&s->o);
+	st = o->kind == OBJ_STREAM ? o->v->ops->stream_destroy(o->v, o->id)
+				   : o->v->ops->event_destroy(o->v, o->id);
+	obj_free(o);
 	return st;
+}
+
+VGPU_API vgpu_status vgpu_stream_create(vgpu_t *v, vgpu_stream **out, unsigned int flags)
+{
+	struct vgpu_obj *o = NULL;
+	vgpu_status st = obj_create(v, out ? &o : NULL, flags, OBJ_STREAM, "vgpu_stream_create");
+
+	if (out)
+		*out = (vgpu_stream *)o; /* o is its first member */
+	return st;
+}
+
+VGPU_API vgpu_status vgpu_stream_destroy(vgpu_stream *s)
+{
+	return obj_destroy(s ? &s->o : NULL);
 }
 
 VGPU_API vgpu_status vgpu_stream_synchronize(vgpu_stream *s)
@@ -347,35 +369,17 @@ VGPU_API vgpu_status vgpu_stream_wait_event(vgpu_stream *s, vgpu_event *e)
 
 VGPU_API vgpu_status vgpu_event_create(vgpu_t *v, vgpu_event **out, unsigned int flags)
 {
-	uint32_t id;
-	vgpu_status st;
+	struct vgpu_obj *o = NULL;
+	vgpu_status st = obj_create(v, out ? &o : NULL, flags, OBJ_EVENT, "vgpu_event_create");
 
-	CHECK_V(v, "vgpu_event_create");
-	if (!out)
-		return null_arg("vgpu_event_create", "out");
-	*out = NULL;
-	if (flags)
-		return vgpu__error(VGPU_ERR_INVALID, "vgpu_event_create: flags must be 0");
-	st = v->ops->event_create(v, flags, &id);
-	if (st)
-		return st;
-	*out = obj_new(v, sizeof(vgpu_event), OBJ_EVENT, id);
-	if (!*out) {
-		v->ops->event_destroy(v, id);
-		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
-	}
-	return VGPU_OK;
+	if (out)
+		*out = (vgpu_event *)o; /* o is its first member */
+	return st;
 }
 
 VGPU_API vgpu_status vgpu_event_destroy(vgpu_event *e)
 {
-	vgpu_status st;
-
-	if (!e)
-		return VGPU_OK;
-	st = e->o.v->ops->event_destroy(e->o.v, e->o.id);
-	obj_free(&e->o);
-	return st;
+	return obj_destroy(e ? &e->o : NULL);
 }
 
 VGPU_API vgpu_status vgpu_event_record(vgpu_event *e, vgpu_stream *s)
