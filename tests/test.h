@@ -41,6 +41,12 @@ int vt_finish(void);
 
 /* Device under test: $VGPU_TEST_URI, else "cpu:0". */
 const char *vt_uri(void);
+/* Can work go on after a kernel fault? The cpu device reports a fault
+ * once and keeps running; a real CUDA context is lost for the rest of the
+ * process (test_cuda_backend tests that against the fake driver), so the
+ * cases that trap skip themselves on a real GPU and run everywhere else
+ * (cpu, and the fake driver with FAKE_CUDA_RECOVERABLE_FAULTS=1). */
+int vt_faults_recoverable(void);
 /* Open a kernel module of the test tree by base name ("test_kernels"):
  * cpu backend: $VGPU_TEST_MODDIR/<base>.so; cuda: $top_srcdir/tests/<base>.ptx */
 vgpu_status vt_module_load(vgpu_t *v, const char *base, vgpu_module **m);

@@ -192,6 +192,8 @@ static int t_trap_sync(void *d)
 {
 	vgpu_function *f;
 
+	if (!vt_faults_recoverable())
+		return VT_SKIP;
 	CHECK_OK(vgpu_module_function(mod, "trap", &f));
 	vgpu_arg a[] = { vgpu_arg_i32(1) };
 	CHECK_ST(vgpu_launch(v, f, vgpu_dim3_make(4, 1, 1), vgpu_dim3_make(1, 1, 1), 0, NULL, a, 1),

@@ -92,6 +92,8 @@ static int t_async_error(void *d)
 	vgpu_dptr p;
 	uint32_t out = 0;
 
+	if (!vt_faults_recoverable())
+		return VT_SKIP;
 	CHECK_OK(vgpu_stream_create(v, &s, 0));
 	CHECK_OK(vgpu_mem_alloc(v, 4096, &p));
 	vgpu_arg t[] = { vgpu_arg_i32(1) };

@@ -52,6 +52,13 @@ const char *vt_uri(void)
 	return u && *u ? u : "cpu:0";
 }
 
+int vt_faults_recoverable(void)
+{
+	const char *f = getenv("FAKE_CUDA_RECOVERABLE_FAULTS");
+
+	return strncmp(vt_uri(), "cuda", 4) != 0 || (f && !strcmp(f, "1"));
+}
+
 vgpu_status vt_module_load(vgpu_t *v, const char *base, vgpu_module **m)
 {
 	struct vgpu_device_info info;
