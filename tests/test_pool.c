@@ -24,28 +24,19 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "vgpud_proc.h"
 #include "vgpu/pool.h"
 
-#define MAX_SERVERS 8
-
 struct server {
-	pid_t pid;
-	char log[256];
+	struct vt_vgpud p;
 	char uri[256];   /* tcp://127.0.0.1:PORT (no device) */
 };
 
-static pid_t all_pids[MAX_SERVERS];
-static int npids;
 static char tmpdir[128];
 
 static void kill_all(void)
 {
-	for (int i = 0; i < npids; i++)
-		if (all_pids[i] > 0) {
-			kill(all_pids[i], SIGKILL);
-			waitpid(all_pids[i], NULL, 0);
-			all_pids[i] = 0;
-		}
+	vt_vgpud_kill_all(0);
 }
 
 static void watchdog(int sig)
@@ -53,9 +44,7 @@ static void watchdog(int sig)
 	static const char m[] = "test_pool: watchdog expired, servers killed\n";
 
 	(void)sig;
-	for (int i = 0; i < npids; i++)
-		if (all_pids[i] > 0)
-			kill(all_pids[i], SIGKILL);
+	vt_vgpud_kill_all(1);
 	if (write(2, m, sizeof(m) - 1) < 0) {
 	}
 	_exit(1);
@@ -74,86 +63,26 @@ static void sleep_ms(int ms)
 	poll(NULL, 0, ms);
 }
 
-static void dump_log(const struct server *s)
-{
-	char buf[4096];
-	FILE *f = fopen(s->log, "r");
-	size_t n;
-
-	if (!f)
-		return;
-	fprintf(stderr, "  --- %s ---\n", s->log);
-	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-		fwrite(buf, 1, n, stderr);
-	fclose(f);
-}
-
-/* vgpud --listen tcp://127.0.0.1:0 EXTRA...; waits for "listening on". */
+/* vgpud --listen tcp://127.0.0.1:0 EXTRA... */
 static int server_start(struct server *s, const char *const *extra)
 {
-	static int seq;
 	const char *argv[32];
-	int argc = 0, fd;
-	double t0;
+	int argc = 0;
 
 	memset(s, 0, sizeof(*s));
-	snprintf(s->log, sizeof(s->log), "%s/vgpud-%d.log", tmpdir, ++seq);
-	argv[argc++] = vt_build_path("tools/vgpud");
 	argv[argc++] = "--listen";
 	argv[argc++] = "tcp://127.0.0.1:0";
 	for (int i = 0; extra && extra[i] && argc < 30; i++)
 		argv[argc++] = extra[i];
 	argv[argc] = NULL;
-	fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
+	if (vt_vgpud_start(&s->p, tmpdir, argv) < 0)
 		return -1;
-	fflush(NULL);
-	s->pid = fork();
-	if (s->pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(fd, 2);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	close(fd);
-	if (s->pid < 0 || npids == MAX_SERVERS)
-		return -1;
-	all_pids[npids++] = s->pid;
-	t0 = now_s();
-	while (now_s() - t0 < 20) {
-		char buf[8192], *p;
-		FILE *f = fopen(s->log, "r");
-		size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-
-		if (f)
-			fclose(f);
-		buf[n] = 0;
-		if ((p = strstr(buf, "vgpud: listening on tcp://")) && strchr(p, '\n')) {
-			p += strlen("vgpud: listening on ");
-			snprintf(s->uri, sizeof(s->uri), "%.*s", (int)strcspn(p, "\n"), p);
-			return 0;
-		}
-		if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
-			s->pid = 0;
-			dump_log(s);
-			return -1;
-		}
-		sleep_ms(20);
-	}
-	dump_log(s);
-	return -1;
+	return vt_vgpud_uri(&s->p, "tcp", NULL, s->uri, sizeof(s->uri));
 }
 
 static void server_kill(struct server *s)
 {
-	if (s->pid > 0) {
-		kill(s->pid, SIGKILL);
-		waitpid(s->pid, NULL, 0);
-		for (int i = 0; i < npids; i++)
-			if (all_pids[i] == s->pid)
-				all_pids[i] = 0;
-		s->pid = 0;
-	}
+	vt_vgpud_kill(&s->p, SIGKILL);
 }
 
 static const char *const one[] = { "--max-sessions", "1", NULL };
@@ -489,7 +418,7 @@ static int t_autoscale_exec(void *d)
 		sleep_ms(100);
 	f = fopen(up, "r");
 	if (!f)
-		dump_log(&S);
+		vt_vgpud_dump_log(&S.p);
 	CHECK(f);
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	buf[n] = 0;
@@ -508,7 +437,7 @@ static int t_autoscale_exec(void *d)
 		sleep_ms(100);
 	f = fopen(down, "r");
 	if (!f)
-		dump_log(&S);
+		vt_vgpud_dump_log(&S.p);
 	CHECK(f);
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	buf[n] = 0;

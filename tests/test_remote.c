@@ -27,17 +27,16 @@
 #include "proto.h"
 #include "remote.h"
 #include "test.h"
+#include "vgpud_proc.h"
 #include "transport.h"
 #include "uri.h"
 
 /* ------------------------------------------------------------------------ */
 /* vgpud processes                                                          */
 
-#define MAX_SERVERS 8
-
 struct server {
-	pid_t pid;
-	char log[256];
+	struct vt_vgpud p;
+	pid_t pid;       /* p.pid */
 	char tcp[256];   /* tcp://127.0.0.1:PORT/0 */
 	char unix_[256]; /* unix:///tmp/...sock/0 */
 	char sock[200];
@@ -49,27 +48,19 @@ struct server {
 static const char *tp_scheme = "tcp";
 static const struct vgpu_transport_ops *raw_tp;
 
-static pid_t all_pids[MAX_SERVERS + 4];
-static int npids;
 static char tmpdir[128];
 
 static void kill_all(void)
 {
-	for (int i = 0; i < npids; i++)
-		if (all_pids[i] > 0) {
-			kill(all_pids[i], SIGKILL);
-			waitpid(all_pids[i], NULL, 0);
-			all_pids[i] = 0;
-		}
+	vt_vgpud_kill_all(0);
 }
 
 static void watchdog(int sig)
 {
-	(void)sig;
-	for (int i = 0; i < npids; i++)
-		if (all_pids[i] > 0)
-			kill(all_pids[i], SIGKILL);
 	static const char m[] = "test_remote: watchdog expired, servers killed\n";
+
+	(void)sig;
+	vt_vgpud_kill_all(1);
 	if (write(2, m, sizeof(m) - 1) < 0) {
 	}
 	_exit(1);
@@ -82,148 +73,54 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void dump_log(const struct server *s)
-{
-	char buf[4096];
-	FILE *f = fopen(s->log, "r");
-	size_t n;
-
-	if (!f)
-		return;
-	fprintf(stderr, "  --- %s ---\n", s->log);
-	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-		fwrite(buf, 1, n, stderr);
-	fclose(f);
-}
-
-/* Start vgpud with extra args; wait for its "listening on" lines. */
+/*
+ * vgpud on tcp, unix and the transport under test, with extra args; s->tcp
+ * is the URI of the transport under test.
+ */
 static int server_start(struct server *s, const char *const *extra)
 {
 	static int seq;
 	const char *argv[32];
-	int argc = 0, fd;
-	double t0;
+	char unix_listen[256], tp_listen[64];
+	int argc = 0;
 
 	memset(s, 0, sizeof(s[0]));
-	seq++;
-	snprintf(s->log, sizeof(s->log), "%s/vgpud-%d.log", tmpdir, seq);
-	snprintf(s->sock, sizeof(s->sock), "%s/vgpud-%d.sock", tmpdir, seq);
-	argv[argc++] = vt_build_path("tools/vgpud");
+	snprintf(s->sock, sizeof(s->sock), "%s/vgpud-%d.sock", tmpdir, ++seq);
+	snprintf(unix_listen, sizeof(unix_listen), "unix://%s", s->sock);
+	snprintf(tp_listen, sizeof(tp_listen), "%s://127.0.0.1:0", tp_scheme);
 	argv[argc++] = "--listen";
 	argv[argc++] = "tcp://127.0.0.1:0";
 	argv[argc++] = "--listen";
-	{
-		static char u[MAX_SERVERS * 4][256];
-		snprintf(u[seq % (MAX_SERVERS * 4)], 256, "unix://%s", s->sock);
-		argv[argc++] = u[seq % (MAX_SERVERS * 4)];
-	}
+	argv[argc++] = unix_listen;
 	if (strcmp(tp_scheme, "tcp") && strcmp(tp_scheme, "unix")) {
-		static char x[MAX_SERVERS * 4][64];
-		snprintf(x[seq % (MAX_SERVERS * 4)], 64, "%s://127.0.0.1:0", tp_scheme);
 		argv[argc++] = "--listen";
-		argv[argc++] = x[seq % (MAX_SERVERS * 4)];
+		argv[argc++] = tp_listen;
 	}
 	for (int i = 0; extra && extra[i] && argc < 30; i++)
 		argv[argc++] = extra[i];
 	argv[argc] = NULL;
-	fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
+	if (vt_vgpud_start(&s->p, tmpdir, argv) < 0)
 		return -1;
-	fflush(NULL);
-	s->pid = fork();
-	if (s->pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(fd, 2);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	close(fd);
-	if (s->pid < 0)
+	s->pid = s->p.pid;
+	if (vt_vgpud_uri(&s->p, "unix", "/0", s->unix_, sizeof(s->unix_)) < 0 ||
+	    vt_vgpud_uri(&s->p, tp_scheme, "/0", s->tcp, sizeof(s->tcp)) < 0) {
+		vt_vgpud_dump_log(&s->p);
 		return -1;
-	all_pids[npids++] = s->pid;
-	t0 = now_s();
-	while (now_s() - t0 < 20) {
-		char buf[8192], *p;
-		FILE *f = fopen(s->log, "r");
-		size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-
-		if (f)
-			fclose(f);
-		buf[n] = 0;
-		if ((p = strstr(buf, "vgpud: listening on tcp://"))) {
-			char *q = strstr(buf, "vgpud: listening on unix://");
-			if (q && strchr(q, '\n') && strchr(p, '\n')) {
-				p += strlen("vgpud: listening on ");
-				snprintf(s->tcp, sizeof(s->tcp), "%.*s/0", (int)strcspn(p, "\n"), p);
-				q += strlen("vgpud: listening on ");
-				snprintf(s->unix_, sizeof(s->unix_), "%.*s/0", (int)strcspn(q, "\n"), q);
-				if (!strcmp(tp_scheme, "unix")) {
-					memcpy(s->tcp, s->unix_, sizeof(s->tcp));
-					return 0;
-				}
-				if (!strcmp(tp_scheme, "tcp"))
-					return 0;
-				char pre[96];
-				snprintf(pre, sizeof(pre), "vgpud: listening on %s://", tp_scheme);
-				char *x = strstr(buf, pre);
-				if (x && strchr(x, '\n')) {
-					x += strlen("vgpud: listening on ");
-					snprintf(s->tcp, sizeof(s->tcp), "%.*s/0", (int)strcspn(x, "\n"), x);
-					return 0;
-				}
-			}
-		}
-		if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
-			s->pid = 0;
-			dump_log(s);
-			return -1;
-		}
-		poll(NULL, 0, 20);
 	}
-	dump_log(s);
-	return -1;
+	return 0;
 }
 
 static void server_kill(struct server *s, int sig)
 {
-	if (s->pid > 0) {
-		kill(s->pid, sig);
-		waitpid(s->pid, NULL, 0);
-		for (int i = 0; i < npids; i++)
-			if (all_pids[i] == s->pid)
-				all_pids[i] = 0;
-		s->pid = 0;
-	}
+	vt_vgpud_kill(&s->p, sig);
+	s->pid = 0;
 }
 
 /* SIGTERM; the server must exit 0 with a clean log (no sanitizer report). */
 static int server_stop_clean(struct server *s)
 {
-	int status = -1;
-	char buf[65536];
-	FILE *f;
-	size_t n;
-
-	if (s->pid <= 0)
-		return -1;
-	kill(s->pid, SIGTERM);
-	waitpid(s->pid, &status, 0);
-	for (int i = 0; i < npids; i++)
-		if (all_pids[i] == s->pid)
-			all_pids[i] = 0;
 	s->pid = 0;
-	f = fopen(s->log, "r");
-	n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-	if (f)
-		fclose(f);
-	buf[n] = 0;
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || strstr(buf, "Sanitizer") ||
-	    strstr(buf, "runtime error:")) {
-		fprintf(stderr, "  vgpud did not stop cleanly (status 0x%x)\n", status);
-		dump_log(s);
-		return -1;
-	}
-	return 0;
+	return vt_vgpud_stop_clean(&s->p);
 }
 
 static const char *const native[] = { "--allow-native-modules", NULL };
@@ -938,7 +835,7 @@ static int t_client_killed(void *d)
 		_exit(127);
 	}
 	CHECK(pid > 0);
-	all_pids[npids++] = pid;
+	vt_vgpud_track(pid);
 	/* wait until the child holds memory and is copying */
 	t0 = now_s();
 	do {
@@ -949,9 +846,7 @@ static int t_client_killed(void *d)
 	poll(NULL, 0, 200); /* mid-transfer */
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
-	for (int i = 0; i < npids; i++)
-		if (all_pids[i] == pid)
-			all_pids[i] = 0;
+	vt_vgpud_untrack(pid);
 	t0 = now_s();
 	do {
 		poll(NULL, 0, 20);
@@ -1291,9 +1186,7 @@ static int t_sigterm_inflight(void *d)
 	pthread_join(th, NULL);
 	CHECK_OK(sp.st); /* the call in flight finished and was answered */
 	waitpid(t.pid, &status, 0);
-	for (int i = 0; i < npids; i++)
-		if (all_pids[i] == t.pid)
-			all_pids[i] = 0;
+	vt_vgpud_untrack(t.pid);
 	vgpu_close(sp.v);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
@@ -1308,9 +1201,7 @@ static int t_sigterm_inflight(void *d)
 	t0 = now_s();
 	kill(t.pid, SIGTERM);
 	waitpid(t.pid, &status, 0);
-	for (int i = 0; i < npids; i++)
-		if (all_pids[i] == t.pid)
-			all_pids[i] = 0;
+	vt_vgpud_untrack(t.pid);
 	CHECK(now_s() - t0 < 10);
 	pthread_join(th, NULL);
 	CHECK_ST(sp.st, VGPU_ERR_CONNECTION);
@@ -1334,15 +1225,13 @@ static int t_sigterm(void *d)
 	t0 = now_s();
 	kill(t.pid, SIGTERM);
 	waitpid(t.pid, &status, 0);
-	for (int i = 0; i < npids; i++)
-		if (all_pids[i] == t.pid)
-			all_pids[i] = 0;
+	vt_vgpud_untrack(t.pid);
 	t1 = now_s();
 	st = vgpu_mem_alloc(v, 64, &p);
 	vgpu_close(v);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		fprintf(stderr, "  vgpud status 0x%x after SIGTERM\n", status);
-		dump_log(&t);
+		vt_vgpud_dump_log(&t.p);
 		return VT_FAIL;
 	}
 	CHECK(t1 - t0 < 5);

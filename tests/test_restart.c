@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "vgpud_proc.h"
 
 #define NCLIENTS 4
 
@@ -37,19 +38,16 @@ static double now_s(void)
 
 static void kill_server(void)
 {
-	if (server_pid > 0) {
-		kill(server_pid, SIGKILL);
-		waitpid(server_pid, NULL, 0);
-		server_pid = 0;
-	}
+	vt_vgpud_kill_all(0);
+	server_pid = 0;
 }
 
 static void on_alarm(int sig)
 {
 	static const char m[] = "test_restart: watchdog expired\n";
 
-	if (server_pid > 0)
-		kill(server_pid, SIGKILL);
+	(void)sig;
+	vt_vgpud_kill_all(1);
 	if (write(2, m, sizeof(m) - 1) < 0) {
 	}
 	_exit(1);
@@ -57,44 +55,22 @@ static void on_alarm(int sig)
 
 static int start_server(int clients, const char *listen)
 {
-	char log[] = "/tmp/vgpu-restart-XXXXXX";
-	int fd = mkstemp(log);
+	struct vt_vgpud d;
 	char maxc[32];
-	double t0;
+	const char *args[] = { "--listen", listen, "--allow-native-modules", "--max-connections",
+			       maxc, "--workers", "4", NULL };
 
-	if (fd < 0)
-		return -1;
 	snprintf(maxc, sizeof(maxc), "%d", clients * 2 + 16);
-	fflush(NULL);
-	server_pid = fork();
-	if (server_pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(fd, 2);
-		execl(vt_build_path("tools/vgpud"), "vgpud", "--listen", listen,
-		      "--allow-native-modules", "--max-connections", maxc, "--workers", "4",
-		      (char *)NULL);
-		_exit(127);
+	if (vt_vgpud_start(&d, "/tmp", args) < 0 ||
+	    vt_vgpud_uri(&d, "tcp", "/0", server_uri, sizeof(server_uri)) < 0) {
+		fprintf(stderr, "test_restart: vgpud did not start\n");
+		vt_vgpud_kill(&d, SIGKILL);
+		unlink(d.log);
+		return -1;
 	}
-	close(fd);
-	t0 = now_s();
-	while (now_s() - t0 < 20) {
-		char buf[4096], *p;
-		FILE *f = fopen(log, "r");
-		size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-
-		if (f)
-			fclose(f);
-		buf[n] = 0;
-		if ((p = strstr(buf, "vgpud: listening on ")) && strchr(p, '\n')) {
-			p += strlen("vgpud: listening on ");
-			snprintf(server_uri, sizeof(server_uri), "%.*s/0", (int)strcspn(p, "\n"), p);
-			unlink(log);
-			return 0;
-		}
-		poll(NULL, 0, 20);
-	}
-	fprintf(stderr, "test_restart: vgpud did not start; its log is %s\n", log);
-	return -1;
+	unlink(d.log);
+	server_pid = d.pid;
+	return 0;
 }
 
 struct client {
