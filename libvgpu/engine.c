@@ -163,6 +163,7 @@ struct stream {
 	void *bs;
 	struct work *head, *tail;
 	uint64_t submitted, completed; /* qlock */
+	uint64_t notifies;             /* W_NOTIFY queued or running: not work (qlock) */
 	int running;   /* a worker holds it */
 	unsigned waiters; /* threads synchronizing on it (qlock) */
 	int on_ready;  /* on the ready list */
@@ -936,6 +937,7 @@ static void *worker_main(void *arg)
 		}
 		st->running = 0;
 		st->completed++;
+		st->notifies -= w->op == W_NOTIFY;
 		s->queued--;
 		s->dev->queued--;
 		if (scheduled)
@@ -964,6 +966,7 @@ static uint64_t enqueue(struct engine *e, struct stream *st, struct work *w)
 		st->head = w;
 	st->tail = w;
 	st->submitted++;
+	st->notifies += w->op == W_NOTIFY;
 	st->s->queued++;
 	st->s->dev->queued++;
 	w->queued_ns = vgpu__now_ns();
@@ -2750,7 +2753,9 @@ vgpu_status vgpu__s_stream_query(struct session *s, uint32_t sid)
 		return VGPU_OK;
 	if (!(st = stream_wait_begin(s, sid, "stream_query")))
 		return VGPU_ERR_BAD_HANDLE;
-	if (st->completed < st->submitted)
+	/* a notification is no work: a server's stream sync replies from
+	 * one, and a query right after must find the stream idle */
+	if (st->completed + st->notifies < st->submitted)
 		rc = VGPU_ERR_NOT_READY;
 	else
 		rc = take_stream_error(s, st);
