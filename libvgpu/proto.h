@@ -24,6 +24,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <string.h>
 #include <msgpack.h>
 #include "vgpu.h"
 #include "transport.h"
@@ -142,7 +143,17 @@ struct vgpu_rbuf {
 	uint8_t buf[128 * 1024];
 };
 /* Read exactly n bytes into dst (large reads go straight to dst). */
-vgpu_status vgpu__rbuf_read(struct vgpu_rbuf *r, void *dst, size_t n);
+vgpu_status vgpu__rbuf_fill(struct vgpu_rbuf *r, void *dst, size_t n);
+static inline vgpu_status vgpu__rbuf_read(struct vgpu_rbuf *r, void *dst, size_t n)
+{
+	/* the common case, bytes already read ahead: a copy, no call */
+	if (r->len - r->off >= n) {
+		memcpy(dst, r->buf + r->off, n);
+		r->off += n;
+		return VGPU_OK;
+	}
+	return vgpu__rbuf_fill(r, dst, n);
+}
 /* Read a header, then its body into body[VGPU_PROTO_MAX_BODY]. Bulk is left
  * for the caller (vgpu__rbuf_read or vgpu__rbuf_discard). */
 vgpu_status vgpu__rbuf_frame(struct vgpu_rbuf *r, struct vgpu_hdr *h, uint8_t *body,

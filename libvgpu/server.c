@@ -103,6 +103,11 @@ struct xfer {
 
 struct ord_stream;
 
+/* srv_conn's sending and qh: changed under lock, but read (qh) and released
+ * (sending) without it on the reader's fast reply path */
+#define ATOM_LD(x) __atomic_load_n(&(x), __ATOMIC_SEQ_CST)
+#define ATOM_ST(x, v) __atomic_store_n(&(x), (v), __ATOMIC_SEQ_CST)
+
 struct srv_conn {
 	struct vgpu_server *srv;
 	struct listener *lis;
@@ -265,15 +270,23 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 	pthread_mutex_lock(&c->lock);
 	if (c->wdead)
 		goto drop;
-	if (may_block && !c->sending && !c->qh) {
+	if (may_block && !ATOM_LD(c->sending) && !c->qh) {
 		vgpu_status st;
 
-		c->sending = 1;
+		ATOM_ST(c->sending, 1);
 		pthread_mutex_unlock(&c->lock);
 		st = vgpu__send_msg(c->tp, c->tc, type, flags, id, body, body_len, bulk, bulk_len);
 		__atomic_add_fetch(&c->lis->tx, VGPU_PROTO_HDR + body_len + bulk_len, __ATOMIC_RELAXED);
+		if (st >= 0 && !bulk_owned) {
+			/* the line is free again: only a reply queued meanwhile
+			 * needs the writer woken, under the lock (sending and qh
+			 * are sequentially consistent, so one of us sees the other) */
+			ATOM_ST(c->sending, 0);
+			if (!ATOM_LD(c->qh))
+				return;
+		}
 		pthread_mutex_lock(&c->lock);
-		c->sending = 0;
+		ATOM_ST(c->sending, 0);
 		if (st < 0) {
 			vgpu_debug("%s: send failed: %s", c->label, vgpu__error_msg());
 			conn_dead_locked(c);
@@ -306,7 +319,7 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 	if (c->qt)
 		c->qt->next = m;
 	else
-		c->qh = m;
+		ATOM_ST(c->qh, m);
 	c->qt = m;
 	__atomic_add_fetch(&c->qlen, 1, __ATOMIC_RELAXED);
 	pthread_cond_signal(&c->wcond);
@@ -329,26 +342,26 @@ static void *writer_main(void *arg)
 		struct outmsg *m;
 		vgpu_status st = VGPU_OK;
 
-		while ((!c->qh || c->sending) && !c->wstop)
+		while ((!c->qh || ATOM_LD(c->sending)) && !c->wstop)
 			pthread_cond_wait(&c->wcond, &c->lock);
 		if (!c->qh && c->wstop)
 			break;
-		if (c->sending)
+		if (ATOM_LD(c->sending))
 			continue;
 		m = c->qh;
-		c->qh = m->next;
+		ATOM_ST(c->qh, m->next);
 		if (!c->qh)
 			c->qt = NULL;
 		__atomic_sub_fetch(&c->qlen, 1, __ATOMIC_RELAXED);
 		if (!c->wdead) {
-			c->sending = 1;
+			ATOM_ST(c->sending, 1);
 			pthread_mutex_unlock(&c->lock);
 			st = vgpu__send_msg(c->tp, c->tc, m->type, m->flags, m->id, m->body,
 					    m->body_len, m->bulk, m->bulk_len);
 			__atomic_add_fetch(&c->lis->tx, VGPU_PROTO_HDR + m->body_len + m->bulk_len,
 					   __ATOMIC_RELAXED);
 			pthread_mutex_lock(&c->lock);
-			c->sending = 0;
+			ATOM_ST(c->sending, 0);
 			if (st < 0)
 				conn_dead_locked(c);
 		}
@@ -758,13 +771,13 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 
 	io->touched = 1;
 	pthread_mutex_lock(&c->lock);
-	while ((c->sending || c->qh) && !c->wdead)
+	while ((ATOM_LD(c->sending) || c->qh) && !c->wdead)
 		pthread_cond_wait(&c->cond, &c->lock);
 	if (c->wdead) {
 		pthread_mutex_unlock(&c->lock);
 		return vgpu__error(VGPU_ERR_CONNECTION, "%s: connection lost", c->label);
 	}
-	c->sending = 1;
+	ATOM_ST(c->sending, 1);
 	pthread_mutex_unlock(&c->lock);
 	for (off = 0; off < n && st >= 0; off += k) {
 		k = n - off < VGPU_PROTO_CHUNK ? n - off : VGPU_PROTO_CHUNK;
@@ -775,7 +788,7 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 		__atomic_add_fetch(&c->lis->tx, VGPU_PROTO_HDR + w.len + k, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_lock(&c->lock);
-	c->sending = 0;
+	ATOM_ST(c->sending, 0);
 	if (st < 0)
 		conn_dead_locked(c);
 	if (c->qh)
@@ -2031,7 +2044,7 @@ static void *reader_main(void *arg)
 out:
 	/* flush queued replies (error replies included) before closing */
 	pthread_mutex_lock(&c->lock);
-	while ((c->qh || c->sending) && !c->wdead && c->writer_started)
+	while ((c->qh || ATOM_LD(c->sending)) && !c->wdead && c->writer_started)
 		pthread_cond_wait(&c->cond, &c->lock);
 	pthread_mutex_unlock(&c->lock);
 	conn_free(c, !c->direct);
