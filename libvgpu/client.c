@@ -186,7 +186,7 @@ static vgpu_status send_locked(struct client *cl, uint32_t flags, uint64_t id,
 			       const struct vgpu_wbuf *w, const void *bulk, size_t bulk_len,
 			       int coalesce)
 {
-	uint8_t raw[VGPU_PROTO_HDR];
+	uint8_t raw[VGPU_PROTO_HDR + 256];
 	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, flags,
 			      (uint32_t)w->len, id, bulk_len };
 	struct iovec iov[3];
@@ -197,20 +197,28 @@ static vgpu_status send_locked(struct client *cl, uint32_t flags, uint64_t id,
 		return dead_error(cl);
 	vgpu__hdr_encode(raw, &h);
 	if (coalesce && bulk_len <= COALESCE_MAX_BULK &&
-	    sizeof(raw) + w->len + bulk_len <= OBUF_CAP - cl->olen) {
+	    VGPU_PROTO_HDR + w->len + bulk_len <= OBUF_CAP - cl->olen) {
 		int was_empty = cl->olen == 0;
 
-		memcpy(cl->obuf + cl->olen, raw, sizeof(raw));
-		memcpy(cl->obuf + cl->olen + sizeof(raw), w->buf, w->len);
+		memcpy(cl->obuf + cl->olen, raw, VGPU_PROTO_HDR);
+		memcpy(cl->obuf + cl->olen + VGPU_PROTO_HDR, w->buf, w->len);
 		if (bulk_len)
-			memcpy(cl->obuf + cl->olen + sizeof(raw) + w->len, bulk, bulk_len);
-		cl->olen += sizeof(raw) + w->len + bulk_len;
+			memcpy(cl->obuf + cl->olen + VGPU_PROTO_HDR + w->len, bulk, bulk_len);
+		cl->olen += VGPU_PROTO_HDR + w->len + bulk_len;
 		if (was_empty)
 			pthread_cond_signal(&cl->fcond);
 		return VGPU_OK;
 	}
 	iov[0].iov_base = raw;
-	iov[0].iov_len = sizeof(raw);
+	iov[0].iov_len = VGPU_PROTO_HDR;
+	if (w->len <= sizeof(raw) - VGPU_PROTO_HDR) {
+		/* header and body in one piece */
+		memcpy(raw + VGPU_PROTO_HDR, w->buf, w->len);
+		iov[0].iov_len += w->len;
+		iov[1].iov_base = (void *)bulk;
+		iov[1].iov_len = bulk_len;
+		return flush_locked(cl, iov, bulk_len ? 2 : 1);
+	}
 	iov[1].iov_base = w->buf;
 	iov[1].iov_len = w->len;
 	iov[2].iov_base = (void *)bulk;

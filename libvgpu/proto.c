@@ -522,17 +522,27 @@ vgpu_status vgpu__rbuf_frame(struct vgpu_rbuf *r, struct vgpu_hdr *h, uint8_t *b
 	return vgpu__rbuf_read(r, body, h->body_len);
 }
 
+/* Bodies up to this size travel in the header's buffer. */
+#define SMALL_BODY 256
+
 vgpu_status vgpu__send_msg(const struct vgpu_transport_ops *tp, struct vgpu_tp_conn *c,
 			   uint16_t type, uint32_t flags, uint64_t id, const void *body,
 			   size_t body_len, const void *bulk, size_t bulk_len)
 {
-	uint8_t raw[VGPU_PROTO_HDR];
+	uint8_t raw[VGPU_PROTO_HDR + SMALL_BODY];
 	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, type, flags,
 			      (uint32_t)body_len, id, bulk_len };
 	struct iovec iov[3] = {
-		{ raw, sizeof(raw) }, { (void *)body, body_len }, { (void *)bulk, bulk_len } };
+		{ raw, VGPU_PROTO_HDR }, { (void *)body, body_len }, { (void *)bulk, bulk_len } };
 
 	vgpu__hdr_encode(raw, &h);
+	if (body_len <= SMALL_BODY) {
+		/* header and body in one piece: a reply is then one plain send */
+		memcpy(raw + VGPU_PROTO_HDR, body, body_len);
+		iov[0].iov_len += body_len;
+		iov[1] = iov[2];
+		return tp->send(c, iov, bulk_len ? 2 : 1);
+	}
 	return tp->send(c, iov, bulk_len ? 3 : 2);
 }
 
