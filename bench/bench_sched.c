@@ -8,6 +8,8 @@
  * beside the floor measured in the same run (the engine's built-in FIFO, no
  * plugin) and the ratio. "decision" is the time the engine spent inside the
  * plugin (pick + charge) per item, from its own accounting.
+ * VGPU_BENCH_POLICY=sched-fair and VGPU_BENCH_SESSIONS=256 run one case
+ * (for a profiler).
  */
 #include "config.h"
 
@@ -87,6 +89,8 @@ int main(void)
 {
 	static const char *policies[] = { "sched-fifo", "sched-fair", "sched-priority" };
 	static const int sessions[] = { 1, 16, 256 };
+	const char *only_policy = getenv("VGPU_BENCH_POLICY");     /* one policy */
+	const char *only_sessions = getenv("VGPU_BENCH_SESSIONS"); /* one column */
 
 	if (!getenv("VGPU_PLUGIN_PATH") && getenv("top_builddir")) {
 		static char path[4096];
@@ -99,12 +103,20 @@ int main(void)
 	printf("%-16s %8s %12s %12s %8s %14s\n", "policy", "sessions", "ns/item", "floor ns",
 	       "ratio", "ns/decision");
 	for (size_t j = 0; j < sizeof(sessions) / sizeof(sessions[0]); j++) {
-		double dn, floor_ns = run(NULL, sessions[j], &dn);
+		double dn, floor_ns;
+
+		if (only_sessions && atoi(only_sessions) != sessions[j])
+			continue;
+		floor_ns = run(NULL, sessions[j], &dn);
 
 		printf("%-16s %8d %12.0f %12.0f %8.2f %14s\n", "(none: FIFO)", sessions[j], floor_ns,
 		       floor_ns, 1.0, "-");
 		for (size_t i = 0; i < sizeof(policies) / sizeof(policies[0]); i++) {
-			double ns = run(policies[i], sessions[j], &dn);
+			double ns;
+
+			if (only_policy && strcmp(only_policy, policies[i]))
+				continue;
+			ns = run(policies[i], sessions[j], &dn);
 
 			printf("%-16s %8d %12.0f %12.0f %8.2f %14.0f\n", policies[i], sessions[j], ns,
 			       floor_ns, ns / floor_ns, dn);

@@ -669,10 +669,9 @@ static void sched_done(struct engine *e, struct session *s, uint64_t ns, uint64_
 	d->running--;
 	account_locked(s, ns, now);
 	if (SOPS_HAS(d->sched->sched, charge)) {
-		uint64_t c0 = vgpu__now_ns();
-
+		/* now was read just before: one clock read times the charge */
 		PLUGIN_CALL(d->sched->sched->charge(d->sched->state, &s->ps, ns, now));
-		d->sched_ns += vgpu__now_ns() - c0;
+		d->sched_ns += vgpu__now_ns() - now;
 	}
 	if (share > 0 && share < 1) {
 		/* token bucket: refills at share of wall time, holds at most
