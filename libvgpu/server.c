@@ -401,9 +401,15 @@ static void resp_begin(struct vgpu_wbuf *w, void *buf, size_t cap, vgpu_status s
 static void reply_status(struct srv_conn *c, int may_block, uint64_t id, uint32_t flags,
 			 vgpu_status st, const char *msg)
 {
+	/* [0, ""]: what most replies are, encoded once */
+	static const uint8_t ok[3] = { 0x92, 0x00, 0xa0 };
 	uint8_t b[VGPU_ERRMSG_MAX + 64];
 	struct vgpu_wbuf w;
 
+	if (st == VGPU_OK) {
+		conn_send(c, may_block, VGPU_MSG_RESP, flags, id, ok, sizeof(ok), NULL, 0, 0);
+		return;
+	}
 	resp_begin(&w, b, sizeof(b), st, msg, 0);
 	conn_send(c, may_block, VGPU_MSG_RESP, flags, id, w.buf, w.len, NULL, 0, 0);
 }
