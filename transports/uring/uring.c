@@ -56,8 +56,11 @@
 static unsigned nbufs = 32; /* power of two; VGPU_URING_BUFS */
 #define BUFSZ (16u * 1024)  /* bytes each */
 #define BGID 7
-static size_t direct_min = 128u * 1024; /* VGPU_URING_DIRECT_MIN */
+/* reads of this size bypass the provided buffers: the protocol layer reads
+ * bulk of 64 KiB and more with min == max (vgpu__rbuf_read) */
+static size_t direct_min = 64u * 1024; /* VGPU_URING_DIRECT_MIN */
 #define MAX_SQE 16          /* per send batch */
+#define FLAT_MAX 2048       /* smaller messages are gathered into one SEND */
 
 #define UD_MS 1ull          /* multishot receive */
 #define UD_DIRECT 2ull      /* plain receive */
@@ -86,6 +89,7 @@ struct vgpu_tp_conn {
 	/* receive side: the reader thread only */
 	struct io_uring rr;
 	int rr_ok;
+	int rfix;        /* the socket is registered file 0 of rr */
 	struct io_uring_buf_ring *br;
 	uint8_t *bufs;
 	int use_ms;
@@ -100,6 +104,7 @@ struct vgpu_tp_conn {
 	pthread_mutex_t slock;
 	struct io_uring sr;
 	int sr_ok;
+	int sfix;        /* ... of sr */
 	int zc;          /* SEND_ZC for bulk segments on this connection */
 };
 
@@ -274,6 +279,9 @@ static vgpu_status conn_make(int fd, const char *peer, struct vgpu_tp_conn **out
 	if (rc < 0)
 		goto fail;
 	c->sr_ok = 1;
+	/* a registered socket spares every request an fget/fput */
+	c->rfix = io_uring_register_files(&c->rr, &fd, 1) == 0;
+	c->sfix = io_uring_register_files(&c->sr, &fd, 1) == 0;
 	if (F.multishot && F.bufring && bufring_setup(c) == 0)
 		c->use_ms = 1;
 	c->zc = F.send_zc && (zc_loopback || !is_loopback(fd));
@@ -372,19 +380,28 @@ static vgpu_status uring_connect(const struct vgpu_tp_addr *u, uint32_t timeout_
 
 /* ---- completions ---- */
 
+/* Point sqe (prepared on c->fd) at the registered socket when there is one. */
+static void sqe_fix(struct io_uring_sqe *sqe, int fix)
+{
+	if (fix) {
+		sqe->fd = 0;
+		sqe->flags |= IOSQE_FIXED_FILE;
+	}
+}
+
+/*
+ * Submit what is queued on r and wait for a completion, in one
+ * io_uring_enter (none when a completion is already there and nothing is
+ * queued). ms: timeout (0 = none); -ETIME when it expires.
+ */
 static int wait_cqe(struct io_uring *r, struct io_uring_cqe **cqe, uint32_t ms)
 {
+	struct __kernel_timespec ts = { (long long)(ms / 1000), (long long)(ms % 1000) * 1000000 };
 	int rc;
 
-	do {
-		if (ms) {
-			struct __kernel_timespec ts = { (long long)(ms / 1000),
-							(long long)(ms % 1000) * 1000000 };
-			rc = io_uring_wait_cqe_timeout(r, cqe, &ts);
-		} else {
-			rc = io_uring_wait_cqe(r, cqe);
-		}
-	} while (rc == -EINTR);
+	do
+		rc = io_uring_submit_and_wait_timeout(r, cqe, 1, ms ? &ts : NULL, NULL);
+	while (rc == -EINTR);
 	return rc;
 }
 
@@ -398,6 +415,31 @@ static vgpu_status send_fail(struct vgpu_tp_conn *c, int err)
 }
 
 /*
+ * Copy iov_in to iov; a small message (a request, a reply: header and body)
+ * is gathered into flat, since one SEND of one buffer costs the kernel less
+ * than a SENDMSG of several. Returns the new count.
+ */
+static int send_iov(struct iovec *iov, const struct iovec *iov_in, int n, uint8_t *flat)
+{
+	size_t total = 0, off = 0;
+
+	for (int k = 0; k < n; k++)
+		total += iov_in[k].iov_len;
+	if (n < 2 || total > FLAT_MAX) {
+		memcpy(iov, iov_in, (size_t)n * sizeof(*iov));
+		return n;
+	}
+	for (int k = 0; k < n; k++) {
+		if (iov_in[k].iov_len)
+			memcpy(flat + off, iov_in[k].iov_base, iov_in[k].iov_len);
+		off += iov_in[k].iov_len;
+	}
+	iov[0].iov_base = flat;
+	iov[0].iov_len = total;
+	return 1;
+}
+
+/*
  * Submit the whole iovec array as one linked chain, wait for every result
  * and every zero-copy notification; resubmit what a short send left.
  */
@@ -407,12 +449,13 @@ static vgpu_status uring_send(struct vgpu_tp_conn *c, const struct iovec *iov_in
 	struct msghdr mh[MAX_SQE];
 	size_t want[MAX_SQE];
 	int res[MAX_SQE];
+	uint8_t flat[FLAT_MAX];
 	int i = 0, err = 0;
 	vgpu_status st = VGPU_OK;
 
 	if (n > MAX_SQE)
 		return vgpu__error(VGPU_ERR_INTERNAL, "uring send: %d iovecs (at most %d)", n, MAX_SQE);
-	memcpy(iov, iov_in, (size_t)n * sizeof(*iov));
+	n = send_iov(iov, iov_in, n, flat);
 	pthread_mutex_lock(&c->slock);
 	while (i < n) {
 		int nsqe = 0, done = 0, notifs = 0, rc;
@@ -444,13 +487,21 @@ static vgpu_status uring_send(struct vgpu_tp_conn *c, const struct iovec *iov_in
 					len += iov[k].iov_len;
 					k++;
 				}
-				memset(&mh[nsqe], 0, sizeof(mh[nsqe]));
-				mh[nsqe].msg_iov = iov + j;
-				mh[nsqe].msg_iovlen = (size_t)(k - j);
-				io_uring_prep_sendmsg(sqe, c->fd, &mh[nsqe], MSG_NOSIGNAL | MSG_WAITALL);
+				if (k - j == 1) {
+					/* SEND: no msghdr to copy in, no iovec to import */
+					io_uring_prep_send(sqe, c->fd, iov[j].iov_base, len,
+							   MSG_NOSIGNAL | MSG_WAITALL);
+				} else {
+					memset(&mh[nsqe], 0, sizeof(mh[nsqe]));
+					mh[nsqe].msg_iov = iov + j;
+					mh[nsqe].msg_iovlen = (size_t)(k - j);
+					io_uring_prep_sendmsg(sqe, c->fd, &mh[nsqe],
+							      MSG_NOSIGNAL | MSG_WAITALL);
+				}
 				want[nsqe] = len;
 				j = k;
 			}
+			sqe_fix(sqe, c->sfix);
 			sqe->flags |= IOSQE_IO_LINK;
 			io_uring_sqe_set_data64(sqe, (uint64_t)nsqe);
 			res[nsqe] = -ECANCELED;
@@ -594,13 +645,74 @@ static void ms_cancel(struct vgpu_tp_conn *c)
 	if (sqe) {
 		io_uring_prep_cancel64(sqe, UD_MS, 0);
 		io_uring_sqe_set_data64(sqe, UD_CANCEL);
-		io_uring_submit(&c->rr);
 	}
 	while (c->ms_armed) {
-		int rc = rr_reap(c, 1);
+		int rc = rr_reap(c, 1); /* submits the cancel */
 		if (rc < 0 && rc != -ETIME)
 			break;
 	}
+}
+
+static ssize_t timed_out(struct vgpu_tp_conn *c)
+{
+	return vgpu__error(VGPU_ERR_TIMEOUT, "receive from %s: timed out", c->peer);
+}
+
+/*
+ * One plain RECV straight into buf (bulk, or no multishot receive). A
+ * timeout cancels it: nothing lost, the caller may read again, as with
+ * SO_RCVTIMEO; a receive that cannot be cancelled breaks the connection.
+ * Returns bytes, 0 after an error was recorded in c, or -1 on a timeout.
+ */
+static ssize_t recv_direct(struct vgpu_tp_conn *c, uint8_t *buf, size_t min, size_t max)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&c->rr);
+	struct io_uring_cqe *cqe;
+	int rc, r = 0, timedout = 0;
+
+	if (!sqe) {
+		c->rerr = EBUSY;
+		return 0;
+	}
+	io_uring_prep_recv(sqe, c->fd, buf, max, max == min ? MSG_WAITALL : 0);
+	sqe_fix(sqe, c->rfix);
+	io_uring_sqe_set_data64(sqe, UD_DIRECT);
+	for (;;) {
+		rc = wait_cqe(&c->rr, &cqe, timedout ? 1000 : c->timeout_ms);
+		if (rc == -ETIME) {
+			sqe = timedout++ ? NULL : io_uring_get_sqe(&c->rr);
+			if (sqe) {
+				io_uring_prep_cancel64(sqe, UD_DIRECT, 0);
+				io_uring_sqe_set_data64(sqe, UD_CANCEL);
+			} else {
+				shutdown(c->fd, SHUT_RD); /* the receive returns now */
+				c->rerr = ETIME;
+			}
+			continue;
+		}
+		if (rc < 0) {
+			/* the ring itself failed: the receive may still run; stop it */
+			shutdown(c->fd, SHUT_RD);
+			c->rerr = -rc;
+			return 0;
+		}
+		if (io_uring_cqe_get_data64(cqe) == UD_DIRECT) {
+			r = cqe->res;
+			io_uring_cqe_seen(&c->rr, cqe);
+			break;
+		}
+		rr_complete(c, cqe);
+		io_uring_cqe_seen(&c->rr, cqe);
+	}
+	if (r > 0)
+		return c->rerr == ETIME ? 0 : r; /* bytes after a shutdown: lost with it */
+	if (timedout && r == -ECANCELED && !c->rerr)
+		return -1;
+	if (r == 0 && !c->rerr)
+		c->eof = 1;
+	else if (r < 0 && !c->rerr)
+		c->rerr = -r;
+	return 0;
 }
 
 static ssize_t uring_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t max)
@@ -649,20 +761,19 @@ static ssize_t uring_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t 
 					continue;
 				}
 				io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+				sqe_fix(sqe, c->rfix);
 				sqe->flags |= IOSQE_BUFFER_SELECT;
 				sqe->buf_group = BGID;
 				io_uring_sqe_set_data64(sqe, UD_MS);
 				c->ms_armed = 1;
 				c->ms_owner = pthread_self();
-				io_uring_submit(&c->rr);
 			}
+			/* armed and waited for in one io_uring_enter */
 			int rc = rr_reap(c, 1);
-			if (rc == -ETIME) {
-				ms_cancel(c);
-				c->rerr = ETIME;
-			} else if (rc < 0) {
+			if (rc == -ETIME) /* still armed: nothing is lost */
+				return timed_out(c);
+			if (rc < 0)
 				c->rerr = -rc;
-			}
 			continue;
 		}
 		/* 2b. bulk (or no multishot): straight into the caller's memory */
@@ -670,51 +781,10 @@ static ssize_t uring_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t 
 			ms_cancel(c);
 			continue; /* deliver what it had first */
 		}
-		{
-			struct io_uring_sqe *sqe = io_uring_get_sqe(&c->rr);
-			struct io_uring_cqe *cqe;
-			int rc, r = 0, have = 0;
-
-			if (!sqe) {
-				c->rerr = EBUSY;
-				continue;
-			}
-			io_uring_prep_recv(sqe, c->fd, d + got, max - got,
-					   max - got == min - got ? MSG_WAITALL : 0);
-			io_uring_sqe_set_data64(sqe, UD_DIRECT);
-			rc = io_uring_submit_and_wait(&c->rr, 1);
-			if (rc < 0 && rc != -EINTR) {
-				c->rerr = -rc;
-				continue;
-			}
-			while (!have) {
-				rc = wait_cqe(&c->rr, &cqe, c->timeout_ms);
-				if (rc == -ETIME) {
-					shutdown(c->fd, SHUT_RD); /* the receive returns; report timeout */
-					c->rerr = ETIME;
-					continue;
-				}
-				if (rc < 0) {
-					c->rerr = -rc;
-					break;
-				}
-				if (io_uring_cqe_get_data64(cqe) == UD_DIRECT) {
-					r = cqe->res;
-					have = 1;
-				} else {
-					rr_complete(c, cqe);
-				}
-				io_uring_cqe_seen(&c->rr, cqe);
-			}
-			if (!have)
-				continue;
-			if (r > 0 && !(c->rerr == ETIME))
-				got += (size_t)r;
-			else if (r == 0 && !c->rerr)
-				c->eof = 1;
-			else if (r < 0 && !c->rerr)
-				c->rerr = -r;
-		}
+		ssize_t r = recv_direct(c, d + got, min - got, max - got);
+		if (r < 0)
+			return timed_out(c);
+		got += (size_t)r;
 	}
 }
 
