@@ -292,6 +292,65 @@ static void pend_wait(struct client *cl, struct pending *p)
 	pthread_mutex_unlock(&cl->lock);
 }
 
+/*
+ * A synchronous call on an otherwise idle connection, through the
+ * transport's send_recv: the request (after whatever async requests wait in
+ * obuf) and the first bytes of the reply, into the empty read-ahead buffer,
+ * in one transport call (one system call for uring). The reading role is
+ * held meanwhile and released before pend_wait, which parses the reply as
+ * usual. 0: not done (another thread reads or waits, async data in flight,
+ * no send_recv), the caller sends the usual way.
+ */
+static int call_fused(struct client *cl, struct pending *p, const struct vgpu_wbuf *w,
+		      const void *bulk, size_t bulk_len)
+{
+	uint8_t raw[VGPU_PROTO_HDR];
+	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0,
+			      (uint32_t)w->len, p->id, bulk_len };
+	struct iovec iov[4];
+	int n = 0;
+	ssize_t got;
+
+	if (cl->tp->size < offsetof(struct vgpu_transport_ops, send_recv) + sizeof(void *) ||
+	    !cl->tp->send_recv || w->overflow || bulk_len > COALESCE_MAX_BULK)
+		return 0;
+	pthread_mutex_lock(&cl->lock);
+	if (cl->reading || cl->nwaiters || cl->nasync || cl->dead || cl->rb.off != cl->rb.len) {
+		pthread_mutex_unlock(&cl->lock);
+		return 0;
+	}
+	cl->reading = 1;
+	pthread_mutex_unlock(&cl->lock);
+	vgpu__hdr_encode(raw, &h);
+	pthread_mutex_lock(&cl->slock);
+	if (cl->olen) {
+		iov[n].iov_base = cl->obuf;
+		iov[n++].iov_len = cl->olen;
+	}
+	iov[n].iov_base = raw;
+	iov[n++].iov_len = sizeof(raw);
+	iov[n].iov_base = w->buf;
+	iov[n++].iov_len = w->len;
+	iov[n].iov_base = (void *)bulk;
+	iov[n++].iov_len = bulk_len;
+	cl->rb.off = cl->rb.len = 0;
+	got = cl->tp->send_recv(cl->tc, iov, n, cl->rb.buf, 1, sizeof(cl->rb.buf));
+	cl->olen = 0;
+	pthread_mutex_unlock(&cl->slock);
+	if (got < 0)
+		fail_all(cl, vgpu__error_msg()); /* completes p */
+	else
+		cl->rb.len = (size_t)got;
+	pthread_mutex_lock(&cl->lock);
+	cl->reading = 0;
+	if (cl->nwaiters)
+		pthread_cond_broadcast(&cl->cond);
+	if (cl->nasync)
+		pthread_cond_signal(&cl->bgcond);
+	pthread_mutex_unlock(&cl->lock);
+	return 1;
+}
+
 /* Synchronous call: send, wait, set the thread's error. Results in p->res. */
 static vgpu_status call(struct client *cl, struct pending *p, const struct vgpu_wbuf *w,
 			const void *bulk, size_t bulk_len)
@@ -303,9 +362,11 @@ static vgpu_status call(struct client *cl, struct pending *p, const struct vgpu_
 	st = pend_add(cl, p);
 	if (st < 0)
 		return st;
-	pthread_mutex_lock(&cl->slock);
-	send_locked(cl, 0, p->id, w, bulk, bulk_len, 0);
-	pthread_mutex_unlock(&cl->slock);
+	if (!call_fused(cl, p, w, bulk, bulk_len)) {
+		pthread_mutex_lock(&cl->slock);
+		send_locked(cl, 0, p->id, w, bulk, bulk_len, 0);
+		pthread_mutex_unlock(&cl->slock);
+	}
 	/* a failed send breaks the connection: the next read completes p */
 	pend_wait(cl, p);
 	if (p->st < 0)
