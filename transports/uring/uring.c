@@ -418,10 +418,19 @@ static int wait_cqe(struct io_uring *r, struct io_uring_cqe **cqe, uint32_t ms)
 	struct __kernel_timespec ts = { (long long)(ms / 1000), (long long)(ms % 1000) * 1000000 };
 	int rc;
 
-	do
+	for (;;) {
+		*cqe = NULL;
 		rc = io_uring_submit_and_wait_timeout(r, cqe, 1, ms ? &ts : NULL, NULL);
-	while (rc == -EINTR);
-	return rc;
+		if (rc == -EINTR)
+			continue;
+		if (rc < 0)
+			return rc;
+		if (*cqe)
+			return 0;
+		/* liburing 2.3 returns the count submitted and no CQE when the
+		 * wait that followed in the same io_uring_enter timed out: wait
+		 * again, with nothing left to submit, to get -ETIME */
+	}
 }
 
 /* ---- send ---- */
