@@ -6,7 +6,8 @@
  *
  * Per connection, two rings: one for the reader thread, one for senders
  * (serialised by a mutex), so that neither side reaps the other's
- * completions.
+ * completions; vgpud's reader thread sends its small replies on the
+ * receive ring (see uring_send).
  *
  *  - send: a small message (at most FLAT_MAX bytes) is gathered into one
  *    buffer and sent with one SEND; otherwise the iovecs of one call become
@@ -80,6 +81,7 @@ static size_t direct_min = 64u * 1024; /* VGPU_URING_DIRECT_MIN */
 #define UD_DIRECT 2ull      /* plain receive */
 #define UD_CANCEL 3ull
 #define UD_SEND 4ull        /* the request of send_recv */
+#define UD_CHAIN 0x100ull   /* + index: the SQEs of one send */
 
 struct feats {
 	int ok;          /* io_uring usable */
@@ -106,6 +108,9 @@ struct vgpu_tp_conn {
 	struct io_uring rr;
 	int rr_ok;
 	int drained;     /* the last receive emptied the socket */
+	pthread_mutex_t rlock; /* held for each receive: a sender that takes it may use rr */
+	pthread_t rthread;     /* the thread of the last receive */
+	int accepted;          /* server side: one thread receives, and answers */
 	int rfix;        /* the socket is registered file 0 of rr */
 	struct io_uring_buf_ring *br;
 	uint8_t *bufs;
@@ -278,7 +283,7 @@ static int is_loopback(int fd)
 }
 
 /* Wrap a connected socket. */
-static vgpu_status conn_make(int fd, const char *peer, struct vgpu_tp_conn **out)
+static vgpu_status conn_make(int fd, const char *peer, int accepted, struct vgpu_tp_conn **out)
 {
 	struct vgpu_tp_conn *c = calloc(1, sizeof(*c));
 	int rc;
@@ -290,6 +295,8 @@ static vgpu_status conn_make(int fd, const char *peer, struct vgpu_tp_conn **out
 	c->fd = fd;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
 	pthread_mutex_init(&c->slock, NULL);
+	pthread_mutex_init(&c->rlock, NULL);
+	c->accepted = accepted;
 	rc = ring_init(&c->rr);
 	if (rc < 0)
 		goto fail;
@@ -310,6 +317,7 @@ fail:
 	if (c->rr_ok)
 		io_uring_queue_exit(&c->rr);
 	pthread_mutex_destroy(&c->slock);
+	pthread_mutex_destroy(&c->rlock);
 	close(fd);
 	free(c);
 	return unavailable(-rc, "");
@@ -364,7 +372,7 @@ static vgpu_status uring_accept(struct vgpu_tp_listener *l, struct vgpu_tp_conn 
 		if (st < 0)
 			return st;
 		fd = vgpu__tcp_conn_release(tc, peer, sizeof(peer));
-		st = conn_make(fd, peer, out);
+		st = conn_make(fd, peer, 1, out);
 		if (st == VGPU_OK)
 			return st;
 		vgpu_warn("uring: dropping a connection from %s: %s", peer, vgpu__error_msg());
@@ -394,7 +402,7 @@ static vgpu_status uring_connect(const struct vgpu_tp_addr *u, uint32_t timeout_
 	if (st < 0)
 		return st;
 	int fd = vgpu__tcp_conn_release(tc, peer, sizeof(peer));
-	return conn_make(fd, peer, out);
+	return conn_make(fd, peer, 0, out);
 }
 
 /* ---- completions ---- */
@@ -442,6 +450,8 @@ static vgpu_status send_fail(struct vgpu_tp_conn *c, int err)
 	return vgpu__error(VGPU_ERR_CONNECTION, "send to %s: %s", c->peer, strerror(err));
 }
 
+static void rr_complete(struct vgpu_tp_conn *c, struct io_uring_cqe *cqe);
+
 /*
  * Copy iov_in to iov; a small message (a request, a reply: header and body)
  * is gathered into flat, since one SEND of one buffer costs the kernel less
@@ -478,6 +488,8 @@ static vgpu_status uring_send(struct vgpu_tp_conn *c, const struct iovec *iov_in
 	size_t want[MAX_SQE];
 	int res[MAX_SQE];
 	uint8_t flat[FLAT_MAX];
+	struct io_uring *ring = &c->sr;
+	int fix = c->sfix;
 	int i = 0, err = 0;
 	vgpu_status st = VGPU_OK;
 
@@ -485,6 +497,22 @@ static vgpu_status uring_send(struct vgpu_tp_conn *c, const struct iovec *iov_in
 		return vgpu__error(VGPU_ERR_INTERNAL, "uring send: %d iovecs (at most %d)", n, MAX_SQE);
 	n = send_iov(iov, iov_in, n, flat);
 	pthread_mutex_lock(&c->slock);
+	/*
+	 * vgpud's reader answering a request sends on the receive ring: a
+	 * thread that alternates between two rings pays io_uring a lookup of
+	 * its per-task context (it caches one ring) on every io_uring_enter.
+	 * Only a small message, only while no receive runs (rlock), only on the
+	 * server side where no other thread ever waits to receive.
+	 */
+	if (c->accepted && !c->use_ms && n == 1 && iov[0].iov_len <= FLAT_MAX &&
+	    pthread_mutex_trylock(&c->rlock) == 0) {
+		if (pthread_equal(c->rthread, pthread_self())) {
+			ring = &c->rr;
+			fix = c->rfix;
+		} else {
+			pthread_mutex_unlock(&c->rlock);
+		}
+	}
 	while (i < n) {
 		int nsqe = 0, done = 0, notifs = 0, rc;
 		struct io_uring_sqe *sqe = NULL;
@@ -499,7 +527,7 @@ static vgpu_status uring_send(struct vgpu_tp_conn *c, const struct iovec *iov_in
 				j++;
 				continue;
 			}
-			sqe = io_uring_get_sqe(&c->sr);
+			sqe = io_uring_get_sqe(ring);
 			if (!sqe)
 				break;
 			if (c->zc && iov[j].iov_len >= zc_min) {
@@ -529,15 +557,15 @@ static vgpu_status uring_send(struct vgpu_tp_conn *c, const struct iovec *iov_in
 				want[nsqe] = len;
 				j = k;
 			}
-			sqe_fix(sqe, c->sfix);
+			sqe_fix(sqe, fix);
 			sqe->flags |= IOSQE_IO_LINK;
-			io_uring_sqe_set_data64(sqe, (uint64_t)nsqe);
+			io_uring_sqe_set_data64(sqe, UD_CHAIN + (uint64_t)nsqe);
 			res[nsqe] = -ECANCELED;
 			nsqe++;
 		}
 		if (sqe)
 			sqe->flags &= (unsigned char)~IOSQE_IO_LINK;
-		rc = io_uring_submit_and_wait(&c->sr, (unsigned)nsqe);
+		rc = io_uring_submit_and_wait(ring, (unsigned)nsqe);
 		if (rc < 0 && rc != -EINTR) {
 			err = -rc;
 			break;
@@ -546,7 +574,7 @@ static vgpu_status uring_send(struct vgpu_tp_conn *c, const struct iovec *iov_in
 		while (done < nsqe || notifs > 0) {
 			struct io_uring_cqe *cqe;
 
-			rc = wait_cqe(&c->sr, &cqe, c->timeout_ms);
+			rc = wait_cqe(ring, &cqe, c->timeout_ms);
 			if (rc < 0) {
 				/* timed out: break the socket, then drain */
 				shutdown(c->fd, SHUT_RDWR);
@@ -554,17 +582,19 @@ static vgpu_status uring_send(struct vgpu_tp_conn *c, const struct iovec *iov_in
 					err = -rc;
 				continue;
 			}
-			if (cqe->flags & IORING_CQE_F_NOTIF) {
+			uint64_t k = io_uring_cqe_get_data64(cqe) - UD_CHAIN;
+
+			if (k >= (uint64_t)nsqe) {
+				rr_complete(c, cqe); /* on rr: a cancel's late result */
+			} else if (cqe->flags & IORING_CQE_F_NOTIF) {
 				notifs--;
 			} else {
-				uint64_t k = io_uring_cqe_get_data64(cqe);
-				if (k < (uint64_t)nsqe)
-					res[k] = cqe->res;
+				res[k] = cqe->res;
 				if (cqe->flags & IORING_CQE_F_MORE)
 					notifs++;
 				done++;
 			}
-			io_uring_cqe_seen(&c->sr, cqe);
+			io_uring_cqe_seen(ring, cqe);
 		}
 		if (err)
 			break;
@@ -602,6 +632,8 @@ static vgpu_status uring_send(struct vgpu_tp_conn *c, const struct iovec *iov_in
 		if (err)
 			break;
 	}
+	if (ring == &c->rr)
+		pthread_mutex_unlock(&c->rlock);
 	pthread_mutex_unlock(&c->slock);
 	if (err)
 		st = send_fail(c, err);
@@ -754,7 +786,7 @@ static ssize_t recv_direct(struct vgpu_tp_conn *c, uint8_t *buf, size_t min, siz
 	return 0;
 }
 
-static ssize_t uring_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t max)
+static ssize_t recv_locked(struct vgpu_tp_conn *c, void *buf, size_t min, size_t max)
 {
 	uint8_t *d = buf;
 	size_t got = 0;
@@ -827,6 +859,17 @@ static ssize_t uring_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t 
 	}
 }
 
+static ssize_t uring_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t max)
+{
+	ssize_t r;
+
+	pthread_mutex_lock(&c->rlock);
+	c->rthread = pthread_self();
+	r = recv_locked(c, buf, min, max);
+	pthread_mutex_unlock(&c->rlock);
+	return r;
+}
+
 /*
  * A request and the start of its reply in one io_uring_enter: SEND and RECV
  * are submitted together and the call waits for both completions. The send
@@ -853,6 +896,8 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 	}
 	if (min == 0)
 		min = 1;
+	pthread_mutex_lock(&c->rlock);
+	c->rthread = pthread_self();
 	pthread_mutex_lock(&c->slock);
 	sqe = io_uring_get_sqe(&c->rr);
 	io_uring_prep_send(sqe, c->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_WAITALL);
@@ -894,6 +939,7 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 			rc = io_uring_wait_cqe(&c->rr, &cqe);
 	}
 	pthread_mutex_unlock(&c->slock);
+	pthread_mutex_unlock(&c->rlock);
 	if (err)
 		return send_fail(c, err);
 	if (rres == -EINVAL && F.poll_first) {
@@ -940,6 +986,7 @@ static void uring_close(struct vgpu_tp_conn *c)
 		io_uring_queue_exit(&c->sr);
 	close(c->fd);
 	pthread_mutex_destroy(&c->slock);
+	pthread_mutex_destroy(&c->rlock);
 	free(c);
 }
 
