@@ -76,6 +76,7 @@ static unsigned nbufs = 32; /* power of two; VGPU_URING_BUFS */
 static size_t direct_min = 64u * 1024; /* VGPU_URING_DIRECT_MIN */
 #define MAX_SQE 16          /* per send batch */
 #define FLAT_MAX 2048       /* smaller messages are gathered into one SEND */
+#define FUSE_MAX (64u * 1024) /* larger requests are sent apart from send_recv */
 
 #define UD_MS 1ull          /* multishot receive */
 #define UD_DIRECT 2ull      /* plain receive */
@@ -875,22 +876,30 @@ static ssize_t uring_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t 
  * are submitted together and the call waits for both completions. The send
  * lock is held until the SEND has completed (other senders wait, as the
  * header says), so no other message can enter the stream in the middle of
- * this one. Large or zero-copy sends, a multishot receive, a timeout or
- * bytes already received take the two-call path.
+ * this one. Requests over FUSE_MAX or with a zero-copy segment, a multishot
+ * receive or a timeout take the two-call path.
  */
 static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_in, int n,
 			       void *buf, size_t min, size_t max)
 {
 	struct iovec iov[MAX_SQE];
 	uint8_t flat[FLAT_MAX];
+	struct msghdr mh;
 	struct io_uring_sqe *sqe;
 	struct io_uring_cqe *cqe;
-	int sres = 0, rres = 0, sdone = 0, rdone = 0, rc, err = 0;
+	int sres = 0, rres = 0, sdone = 0, rdone = 0, rc, err = 0, zc = 0, nf = 0;
+	size_t total = 0;
 	vgpu_status st;
 
-	if (n > MAX_SQE || c->use_ms || c->timeout_ms || c->eof || c->rerr ||
-	    send_iov(iov, iov_in, n, flat) != 1 || iov[0].iov_len > FLAT_MAX ||
-	    (c->zc && iov[0].iov_len >= zc_min) || io_uring_sq_space_left(&c->rr) < 2) {
+	if (n <= MAX_SQE) {
+		nf = send_iov(iov, iov_in, n, flat);
+		for (int k = 0; k < nf; k++) {
+			total += iov[k].iov_len;
+			zc |= c->zc && iov[k].iov_len >= zc_min;
+		}
+	}
+	if (n > MAX_SQE || c->use_ms || c->timeout_ms || c->eof || c->rerr || zc ||
+	    total > FUSE_MAX || io_uring_sq_space_left(&c->rr) < 2) {
 		st = uring_send(c, iov_in, n);
 		return st < 0 ? st : uring_recv(c, buf, min, max);
 	}
@@ -900,7 +909,14 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 	c->rthread = pthread_self();
 	pthread_mutex_lock(&c->slock);
 	sqe = io_uring_get_sqe(&c->rr);
-	io_uring_prep_send(sqe, c->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_WAITALL);
+	if (nf == 1) {
+		io_uring_prep_send(sqe, c->fd, iov[0].iov_base, total, MSG_NOSIGNAL | MSG_WAITALL);
+	} else {
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = iov;
+		mh.msg_iovlen = (size_t)nf;
+		io_uring_prep_sendmsg(sqe, c->fd, &mh, MSG_NOSIGNAL | MSG_WAITALL);
+	}
 	sqe_fix(sqe, c->rfix);
 	io_uring_sqe_set_data64(sqe, UD_SEND);
 	sqe = io_uring_get_sqe(&c->rr);
@@ -930,7 +946,7 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 			}
 			io_uring_cqe_seen(&c->rr, cqe);
 		}
-		if (sdone && (sres < 0 || (size_t)sres != iov[0].iov_len) && !err) {
+		if (sdone && (sres < 0 || (size_t)sres != total) && !err) {
 			/* the request did not leave whole: the reply will not come */
 			err = sres < 0 ? -sres : EPIPE;
 			shutdown(c->fd, SHUT_RDWR);
