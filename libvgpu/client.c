@@ -329,6 +329,55 @@ static void pend_wait(struct client *cl, struct pending *p)
 	pend_wait_role(cl, p, 0);
 }
 
+/* Can call() send p's request and receive the reply's first bytes in one
+ * transport call (send_recv)? Only on an otherwise idle connection: this
+ * thread took the reading role, nobody else waits, no async dtoh data is in
+ * flight and nothing is read ahead (cl->lock held). */
+static int can_fuse(struct client *cl, const struct vgpu_wbuf *w, size_t bulk_len)
+{
+	return cl->tp->size >= offsetof(struct vgpu_transport_ops, send_recv) + sizeof(void *) &&
+	       cl->tp->send_recv && !w->overflow && bulk_len <= COALESCE_MAX_BULK &&
+	       cl->nwaiters == 1 && !cl->nasync && !cl->dead && cl->rb.off == cl->rb.len;
+}
+
+/*
+ * The request (after whatever async requests wait in obuf) and the first
+ * bytes of the reply, into the empty read-ahead buffer, in one transport
+ * call (one system call for uring). The caller holds the reading role;
+ * pend_wait_role then parses the reply as usual.
+ */
+static void send_fused(struct client *cl, uint64_t id, const struct vgpu_wbuf *w,
+		       const void *bulk, size_t bulk_len)
+{
+	uint8_t raw[VGPU_PROTO_HDR];
+	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0,
+			      (uint32_t)w->len, id, bulk_len };
+	struct iovec iov[4];
+	int n = 0;
+	ssize_t got;
+
+	vgpu__hdr_encode(raw, &h);
+	pthread_mutex_lock(&cl->slock);
+	if (cl->olen) {
+		iov[n].iov_base = cl->obuf;
+		iov[n++].iov_len = cl->olen;
+	}
+	iov[n].iov_base = raw;
+	iov[n++].iov_len = sizeof(raw);
+	iov[n].iov_base = w->buf;
+	iov[n++].iov_len = w->len;
+	iov[n].iov_base = (void *)bulk;
+	iov[n++].iov_len = bulk_len;
+	cl->rb.off = cl->rb.len = 0;
+	got = cl->tp->send_recv(cl->tc, iov, n, cl->rb.buf, 1, sizeof(cl->rb.buf));
+	cl->olen = 0;
+	pthread_mutex_unlock(&cl->slock);
+	if (got < 0)
+		fail_all(cl, vgpu__error_msg()); /* completes p */
+	else
+		cl->rb.len = (size_t)got;
+}
+
 /*
  * Synchronous call: send, wait, set the thread's error. Results in p->res.
  * One critical section registers p and, when the line is free, takes the
@@ -337,7 +386,7 @@ static void pend_wait(struct client *cl, struct pending *p)
 static vgpu_status call(struct client *cl, struct pending *p, const struct vgpu_wbuf *w,
 			const void *bulk, size_t bulk_len)
 {
-	int reading;
+	int reading, fused;
 
 	p->id = new_id(cl);
 	p->done = 0;
@@ -349,10 +398,15 @@ static vgpu_status call(struct client *cl, struct pending *p, const struct vgpu_
 	cl->nwaiters++;
 	reading = !cl->reading;
 	cl->reading = 1;
+	fused = reading && can_fuse(cl, w, bulk_len);
 	pthread_mutex_unlock(&cl->lock);
-	pthread_mutex_lock(&cl->slock);
-	send_locked(cl, 0, p->id, w, bulk, bulk_len, 0);
-	pthread_mutex_unlock(&cl->slock);
+	if (fused) {
+		send_fused(cl, p->id, w, bulk, bulk_len);
+	} else {
+		pthread_mutex_lock(&cl->slock);
+		send_locked(cl, 0, p->id, w, bulk, bulk_len, 0);
+		pthread_mutex_unlock(&cl->slock);
+	}
 	/* a failed send breaks the connection: the next read completes p */
 	if (!reading)
 		pthread_mutex_lock(&cl->lock);

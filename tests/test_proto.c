@@ -217,6 +217,27 @@ static int echo_test(const char *listen_uri)
 		memset(in, 0, 31032);
 		CHECK(e.tp->recv(c, in, 31032, 31032) == 31032);
 		CHECK(!memcmp(in, out, 31032));
+		/* a receive timeout leaves the connection usable (vgpud waits
+		 * for the next frame that way) */
+		CHECK_OK(e.tp->set_timeout(c, 100));
+		CHECK_ST((vgpu_status)e.tp->recv(c, in, 1, 100), VGPU_ERR_TIMEOUT);
+		CHECK_OK(e.tp->set_timeout(c, 0));
+		/* send_recv (optional): requests and their echoes */
+		if (e.tp->size >= offsetof(struct vgpu_transport_ops, send_recv) + sizeof(void *) &&
+		    e.tp->send_recv) {
+			for (size_t r = 0; r < 200; r++) {
+				size_t k = 1 + r * 37, total = 32 + k;
+				struct iovec two[2] = { { out + r, 32 }, { out + r + 32, k } };
+				ssize_t n = e.tp->send_recv(c, two, 2, in, 1, total);
+
+				CHECK(n > 0);
+				for (got = (size_t)n; got < total; got += (size_t)n) {
+					n = e.tp->recv(c, in + got, 1, total - got);
+					CHECK(n > 0);
+				}
+				CHECK(!memcmp(in, out + r, total));
+			}
+		}
 	}
 	e.tp->shutdown(c, 0);
 	e.tp->close(c);

@@ -1,12 +1,12 @@
 #!/bin/sh
-# The uring transport's fallbacks, forced: plain receives instead of the
-# multishot receive into a buffer ring, no zero-copy send, and zero-copy for
-# every segment of 4 KiB or more. tests/test_proto's echo test (3 MiB through
+# The uring transport's other paths, forced: the multishot receive into a
+# buffer ring instead of plain receives, no zero-copy send, and zero-copy
+# for every segment of 4 KiB or more. tests/test_proto's echo test (3 MiB through
 # mixed iovecs, both directions) runs under each.
 b=${top_builddir:-.}
 rc=0
-for env in VGPU_URING_MULTISHOT=0 VGPU_URING_ZC_MIN=0 VGPU_URING_ZC_MIN=4K \
-	"VGPU_URING_MULTISHOT=0 VGPU_URING_ZC_MIN=4K"; do
+for env in VGPU_URING_MULTISHOT=1 VGPU_URING_ZC_MIN=0 VGPU_URING_ZC_MIN=4K \
+	"VGPU_URING_MULTISHOT=1 VGPU_URING_ZC_MIN=4K"; do
 	if out=$(env $env "$b/tests/test_proto" 2>&1); then
 		echo "ok   $env"
 	else

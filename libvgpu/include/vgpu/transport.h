@@ -123,6 +123,26 @@ struct vgpu_transport_ops {
 	void (*close)(struct vgpu_tp_conn *c);
 	/* "127.0.0.1:53412", "unix" */
 	const char *(*peer)(struct vgpu_tp_conn *c);
+
+	/* ---- optional from here: check size, and NULL means absent ---- */
+
+	/* send(c, iov, n), then recv(c, buf, min, max), where the transport can
+	 * do both in fewer system calls (uring: one io_uring_enter submits the
+	 * request and waits for the reply): a synchronous call.
+	 *  - The caller holds the receiving role (it is the one thread reading
+	 *    c, as for recv) and has serialised this call with every other send
+	 *    (as for send), so it may be called by one thread at a time.
+	 *  - Serialisation: the bytes of iov leave contiguously, as with send.
+	 *    The transport may keep other senders of c waiting until the reply
+	 *    has begun to arrive, so the caller should use it only when no
+	 *    other thread is waiting to send or to read.
+	 *  - Returns the number of bytes received (min..max), or a negative
+	 *    vgpu_status (host->error() called); after a failure the caller
+	 *    cannot tell whether the request left: treat the connection as
+	 *    lost. shutdown() from another thread wakes it, as it wakes recv.
+	 * NULL: the library calls send, then recv. */
+	ssize_t (*send_recv)(struct vgpu_tp_conn *c, const struct iovec *iov, int n, void *buf,
+			     size_t min, size_t max);
 	/* New fields go here (check size before reading them). */
 };
 
