@@ -23,6 +23,7 @@
  * alternately, three times, best kept.
  *
  * Environment: VGPU_BENCH_QUICK=1, VGPU_BENCH_CPUS=0 (pin), UCX_TLS,
+ * VGPU_BENCH_ONLY=rtt,launch,htod,dtoh (rows to run),
  * VGPU_TRANSPORT_PATH (default: the build tree's transports/rdma/.libs).
  */
 #include "config.h"
@@ -658,6 +659,8 @@ int main(void)
 {
 	static const char *const label[4] = { "rtt 64B us", "launches/s", "htod", "dtoh" };
 	const char *cpus = getenv("VGPU_BENCH_CPUS");
+	const char *only = getenv("VGPU_BENCH_ONLY");
+	static const char *const keys[4] = { "rtt", "launch", "htod", "dtoh" };
 	int rounds;
 
 	quick = getenv("VGPU_BENCH_QUICK") && atoi(getenv("VGPU_BENCH_QUICK"));
@@ -698,6 +701,9 @@ int main(void)
 		for (int sz = 0; sz < (m >= M_HTOD ? 4 : 1); sz++) {
 			double bt = m == M_RTT ? 1e30 : 0, bf = bt;
 			char name[32];
+
+			if (only && *only && !strstr(only, keys[m]))
+				continue;
 
 			for (int r = 0; r < rounds; r++) {
 				double f = ux_metric(m, sizes[sz]), v = tp_metric(m, sizes[sz]);

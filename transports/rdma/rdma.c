@@ -58,6 +58,8 @@
 #define SPIN 16                   /* progress rounds before sleeping */
 #define CLOSE_MS 2000
 #define BG_IDLE_MS 2              /* background progress after this idle time */
+#define INLINE_MAX 256            /* messages copied at arrival, UCX's buffer freed */
+#define ITEMS_KEPT 256            /* queue items kept for reuse per worker */
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -69,11 +71,12 @@ static ucs_status_t ctx_status = UCS_ERR_NO_RESOURCE;
 struct item {
 	struct item *next;
 	uint64_t seq;
-	void *data;     /* eager data (held: release), rndv descriptor, or owned copy */
+	void *data;     /* eager data (held: release), rndv descriptor, owned copy or inl */
 	size_t len, off;
-	int kind;       /* K_HELD, K_RNDV, K_OWNED, K_FIN */
+	int kind;       /* K_HELD, K_RNDV, K_OWNED, K_FIN, K_INLINE */
+	uint8_t inl[INLINE_MAX];
 };
-enum { K_HELD, K_RNDV, K_OWNED, K_FIN };
+enum { K_HELD, K_RNDV, K_OWNED, K_FIN, K_INLINE };
 #define SEQ_ACK UINT64_MAX /* out of band: "your FIN arrived" */
 
 struct wk {
@@ -90,6 +93,8 @@ struct wk {
 	int bg_started;
 	struct vgpu_tp_conn *conns; /* endpoints on this worker */
 	int shared;                 /* a listener's: not freed with a connection */
+	struct item *spare;         /* reusable queue items: no malloc per message */
+	int nspare;
 };
 
 struct vgpu_tp_conn {
@@ -106,7 +111,7 @@ struct vgpu_tp_conn {
 	ucp_dt_iov_t ack_iov, fin_iov;
 	char why[256];
 	uint64_t tx_seq, rx_seq;
-	struct item *qh;
+	struct item *qh, *qt; /* received, by sequence number */
 	size_t queued;
 };
 
@@ -340,6 +345,45 @@ static void send_ack(struct vgpu_tp_conn *c)
 	send_ctl(c, c->ack_hdr, &c->ack_iov);
 }
 
+static struct item *item_get(struct wk *k)
+{
+	struct item *it = k->spare;
+
+	if (!it)
+		return malloc(sizeof(*it));
+	k->spare = it->next;
+	k->nspare--;
+	return it;
+}
+
+/* Release what the item holds and keep it for the next message. */
+static void item_put(struct wk *k, struct item *it)
+{
+	if (it->kind == K_OWNED)
+		free(it->data);
+	else if (it->kind == K_HELD || it->kind == K_RNDV)
+		ucp_am_data_release(k->w, it->data);
+	if (k->nspare >= ITEMS_KEPT) {
+		free(it);
+		return;
+	}
+	it->next = k->spare;
+	k->spare = it;
+	k->nspare++;
+}
+
+/* Take the head of c's queue (consumed, in sequence). */
+static struct item *q_pop(struct vgpu_tp_conn *c)
+{
+	struct item *it = c->qh;
+
+	c->qh = it->next;
+	if (!c->qh)
+		c->qt = NULL;
+	c->rx_seq++;
+	return it;
+}
+
 static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, void *data,
 			  size_t length, const ucp_am_recv_param_t *param)
 {
@@ -379,7 +423,7 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, v
 			  (unsigned long long)seq, length);
 		return UCS_OK;
 	}
-	it = calloc(1, sizeof(*it));
+	it = item_get(k);
 	if (!it) {
 		conn_kill(c, "out of host memory receiving from %s", c->peer);
 		return UCS_OK;
@@ -387,6 +431,7 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, v
 	it->seq = seq;
 	it->len = length;
 	it->off = skip;
+	it->data = NULL;
 	if (length == skip) {
 		/* FIN: nothing follows; acknowledge at once (everything before it
 		 * is already here: messages arrive in order) */
@@ -396,6 +441,11 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, v
 	} else if (rndv) {
 		it->kind = K_RNDV;
 		it->data = data;
+	} else if (length <= INLINE_MAX) {
+		/* small: a copy now lets UCX reuse its receive buffer at once */
+		it->kind = K_INLINE;
+		it->data = it->inl;
+		memcpy(it->inl, data, length);
 	} else if (held) {
 		it->kind = K_HELD;
 		it->data = data;
@@ -403,17 +453,27 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, v
 		it->kind = K_OWNED;
 		it->data = malloc(length);
 		if (!it->data) {
-			free(it);
+			item_put(k, it);
 			conn_kill(c, "out of host memory receiving from %s", c->peer);
 			return UCS_OK;
 		}
 		memcpy(it->data, data, length);
 	}
-	/* insert in sequence order (nearly always at the tail) */
-	for (pp = &c->qh; *pp && (*pp)->seq < seq; pp = &(*pp)->next) {
+	/* in sequence order: UCX delivers an endpoint's messages in order, so
+	 * the tail unless a rendezvous overtook */
+	if (!c->qt || c->qt->seq < seq) {
+		it->next = NULL;
+		if (c->qt)
+			c->qt->next = it;
+		else
+			c->qh = it;
+		c->qt = it;
+	} else {
+		for (pp = &c->qh; *pp && (*pp)->seq < seq; pp = &(*pp)->next) {
+		}
+		it->next = *pp;
+		*pp = it;
 	}
-	it->next = *pp;
-	*pp = it;
 	c->queued += length;
 	pthread_cond_broadcast(&k->cv);
 	return (it->kind == K_RNDV || it->kind == K_HELD) ? UCS_INPROGRESS : UCS_OK;
@@ -440,14 +500,6 @@ static void recv_cb(void *req, ucs_status_t status, size_t length, void *user)
 	o->done = 1;
 }
 
-static void item_free(struct wk *k, struct item *it)
-{
-	if (it->kind == K_OWNED)
-		free(it->data);
-	else if (it->kind == K_HELD || it->kind == K_RNDV)
-		ucp_am_data_release(k->w, it->data);
-	free(it);
-}
 
 /* Wait for a request (k->m held). Returns its status. */
 static ucs_status_t req_wait(struct vgpu_tp_conn *c, void *req, struct op *o, double deadline)
@@ -563,6 +615,11 @@ static void wk_fini(struct wk *k)
 		k->bg_started = 0;
 	}
 	ucp_worker_destroy(k->w);
+	while (k->spare) {
+		struct item *it = k->spare;
+		k->spare = it->next;
+		free(it);
+	}
 	close(k->wakefd);
 	pthread_mutex_destroy(&k->m);
 	pthread_cond_destroy(&k->cv);
@@ -704,8 +761,13 @@ static vgpu_status rdma_accept(struct vgpu_tp_listener *l, struct vgpu_tp_conn *
 		ucs_status_t s;
 		char peer[128] = "?";
 
+		/* Not a progress waiter: a connection reader on this shared
+		 * worker would otherwise find accept sleeping on the event fd
+		 * and get each message through a second thread. The
+		 * background thread moves an idle worker; conn_handler wakes
+		 * us from whichever thread progresses. */
 		while (!l->reqs && !l->stop)
-			wk_wait(k, -1);
+			pthread_cond_wait(&k->cv, &k->m);
 		if (l->stop) {
 			pthread_mutex_unlock(&k->m);
 			return H->error(VGPU_ERR_CLOSED, "listener closed");
@@ -1011,20 +1073,26 @@ static ssize_t rdma_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t m
 		struct item *it;
 
 		while ((it = c->qh) && it->seq == c->rx_seq && got < max && !c->rd_shut) {
-			size_t k2;
+			size_t n;
 
 			if (it->kind == K_FIN) {
-				c->qh = it->next;
-				c->rx_seq++;
-				free(it);
+				item_put(k, q_pop(c));
 				c->peer_fin = 1;
 				break;
 			}
+			/* Bulk is left for a read of its own once this one has
+			 * its minimum: the protocol reads headers into a
+			 * read-ahead buffer, then bulk with min == max == n
+			 * straight into its destination. Taking it here would
+			 * copy it twice (and bounce a rendezvous). */
+			if (got >= min && (it->kind == K_RNDV || it->len - it->off >= BULK_MIN))
+				break;
 			if (it->kind == K_RNDV) {
+				void *b = NULL;
 				ucs_status_t s;
 
 				if (it->len <= max - got) {
-					/* whole bulk message straight into the caller's memory */
+					/* the whole message, straight into the caller's memory */
 					s = fetch(c, it, d + got, deadline);
 					if (s != UCS_OK) {
 						conn_kill(c, "receive from %s: %s", c->peer, ucs_status_string(s));
@@ -1032,36 +1100,31 @@ static ssize_t rdma_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t m
 					}
 					got += it->len;
 					c->queued -= it->len;
-					c->qh = it->next;
-					c->rx_seq++;
-					free(it);
+					item_put(k, q_pop(c));
 					continue;
 				}
-				{
-					void *b = malloc(it->len);
-					if (!b) {
-						conn_kill(c, "out of host memory receiving from %s", c->peer);
-						break;
-					}
-					s = fetch(c, it, b, deadline);
-					it->data = b;
-					if (s != UCS_OK) {
-						conn_kill(c, "receive from %s: %s", c->peer, ucs_status_string(s));
-						break;
-					}
+				/* a part of it only (rare: a short read of bulk) */
+				b = malloc(it->len);
+				if (!b) {
+					conn_kill(c, "out of host memory receiving from %s", c->peer);
+					break;
+				}
+				s = fetch(c, it, b, deadline);
+				it->data = b;
+				if (s != UCS_OK) {
+					conn_kill(c, "receive from %s: %s", c->peer, ucs_status_string(s));
+					break;
 				}
 			}
-			k2 = it->len - it->off;
-			if (k2 > max - got)
-				k2 = max - got;
-			memcpy(d + got, (uint8_t *)it->data + it->off, k2);
-			it->off += k2;
-			got += k2;
+			n = it->len - it->off;
+			if (n > max - got)
+				n = max - got;
+			memcpy(d + got, (uint8_t *)it->data + it->off, n);
+			it->off += n;
+			got += n;
 			if (it->off == it->len) {
 				c->queued -= it->len;
-				c->qh = it->next;
-				c->rx_seq++;
-				item_free(k, it);
+				item_put(k, q_pop(c));
 			}
 		}
 		if (got >= min) {
@@ -1157,8 +1220,9 @@ static void rdma_close_internal(struct vgpu_tp_conn *c)
 	while (c->qh) {
 		struct item *it = c->qh;
 		c->qh = it->next;
-		item_free(k, it);
+		item_put(k, it);
 	}
+	c->qt = NULL;
 	memset(&rp, 0, sizeof(rp));
 	rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
 			  UCP_OP_ATTR_FIELD_FLAGS;
