@@ -124,6 +124,7 @@ struct vgpu_tp_listener {
 	struct wk k;
 	ucp_listener_h l;
 	struct creq *reqs;
+	pthread_cond_t acv; /* accept's own: k.cv fires on every message */
 	int stop;
 };
 
@@ -679,7 +680,7 @@ static void conn_handler(ucp_conn_request_h r, void *arg)
 	for (pp = &l->reqs; *pp; pp = &(*pp)->next) {
 	}
 	*pp = q;
-	pthread_cond_broadcast(&l->k.cv);
+	pthread_cond_signal(&l->acv);
 }
 
 static vgpu_status rdma_listen(const struct vgpu_tp_addr *a, struct vgpu_tp_listener **out,
@@ -705,6 +706,7 @@ static vgpu_status rdma_listen(const struct vgpu_tp_addr *a, struct vgpu_tp_list
 		free(l);
 		return st;
 	}
+	pthread_cond_init(&l->acv, NULL);
 	memset(&lp, 0, sizeof(lp));
 	lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
 	lp.sockaddr.addr = (const struct sockaddr *)&ss;
@@ -714,6 +716,7 @@ static vgpu_status rdma_listen(const struct vgpu_tp_addr *a, struct vgpu_tp_list
 	s = ucp_listener_create(l->k.w, &lp, &l->l);
 	if (s != UCS_OK) {
 		wk_fini(&l->k);
+		pthread_cond_destroy(&l->acv);
 		free(l);
 		return H->error(VGPU_ERR_CONNECTION, "rdma://%s:%d: cannot listen: %s", a->host, a->port,
 				ucs_status_string(s));
@@ -761,13 +764,13 @@ static vgpu_status rdma_accept(struct vgpu_tp_listener *l, struct vgpu_tp_conn *
 		ucs_status_t s;
 		char peer[128] = "?";
 
-		/* Not a progress waiter: a connection reader on this shared
-		 * worker would otherwise find accept sleeping on the event fd
-		 * and get each message through a second thread. The
-		 * background thread moves an idle worker; conn_handler wakes
-		 * us from whichever thread progresses. */
+		/* Not a progress waiter, and not on k->cv: a connection's
+		 * reader on this shared worker would otherwise find accept
+		 * sleeping on the event fd, or wake it with every message.
+		 * The background thread moves an idle worker; conn_handler
+		 * signals acv from whichever thread progresses. */
 		while (!l->reqs && !l->stop)
-			pthread_cond_wait(&k->cv, &k->m);
+			pthread_cond_wait(&l->acv, &k->m);
 		if (l->stop) {
 			pthread_mutex_unlock(&k->m);
 			return H->error(VGPU_ERR_CLOSED, "listener closed");
@@ -823,7 +826,7 @@ static void rdma_listen_shutdown(struct vgpu_tp_listener *l)
 {
 	pthread_mutex_lock(&l->k.m);
 	l->stop = 1;
-	pthread_cond_broadcast(&l->k.cv);
+	pthread_cond_broadcast(&l->acv);
 	wk_wake(&l->k);
 	pthread_mutex_unlock(&l->k.m);
 }
@@ -850,6 +853,7 @@ static void rdma_listen_close(struct vgpu_tp_listener *l)
 	}
 	pthread_mutex_unlock(&l->k.m);
 	wk_fini(&l->k);
+	pthread_cond_destroy(&l->acv);
 	free(l);
 }
 
