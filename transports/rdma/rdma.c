@@ -95,6 +95,7 @@ struct wk {
 	int shared;                 /* a listener's: not freed with a connection */
 	struct item *spare;         /* reusable queue items: no malloc per message */
 	int nspare;
+	int piggyback;              /* AM headers fit ids + INLINE_MAX bytes */
 };
 
 struct vgpu_tp_conn {
@@ -385,21 +386,50 @@ static struct item *q_pop(struct vgpu_tp_conn *c)
 	return it;
 }
 
+/* Queue a received message in sequence order: UCX delivers an endpoint's
+ * messages in order, so at the tail unless a rendezvous overtook. */
+static void q_add(struct vgpu_tp_conn *c, struct item *it)
+{
+	struct item **pp;
+
+	if (!c->qt || c->qt->seq < it->seq) {
+		it->next = NULL;
+		if (c->qt)
+			c->qt->next = it;
+		else
+			c->qh = it;
+		c->qt = it;
+	} else {
+		for (pp = &c->qh; *pp && (*pp)->seq < it->seq; pp = &(*pp)->next) {
+		}
+		it->next = *pp;
+		*pp = it;
+	}
+	c->queued += it->len;
+}
+
 static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, void *data,
 			  size_t length, const ucp_am_recv_param_t *param)
 {
 	struct wk *k = arg;
 	struct vgpu_tp_conn *c = NULL;
-	struct item *it, **pp;
+	struct item *it;
 	uint64_t h[2], seq;
-	size_t skip;
+	const uint8_t *pre = NULL;
+	size_t skip, plen = 0;
 	int rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
 	int held = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA) != 0;
 
-	/* [client id, sequence number]: the AM header of bulk messages, the
-	 * first 16 data bytes of small (eager) ones */
+	/* [client id, sequence number]: the AM header of bulk messages
+	 * (followed by the small bytes that precede the bulk in the stream,
+	 * if any), the first 16 data bytes of small (eager) ones */
 	if (header_length == sizeof(h)) {
 		memcpy(h, header, sizeof(h));
+		skip = 0;
+	} else if (header_length > sizeof(h) && header_length - sizeof(h) <= INLINE_MAX && length) {
+		memcpy(h, header, sizeof(h));
+		pre = (const uint8_t *)header + sizeof(h);
+		plen = header_length - sizeof(h);
 		skip = 0;
 	} else if (header_length == 0 && !rndv && length >= sizeof(h)) {
 		memcpy(h, data, sizeof(h));
@@ -419,10 +449,27 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, v
 		pthread_cond_broadcast(&k->cv);
 		return UCS_OK;
 	}
-	if (seq < c->rx_seq || length > RECV_MAX || c->queued + length > RECV_MAX + BULK_MIN) {
+	if (seq < c->rx_seq || seq >= SEQ_ACK - 1 || length > RECV_MAX ||
+	    c->queued + length > RECV_MAX + BULK_MIN) {
 		conn_kill(c, "bad message from %s: sequence %llu, %zu bytes", c->peer,
 			  (unsigned long long)seq, length);
 		return UCS_OK;
+	}
+	if (plen) {
+		/* the bytes before the bulk: their own item, sequence seq;
+		 * the bulk is seq + 1 (the sender counted both) */
+		it = item_get(k);
+		if (!it) {
+			conn_kill(c, "out of host memory receiving from %s", c->peer);
+			return UCS_OK;
+		}
+		it->seq = seq++;
+		it->len = plen;
+		it->off = 0;
+		it->kind = K_INLINE;
+		it->data = it->inl;
+		memcpy(it->inl, pre, plen);
+		q_add(c, it);
 	}
 	it = item_get(k);
 	if (!it) {
@@ -460,22 +507,7 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, v
 		}
 		memcpy(it->data, data, length);
 	}
-	/* in sequence order: UCX delivers an endpoint's messages in order, so
-	 * the tail unless a rendezvous overtook */
-	if (!c->qt || c->qt->seq < seq) {
-		it->next = NULL;
-		if (c->qt)
-			c->qt->next = it;
-		else
-			c->qh = it;
-		c->qt = it;
-	} else {
-		for (pp = &c->qh; *pp && (*pp)->seq < seq; pp = &(*pp)->next) {
-		}
-		it->next = *pp;
-		*pp = it;
-	}
-	c->queued += length;
+	q_add(c, it);
 	pthread_cond_broadcast(&k->cv);
 	return (it->kind == K_RNDV || it->kind == K_HELD) ? UCS_INPROGRESS : UCS_OK;
 }
@@ -560,6 +592,7 @@ static void wk_fini(struct wk *k);
 static vgpu_status wk_init(struct wk *k, int shared, uint64_t client_id)
 {
 	ucp_worker_params_t wp;
+	ucp_worker_attr_t wa;
 	ucp_am_handler_param_t ap;
 	ucs_status_t s;
 
@@ -572,6 +605,11 @@ static vgpu_status wk_init(struct wk *k, int shared, uint64_t client_id)
 	s = ucp_worker_create(ctx, &wp, &k->w);
 	if (s != UCS_OK)
 		return uerr(VGPU_ERR_CONNECTION, "rdma: ucp_worker_create", s);
+	wa.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
+	k->piggyback = ucp_worker_query(k->w, &wa) == UCS_OK &&
+		       wa.max_am_header >= 2 * sizeof(uint64_t) + INLINE_MAX;
+	H->log(3, "rdma: worker: AM headers up to %zu bytes%s", k->piggyback ? wa.max_am_header : 0,
+	       k->piggyback ? "" : " (small bytes before bulk go as their own message)");
 	memset(&ap, 0, sizeof(ap));
 	ap.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
 			UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
@@ -952,12 +990,27 @@ static vgpu_status send_error(struct vgpu_tp_conn *c, ucs_status_t s)
 
 #define MAX_MSGS 16
 
+/* Small segments sent ahead of a bulk one ride in its AM header when they
+ * fit the receiver's inline copy: one message (and one rendezvous request)
+ * per protocol message instead of two. */
+static size_t small_run(const struct iovec *iov, int n, int i, int *end)
+{
+	size_t len = 0;
+
+	while (i < n && iov[i].iov_len < BULK_MIN)
+		len += iov[i++].iov_len;
+	*end = i;
+	return len;
+}
+
 static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, int n)
 {
 	struct wk *k = c->k;
 	void *req[MAX_MSGS];
 	struct op o[MAX_MSGS];
 	uint64_t hdr[MAX_MSGS][2];
+	uint64_t pre[(2 * sizeof(uint64_t) + INLINE_MAX) / sizeof(uint64_t)];
+	int pre_used = 0;
 	ucp_dt_iov_t dt[MAX_MSGS][MAX_MSGS + 1];
 	int nm = 0, i = 0;
 	ucs_status_t s = UCS_OK;
@@ -973,6 +1026,8 @@ static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, in
 	}
 	while (i < n) {
 		ucp_request_param_t rp;
+		size_t run;
+		int end;
 
 		if (iov[i].iov_len == 0) {
 			i++;
@@ -986,10 +1041,29 @@ static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, in
 		o[nm].done = 0;
 		o[nm].st = UCS_OK;
 		rp.user_data = &o[nm];
+		run = small_run(iov, n, i, &end);
 		if (iov[i].iov_len >= BULK_MIN) {
 			/* bulk: zero-copy from the caller (rendezvous above UCX's
 			 * threshold), the ids in the AM header */
 			req[nm] = ucp_am_send_nbx(c->ep, AM_ID, hdr[nm], sizeof(hdr[nm]),
+						  iov[i].iov_base, iov[i].iov_len, &rp);
+			i++;
+		} else if (end < n && run <= INLINE_MAX && !pre_used && k->piggyback) {
+			/* small bytes then bulk (a protocol header and body
+			 * before a copy's data): the small bytes go in the AM
+			 * header after the ids, the bulk as its data; the
+			 * receiver counts them as two sequence numbers */
+			uint8_t *p = (uint8_t *)pre;
+
+			memcpy(p, hdr[nm], sizeof(hdr[nm]));
+			p += sizeof(hdr[nm]);
+			for (; i < end; i++) {
+				memcpy(p, iov[i].iov_base, iov[i].iov_len);
+				p += iov[i].iov_len;
+			}
+			c->tx_seq++;
+			pre_used = 1;
+			req[nm] = ucp_am_send_nbx(c->ep, AM_ID, pre, sizeof(hdr[nm]) + run,
 						  iov[i].iov_base, iov[i].iov_len, &rp);
 			i++;
 		} else {
@@ -1001,13 +1075,11 @@ static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, in
 
 			dt[nm][m].buffer = hdr[nm];
 			dt[nm][m++].length = sizeof(hdr[nm]);
-			while (i < n && iov[i].iov_len < BULK_MIN) {
+			for (; i < end; i++)
 				if (iov[i].iov_len) {
 					dt[nm][m].buffer = iov[i].iov_base;
 					dt[nm][m++].length = iov[i].iov_len;
 				}
-				i++;
-			}
 			rp.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE;
 			rp.flags = UCP_AM_SEND_FLAG_EAGER;
 			rp.datatype = ucp_dt_make_iov();
