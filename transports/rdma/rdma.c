@@ -13,16 +13,20 @@
  *    and the connection fails with VGPU_ERR_CONNECTION.
  *  - send: the byte stream of one send() becomes active messages
  *    (ucp_am_send_nbx), each carrying [client id, sequence number] as its AM
- *    header (the id names the connection on the server's shared worker): small segments are gathered into one eager message, each bulk
- *    segment (>= BULK_MIN) goes as its own message straight from the
- *    caller's memory, which UCX sends with rendezvous (RDMA read/get of the
- *    pages) above its rndv threshold. send() returns when every message has
+ *    header (the id names the connection on the server's shared worker).
+ *    Each bulk segment (>= BULK_MIN) goes as its own message straight from
+ *    the caller's memory, which UCX sends with rendezvous above its rndv
+ *    threshold; the small segments just before it (a protocol header and
+ *    body) ride in its AM header after the ids. Other small segments are
+ *    gathered into one eager message. send() returns when every message has
  *    completed, so the caller may reuse its buffers.
- *  - recv: the AM handler keeps eager data (UCP_AM_FLAG_PERSISTENT_DATA, no
- *    copy) or the rendezvous descriptor (UCP_AM_RECV_ATTR_FLAG_RNDV) in a
- *    per-connection queue ordered by sequence number; a read that asks for
- *    a whole bulk message fetches it with ucp_am_recv_data_nbx straight into
- *    the caller's memory.
+ *  - recv: the AM handler copies small messages into a reused queue item,
+ *    keeps larger eager data (UCP_AM_FLAG_PERSISTENT_DATA, no copy) or the
+ *    rendezvous descriptor (UCP_AM_RECV_ATTR_FLAG_RNDV), in a
+ *    per-connection queue ordered by sequence number. A read that has its
+ *    minimum stops in front of bulk; a read that asks for a whole bulk
+ *    message fetches it with ucp_am_recv_data_nbx straight into the
+ *    caller's memory.
  *  - progress: one UCX worker per client connection, one per listener
  *    (shared by its connections). Threads needing progress take turns: one
  *    drives ucp_worker_progress and sleeps on the worker's event fd
