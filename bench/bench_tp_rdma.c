@@ -23,7 +23,8 @@
  * alternately, three times, best kept.
  *
  * Environment: VGPU_BENCH_QUICK=1, VGPU_BENCH_CPUS=0 (pin), UCX_TLS,
- * VGPU_BENCH_ONLY=rtt,launch,htod,dtoh (rows to run),
+ * VGPU_BENCH_ONLY=rtt,launch,htod,dtoh (rows to run), VGPU_BENCH_FLOOR_PEER=1
+ * (the floor's endpoints with peer error handling, like the transport's),
  * VGPU_TRANSPORT_PATH (default: the build tree's transports/rdma/.libs).
  */
 #include "config.h"
@@ -511,6 +512,19 @@ static void ux_handler(int server)
 	ucp_worker_set_am_recv_handler(U.w, &ap);
 }
 
+/* VGPU_BENCH_FLOOR_PEER=1: the floor's endpoints ask for peer error
+ * handling as the transport's do (UCX then picks other lanes: with shared
+ * memory, no cma, and rendezvous over tcp). */
+static void ux_errmode(ucp_ep_params_t *ep)
+{
+	const char *e = getenv("VGPU_BENCH_FLOOR_PEER");
+
+	if (e && atoi(e)) {
+		ep->field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+		ep->err_mode = UCP_ERR_HANDLING_MODE_PEER;
+	}
+}
+
 static void ux_conn(ucp_conn_request_h r, void *arg)
 {
 	ux_req = r;
@@ -556,6 +570,7 @@ static void ux_server(int wfd)
 	memset(&ep, 0, sizeof(ep));
 	ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST;
 	ep.conn_request = ux_req;
+	ux_errmode(&ep);
 	if (ucp_ep_create(U.w, &ep, &U.ep) != UCS_OK)
 		_exit(1);
 	ux_flush();
@@ -603,6 +618,7 @@ static void ux_start(void)
 	ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
 	ep.sockaddr.addr = (struct sockaddr *)&sa;
 	ep.sockaddr.addrlen = sizeof(sa);
+	ux_errmode(&ep);
 	if (ucp_ep_create(U.w, &ep, &U.ep) != UCS_OK)
 		die("raw UCX connect failed");
 	ux_flush();
