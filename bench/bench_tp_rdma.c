@@ -23,7 +23,9 @@
  * alternately, three times, best kept.
  *
  * Environment: VGPU_BENCH_QUICK=1, VGPU_BENCH_CPUS=0 (pin), UCX_TLS,
- * VGPU_BENCH_ONLY=rtt,launch,htod,dtoh (rows to run), VGPU_BENCH_FLOOR_PEER=1
+ * VGPU_BENCH_ONLY=rtt,launch,htod,dtoh (rows to run), VGPU_BENCH_IDLE=N (N
+ * idle connections beside the measured one, a server thread blocked in
+ * recv on each), VGPU_BENCH_FLOOR_PEER=1
  * (the floor's endpoints with peer error handling, like the transport's),
  * VGPU_TRANSPORT_PATH (default: the build tree's transports/rdma/.libs).
  */
@@ -34,6 +36,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -236,8 +239,40 @@ static int tp_frame(struct rb *r, uint64_t *bulk, uint64_t *resp, void *dst)
 #define NO_REPLY 0
 #define HDR_ONLY UINT64_MAX
 
+/* VGPU_BENCH_IDLE=N: N more connections on the listener, each with a
+ * server thread blocked in recv, as in a vgpud serving idle clients. */
+static int n_idle(void)
+{
+	const char *e = getenv("VGPU_BENCH_IDLE");
+
+	return e ? atoi(e) : 0;
+}
+
+static void *idle_reader(void *arg)
+{
+	uint8_t b[64];
+
+	while (T->recv(arg, b, 1, sizeof(b)) > 0) {
+	}
+	return NULL;
+}
+
+static void *idle_acceptor(void *arg)
+{
+	for (int i = 0; i < n_idle(); i++) {
+		struct vgpu_tp_conn *c;
+		pthread_t th;
+
+		if (T->accept(arg, &c) < 0)
+			break;
+		pthread_create(&th, NULL, idle_reader, c);
+	}
+	return NULL;
+}
+
 static void tp_server(int wfd)
 {
+	pthread_t th;
 	struct vgpu_tp_addr a;
 	struct vgpu_tp_listener *l;
 	struct vgpu_tp_conn *c;
@@ -259,6 +294,8 @@ static void tp_server(int wfd)
 	close(wfd);
 	if (T->accept(l, &c) < 0)
 		die("accept: %s", errmsg);
+	if (n_idle())
+		pthread_create(&th, NULL, idle_acceptor, l);
 	r->c = c;
 	while (tp_frame(r, &bulk, &resp, buf) == 0) {
 		uint64_t off = 0;
@@ -314,6 +351,12 @@ static void tp_connect(void)
 	tp_addr(&a, tp_port);
 	if (T->connect(&a, 10000, &tc) < 0)
 		die("connect: %s", errmsg);
+	for (int i = 0; i < n_idle(); i++) {
+		struct vgpu_tp_conn *idle;
+
+		if (T->connect(&a, 10000, &idle) < 0)
+			die("connect: %s", errmsg);
+	}
 	trb = calloc(1, sizeof(*trb));
 	if (!trb)
 		die("out of memory");
