@@ -539,7 +539,6 @@ static void recv_cb(void *req, ucs_status_t status, size_t length, void *user)
 	o->done = 1;
 }
 
-
 /* Wait for a request (k->m held). Returns its status. */
 static ucs_status_t req_wait(struct vgpu_tp_conn *c, void *req, struct op *o, double deadline)
 {
@@ -996,9 +995,8 @@ static vgpu_status send_error(struct vgpu_tp_conn *c, ucs_status_t s)
 
 #define MAX_MSGS 16
 
-/* Small segments sent ahead of a bulk one ride in its AM header when they
- * fit the receiver's inline copy: one message (and one rendezvous request)
- * per protocol message instead of two. */
+/* Bytes in the run of small segments from iov[i]; *end: the bulk segment
+ * (or n) that ends it. */
 static size_t small_run(const struct iovec *iov, int n, int i, int *end)
 {
 	size_t len = 0;
@@ -1063,10 +1061,11 @@ static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, in
 
 			memcpy(p, hdr[nm], sizeof(hdr[nm]));
 			p += sizeof(hdr[nm]);
-			for (; i < end; i++) {
-				memcpy(p, iov[i].iov_base, iov[i].iov_len);
-				p += iov[i].iov_len;
-			}
+			for (; i < end; i++)
+				if (iov[i].iov_len) { /* an empty one may be NULL */
+					memcpy(p, iov[i].iov_base, iov[i].iov_len);
+					p += iov[i].iov_len;
+				}
 			c->tx_seq++;
 			pre_used = 1;
 			req[nm] = ucp_am_send_nbx(c->ep, AM_ID, pre, sizeof(hdr[nm]) + run,
@@ -1083,10 +1082,11 @@ static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, in
 
 			memcpy(p, hdr[nm], sizeof(hdr[nm]));
 			p += sizeof(hdr[nm]);
-			for (; i < end; i++) {
-				memcpy(p, iov[i].iov_base, iov[i].iov_len);
-				p += iov[i].iov_len;
-			}
+			for (; i < end; i++)
+				if (iov[i].iov_len) { /* an empty one may be NULL */
+					memcpy(p, iov[i].iov_base, iov[i].iov_len);
+					p += iov[i].iov_len;
+				}
 			pack_used = 1;
 			rp.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
 			rp.flags = UCP_AM_SEND_FLAG_EAGER;
