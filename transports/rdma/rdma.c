@@ -13,7 +13,7 @@
  *    and the connection fails with VGPU_ERR_CONNECTION.
  *  - send: the byte stream of one send() becomes active messages
  *    (ucp_am_send_nbx), each carrying [client id, sequence number] as its AM
- *    header (the id names the connection on the server's shared worker).
+ *    header.
  *    Each bulk segment (>= BULK_MIN) goes as its own message straight from
  *    the caller's memory, which UCX sends with rendezvous above its rndv
  *    threshold; the small segments just before it (a protocol header and
@@ -27,8 +27,9 @@
  *    minimum stops in front of bulk; a read that asks for a whole bulk
  *    message fetches it with ucp_am_recv_data_nbx straight into the
  *    caller's memory.
- *  - progress: one UCX worker per client connection, one per listener
- *    (shared by its connections). Threads needing progress take turns: one
+ *  - progress: one UCX worker per connection (the server accepts each
+ *    request on a worker of its own) and one per listener for connection
+ *    requests. Threads needing progress take turns: one
  *    drives ucp_worker_progress and sleeps on the worker's event fd
  *    (ucp_worker_arm), the others wait on a condition variable.
  *
@@ -131,7 +132,7 @@ struct vgpu_tp_listener {
 	struct wk k;
 	ucp_listener_h l;
 	struct creq *reqs;
-	pthread_cond_t acv; /* accept's own: k.cv fires on every message */
+	pthread_cond_t acv; /* accept's own (k.cv is for progress waiters) */
 	int stop;
 };
 
@@ -802,16 +803,14 @@ static vgpu_status rdma_accept(struct vgpu_tp_listener *l, struct vgpu_tp_conn *
 	for (;;) {
 		struct creq *q;
 		struct vgpu_tp_conn *c = NULL;
+		struct wk *ck;
 		ucp_conn_request_attr_t ra;
 		ucp_ep_params_t ep;
 		ucs_status_t s;
 		char peer[128] = "?";
 
-		/* Not a progress waiter, and not on k->cv: a connection's
-		 * reader on this shared worker would otherwise find accept
-		 * sleeping on the event fd, or wake it with every message.
-		 * The background thread moves an idle worker; conn_handler
-		 * signals acv from whichever thread progresses. */
+		/* Not a progress waiter: the background thread moves the
+		 * listener's worker; conn_handler signals acv. */
 		while (!l->reqs && !l->stop)
 			pthread_cond_wait(&l->acv, &k->m);
 		if (l->stop) {
@@ -822,15 +821,34 @@ static vgpu_status rdma_accept(struct vgpu_tp_listener *l, struct vgpu_tp_conn *
 		l->reqs = q->next;
 		ra.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR |
 				UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ID;
-		if (ucp_conn_request_query(q->r, &ra) != UCS_OK || !ra.client_id ||
-		    conn_of(k, ra.client_id)) {
-			/* no id, or one already in use: not a libvgpu client */
+		if (ucp_conn_request_query(q->r, &ra) != UCS_OK || !ra.client_id) {
+			/* no id: not a libvgpu client */
 			ucp_listener_reject(l->l, q->r);
 			free(q);
 			continue;
 		}
+		pthread_mutex_unlock(&k->m);
+		/* Each connection gets a worker of its own (UCX accepts a
+		 * request on any worker of the context): readers of
+		 * different connections then never share an event fd or a
+		 * condition variable, so an idle client costs the others
+		 * nothing (on one shared worker every message woke every
+		 * waiting reader). */
 		fmt_addr(&ra.client_address, peer, sizeof(peer));
-		if (conn_new(k, peer, &c) < 0) {
+		ck = calloc(1, sizeof(*ck));
+		if (!ck || wk_init(ck, 0, 0) < 0) {
+			H->log(1, "rdma: dropping a connection from %s: %s", peer,
+			       ck ? H->error_msg() : "out of host memory");
+			free(ck);
+			pthread_mutex_lock(&k->m);
+			ucp_listener_reject(l->l, q->r);
+			free(q);
+			continue;
+		}
+		if (conn_new(ck, peer, &c) < 0) {
+			wk_fini(ck);
+			free(ck);
+			pthread_mutex_lock(&k->m);
 			ucp_listener_reject(l->l, q->r);
 			free(q);
 			continue;
@@ -840,26 +858,30 @@ static vgpu_status rdma_accept(struct vgpu_tp_listener *l, struct vgpu_tp_conn *
 		ep.conn_request = q->r;
 		free(q);
 		c->id = ra.client_id;
-		s = ucp_ep_create(k->w, &ep, &c->ep);
+		pthread_mutex_lock(&ck->m);
+		s = ucp_ep_create(ck->w, &ep, &c->ep);
 		if (s != UCS_OK) {
+			pthread_mutex_unlock(&ck->m);
 			H->log(1, "rdma: dropping a connection from %s: %s", peer, ucs_status_string(s));
 			free(c);
+			wk_fini(ck);
+			free(ck);
+			pthread_mutex_lock(&k->m);
 			continue;
 		}
-		c->next = k->conns;
-		k->conns = c;
+		ck->conns = c;
 		/* Wait for the wire-up to finish before anyone sends: UCX 1.13
 		 * replays requests queued during lane reconfiguration (tcp to
 		 * shared memory) through a NULL protocol and crashes. */
 		if (ep_ready(c) != UCS_OK) {
 			H->log(1, "rdma: dropping a connection from %s: %s", peer,
 			       c->dead ? c->why : "wire-up failed");
-			pthread_mutex_unlock(&k->m);
-			rdma_close_internal(c);
+			pthread_mutex_unlock(&ck->m);
+			rdma_close_internal(c); /* frees ck too */
 			pthread_mutex_lock(&k->m);
 			continue;
 		}
-		pthread_mutex_unlock(&k->m);
+		pthread_mutex_unlock(&ck->m);
 		*out = c;
 		return VGPU_OK;
 	}
