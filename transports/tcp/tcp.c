@@ -742,6 +742,20 @@ static vgpu_status tcp_connect(const struct vgpu_tp_addr *u, uint32_t timeout_ms
 
 static vgpu_status send_all(struct vgpu_tp_conn *c, struct iovec *iov, int n);
 
+/* One piece: one send, usually whole; send_all does the rest, or the error
+ * (again after EINTR). */
+static vgpu_status send_one(struct vgpu_tp_conn *c, const void *p, size_t n)
+{
+	ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+	struct iovec iov;
+
+	if (w == (ssize_t)n)
+		return VGPU_OK;
+	iov.iov_base = (char *)p + (w > 0 ? w : 0);
+	iov.iov_len = n - (size_t)(w > 0 ? w : 0);
+	return send_all(c, &iov, 1);
+}
+
 static vgpu_status tcp_send(struct vgpu_tp_conn *c, const struct iovec *iov_in, int n)
 {
 	struct iovec iov[16];
@@ -750,6 +764,8 @@ static vgpu_status tcp_send(struct vgpu_tp_conn *c, const struct iovec *iov_in, 
 		return vgpu__error(VGPU_ERR_INTERNAL, "tcp send: %d iovecs (at most 16)", n);
 	if (c->ssl)
 		return tls_send(c, iov_in, n);
+	if (n == 1)
+		return send_one(c, iov_in[0].iov_base, iov_in[0].iov_len);
 	if (n > 1) {
 		/* a small message (a request, a reply): one flat send is cheaper
 		 * for the kernel than gathering iovecs */
@@ -766,9 +782,7 @@ static vgpu_status tcp_send(struct vgpu_tp_conn *c, const struct iovec *iov_in, 
 					memcpy(flat + off, iov_in[k].iov_base, iov_in[k].iov_len);
 				off += iov_in[k].iov_len;
 			}
-			iov[0].iov_base = flat;
-			iov[0].iov_len = total;
-			return send_all(c, iov, 1);
+			return send_one(c, flat, total);
 		}
 	}
 	memcpy(iov, iov_in, (size_t)n * sizeof(*iov));
