@@ -449,6 +449,9 @@ int vgpu__mp_skip(struct vgpu_mp *m, int depth)
 
 /* ---- framing ---- */
 
+/* Read-ahead after bulk: a header, a body and a little more. */
+#define RBUF_BULK_AHEAD 1024
+
 vgpu_status vgpu__rbuf_fill(struct vgpu_rbuf *r, void *dst, size_t n)
 {
 	uint8_t *d = dst;
@@ -467,15 +470,19 @@ vgpu_status vgpu__rbuf_fill(struct vgpu_rbuf *r, void *dst, size_t n)
 		}
 		r->off = r->len = 0;
 		if (n >= sizeof(r->buf) / 2) {
-			/* bulk: straight into the destination */
+			/* bulk: straight into the destination; a header and
+			 * more bulk likely follow */
 			got = r->tp->recv(r->c, d, n, n);
 			if (got < 0)
 				return (vgpu_status)got;
 			d += got;
 			n -= (size_t)got;
+			r->ahead = RBUF_BULK_AHEAD;
 			continue;
 		}
-		got = r->tp->recv(r->c, r->buf, n, sizeof(r->buf));
+		got = r->tp->recv(r->c, r->buf, n,
+				  r->ahead > n ? r->ahead : sizeof(r->buf));
+		r->ahead = 0;
 		if (got < 0)
 			return (vgpu_status)got;
 		r->len = (size_t)got;

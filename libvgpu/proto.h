@@ -140,6 +140,10 @@ struct vgpu_rbuf {
 	const struct vgpu_transport_ops *tp;
 	struct vgpu_tp_conn *c;
 	size_t off, len;
+	/* read-ahead of the next refill (0: the whole buffer). After bulk went
+	 * straight to its destination, the next header is read with a short
+	 * read-ahead, so that the bulk behind it is not copied through buf. */
+	size_t ahead;
 	uint8_t buf[128 * 1024];
 };
 /* Read exactly n bytes into dst (large reads go straight to dst). */
