@@ -23,6 +23,7 @@
  */
 #include "config.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -798,15 +799,32 @@ static vgpu_status r_mem_free(vgpu_t *v, vgpu_dptr p)
 	return st;
 }
 
+/*
+ * [op, sid, a, n] of a copy, the request every copy sends, written as
+ * fixed-width msgpack (fixarray, fixint, uint32, uint64, uint64) rather
+ * than token by token through msgpack-c's callback: 25 bytes that any
+ * msgpack reader decodes, for a fraction of the instructions.
+ */
 static void pack_copy(struct vgpu_wbuf *w, uint8_t *buf, size_t cap, unsigned op, uint32_t sid,
 		      uint64_t a, uint64_t n)
 {
+	uint32_t s32 = htobe32(sid);
+	uint64_t a64 = htobe64(a), n64 = htobe64(n);
+
 	vgpu__wbuf_init(w, buf, cap);
-	msgpack_pack_array(&w->pk, 4);
-	msgpack_pack_uint32(&w->pk, op);
-	msgpack_pack_uint32(&w->pk, sid);
-	msgpack_pack_uint64(&w->pk, a);
-	msgpack_pack_uint64(&w->pk, n);
+	if (cap < 25 || op > 0x7f) {
+		w->overflow = 1;
+		return;
+	}
+	buf[0] = 0x94;
+	buf[1] = (uint8_t)op;
+	buf[2] = 0xce;
+	memcpy(buf + 3, &s32, 4);
+	buf[7] = 0xcf;
+	memcpy(buf + 8, &a64, 8);
+	buf[16] = 0xcf;
+	memcpy(buf + 17, &n64, 8);
+	w->len = 25;
 }
 
 static vgpu_status r_memcpy_htod(vgpu_t *v, uint32_t sid, vgpu_dptr dst, const void *src, size_t n)

@@ -2,6 +2,7 @@
 /* proto.c - wire protocol: header codec, bounded msgpack cursor, framing, HMAC. */
 #include "config.h"
 
+#include <endian.h>
 #include <string.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -157,6 +158,21 @@ static int need(struct vgpu_mp *m, size_t n)
 static uint64_t be(const uint8_t *p, int n)
 {
 	uint64_t v = 0;
+	uint32_t v32;
+	uint16_t v16;
+
+	/* big-endian loads of the widths msgpack uses */
+	switch (n) {
+	case 8:
+		memcpy(&v, p, 8);
+		return be64toh(v);
+	case 4:
+		memcpy(&v32, p, 4);
+		return be32toh(v32);
+	case 2:
+		memcpy(&v16, p, 2);
+		return be16toh(v16);
+	}
 	for (int i = 0; i < n; i++)
 		v = (v << 8) | p[i];
 	return v;
