@@ -957,17 +957,23 @@ static vgpu_status r_memset(vgpu_t *v, uint32_t sid, vgpu_dptr dst, uint8_t valu
 	return r_copy3(v, VGPU_OP_MEMSET, sid, dst, value, n);
 }
 
-static vgpu_status r_stream_create(vgpu_t *v, unsigned flags, uint32_t *sid)
+/* A create that answers a new id (never 0, at most 32 bits). */
+static vgpu_status r_create_id(vgpu_t *v, unsigned op, unsigned flags, uint32_t *id)
 {
 	uint64_t x = 0;
-	vgpu_status st = r_get_u64(v, VGPU_OP_STREAM_CREATE, 1, flags, 0, &x);
+	vgpu_status st = r_get_u64(v, op, 1, flags, 0, &x);
 
 	if (st >= 0) {
 		if (x == 0 || x > UINT32_MAX)
-			return bad_reply(CL(v), VGPU_OP_STREAM_CREATE);
-		*sid = (uint32_t)x;
+			return bad_reply(CL(v), op);
+		*id = (uint32_t)x;
 	}
 	return st;
+}
+
+static vgpu_status r_stream_create(vgpu_t *v, unsigned flags, uint32_t *sid)
+{
+	return r_create_id(v, VGPU_OP_STREAM_CREATE, flags, sid);
 }
 
 static vgpu_status r_stream_destroy(vgpu_t *v, uint32_t sid)
@@ -1008,15 +1014,7 @@ static vgpu_status r_stream_wait_event(vgpu_t *v, uint32_t sid, uint32_t eid)
 
 static vgpu_status r_event_create(vgpu_t *v, unsigned flags, uint32_t *eid)
 {
-	uint64_t x = 0;
-	vgpu_status st = r_get_u64(v, VGPU_OP_EVENT_CREATE, 1, flags, 0, &x);
-
-	if (st >= 0) {
-		if (x == 0 || x > UINT32_MAX)
-			return bad_reply(CL(v), VGPU_OP_EVENT_CREATE);
-		*eid = (uint32_t)x;
-	}
-	return st;
+	return r_create_id(v, VGPU_OP_EVENT_CREATE, flags, eid);
 }
 
 static vgpu_status r_event_destroy(vgpu_t *v, uint32_t eid)

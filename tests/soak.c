@@ -53,52 +53,10 @@ static void kill_server(void)
 	server_pid = 0;
 }
 
-static void on_alarm(int sig)
-{
-	static const char m[] = "soak: watchdog expired\n";
-
-	(void)sig;
-	vt_vgpud_kill_all(1);
-	if (write(2, m, sizeof(m) - 1) < 0) {
-	}
-	_exit(1);
-}
-
 static int start_server(int clients)
 {
-	struct vt_vgpud d;
-	char maxc[32];
-	const char *args[] = { "--listen", "tcp://127.0.0.1:0", "--allow-native-modules", "--max-connections",
-			       maxc, "--workers", "4", NULL };
-
-	snprintf(maxc, sizeof(maxc), "%d", clients * 2 + 16);
-	if (vt_vgpud_start(&d, "/tmp", args) < 0 ||
-	    vt_vgpud_uri(&d, "tcp", "/0", server_uri, sizeof(server_uri)) < 0) {
-		fprintf(stderr, "soak: vgpud did not start\n");
-		vt_vgpud_kill(&d, SIGKILL);
-		unlink(d.log);
-		return -1;
-	}
-	unlink(d.log);
-	server_pid = d.pid;
-	return 0;
-}
-
-static long rss_kib(pid_t pid)
-{
-	char path[64], line[256];
-	long kib = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "VmRSS:", 6))
-			kib = strtol(line + 6, NULL, 10);
-	fclose(f);
-	return kib;
+	server_pid = vt_vgpud_start_for("tcp://127.0.0.1:0", clients, server_uri, sizeof(server_uri));
+	return server_pid > 0 ? 0 : -1;
 }
 
 struct client {
@@ -228,7 +186,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: soak [CLIENTS [SECONDS]]\n");
 		return 2;
 	}
-	signal(SIGALRM, on_alarm);
+	signal(SIGALRM, vt_vgpud_watchdog);
 	alarm((unsigned)seconds + 120);
 	atexit(kill_server);
 	if (start_server(nclients) < 0)
@@ -247,7 +205,7 @@ int main(int argc, char **argv)
 		free(w);
 	}
 	poll(NULL, 0, 200);
-	rss0 = rss_kib(server_pid);
+	rss0 = vt_proc_kib(server_pid, "VmRSS:");
 	cl = calloc((size_t)nclients, sizeof(*cl));
 	if (!cl)
 		return 1;
@@ -285,7 +243,7 @@ int main(int argc, char **argv)
 		poll(NULL, 0, 50);
 	}
 	for (int i = 0; i < 20; i++) { /* freed memory goes back to the system in steps */
-		rss1 = rss_kib(server_pid);
+		rss1 = vt_proc_kib(server_pid, "VmRSS:");
 		if (rss1 <= rss0 + 32 * 1024)
 			break;
 		poll(NULL, 0, 100);

@@ -34,22 +34,6 @@ struct server {
 
 static char tmpdir[128];
 
-static void kill_all(void)
-{
-	vt_vgpud_kill_all(0);
-}
-
-static void watchdog(int sig)
-{
-	static const char m[] = "test_pool: watchdog expired, servers killed\n";
-
-	(void)sig;
-	vt_vgpud_kill_all(1);
-	if (write(2, m, sizeof(m) - 1) < 0) {
-	}
-	_exit(1);
-}
-
 static double now_s(void)
 {
 	struct timespec ts;
@@ -459,8 +443,8 @@ int main(void)
 		perror("mkdtemp");
 		return 1;
 	}
-	atexit(kill_all);
-	signal(SIGALRM, watchdog);
+	atexit(vt_vgpud_cleanup);
+	signal(SIGALRM, vt_vgpud_watchdog);
 	alarm(240);
 	if (server_start(&A, one) || server_start(&B, one) || server_start(&D, one)) {
 		fprintf(stderr, "cannot start vgpud\n");
@@ -476,7 +460,7 @@ int main(void)
 	vt_run("share_placement", t_share, NULL);
 	vt_run("status_needs_auth", t_status_auth, NULL);
 	vt_run("autoscale_exec", t_autoscale_exec, NULL);
-	kill_all();
+	vt_vgpud_cleanup();
 	{
 		char cmd[300];
 

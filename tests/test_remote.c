@@ -50,22 +50,6 @@ static const struct vgpu_transport_ops *raw_tp;
 
 static char tmpdir[128];
 
-static void kill_all(void)
-{
-	vt_vgpud_kill_all(0);
-}
-
-static void watchdog(int sig)
-{
-	static const char m[] = "test_remote: watchdog expired, servers killed\n";
-
-	(void)sig;
-	vt_vgpud_kill_all(1);
-	if (write(2, m, sizeof(m) - 1) < 0) {
-	}
-	_exit(1);
-}
-
 static double now_s(void)
 {
 	struct timespec ts;
@@ -952,23 +936,6 @@ static uint64_t sum64(const void *p, size_t n)
 	return h;
 }
 
-static long server_hwm_kib(pid_t pid)
-{
-	char path[64], line[256];
-	long kib = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "VmHWM:", 6))
-			kib = strtol(line + 6, NULL, 10);
-	fclose(f);
-	return kib;
-}
-
 static int big_copy(uint64_t *src, uint64_t *dst, size_t n)
 {
 	struct server b;
@@ -1011,7 +978,7 @@ static int big_copy(uint64_t *src, uint64_t *dst, size_t n)
 	CHECK_OK(vgpu_stream_synchronize(s));
 	CHECK(sum64(dst, n) == h0);
 	/* device memory (1 GiB) + bounded buffers, not a second copy */
-	hwm = server_hwm_kib(b.pid);
+	hwm = vt_proc_kib(b.pid, "VmHWM:");
 	if (hwm > 0 && hwm > (long)((n + (512u << 20)) >> 10)) {
 		fprintf(stderr, "  server peak RSS %ld MiB for a 1 GiB device\n", hwm >> 10);
 		return VT_FAIL;
@@ -1277,8 +1244,8 @@ int main(int argc, char **argv)
 		perror("mkdtemp");
 		return 1;
 	}
-	atexit(kill_all);
-	signal(SIGALRM, watchdog);
+	atexit(vt_vgpud_cleanup);
+	signal(SIGALRM, vt_vgpud_watchdog);
 	alarm(280);
 	if (server_start(&S, native) != 0) {
 		fprintf(stderr, "cannot start vgpud\n");
@@ -1302,7 +1269,7 @@ int main(int argc, char **argv)
 	RUN("sigterm", t_sigterm);
 	RUN("sigterm_inflight", t_sigterm_inflight);
 	RUN("shared_server_clean_exit", t_clean_exit);
-	kill_all();
+	vt_vgpud_cleanup();
 	{
 		char cmd[300];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);

@@ -42,35 +42,10 @@ static void kill_server(void)
 	server_pid = 0;
 }
 
-static void on_alarm(int sig)
-{
-	static const char m[] = "test_restart: watchdog expired\n";
-
-	(void)sig;
-	vt_vgpud_kill_all(1);
-	if (write(2, m, sizeof(m) - 1) < 0) {
-	}
-	_exit(1);
-}
-
 static int start_server(int clients, const char *listen)
 {
-	struct vt_vgpud d;
-	char maxc[32];
-	const char *args[] = { "--listen", listen, "--allow-native-modules", "--max-connections",
-			       maxc, "--workers", "4", NULL };
-
-	snprintf(maxc, sizeof(maxc), "%d", clients * 2 + 16);
-	if (vt_vgpud_start(&d, "/tmp", args) < 0 ||
-	    vt_vgpud_uri(&d, "tcp", "/0", server_uri, sizeof(server_uri)) < 0) {
-		fprintf(stderr, "test_restart: vgpud did not start\n");
-		vt_vgpud_kill(&d, SIGKILL);
-		unlink(d.log);
-		return -1;
-	}
-	unlink(d.log);
-	server_pid = d.pid;
-	return 0;
+	server_pid = vt_vgpud_start_for(listen, clients, server_uri, sizeof(server_uri));
+	return server_pid > 0 ? 0 : -1;
 }
 
 struct client {
@@ -142,7 +117,7 @@ int main(void)
 	char listen[300];
 	int rc = 0;
 
-	signal(SIGALRM, on_alarm);
+	signal(SIGALRM, vt_vgpud_watchdog);
 	alarm(90);
 	atexit(kill_server);
 	if (start_server(NCLIENTS, "tcp://127.0.0.1:0") < 0)

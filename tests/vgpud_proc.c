@@ -2,6 +2,7 @@
 /* vgpud_proc.c - real vgpud processes for the tests (vgpud_proc.h). */
 #include "config.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -184,4 +185,57 @@ int vt_vgpud_stop_clean(struct vt_vgpud *s)
 		return -1;
 	}
 	return 0;
+}
+
+void vt_vgpud_cleanup(void)
+{
+	vt_vgpud_kill_all(0);
+}
+
+void vt_vgpud_watchdog(int sig)
+{
+	static const char m[] = ": watchdog expired, servers killed\n";
+	const char *name = program_invocation_short_name;
+
+	(void)sig;
+	vt_vgpud_kill_all(1);
+	if (write(2, name, strlen(name)) < 0 || write(2, m, sizeof(m) - 1) < 0) {
+	}
+	_exit(1);
+}
+
+pid_t vt_vgpud_start_for(const char *listen, int clients, char *uri, size_t len)
+{
+	struct vt_vgpud d;
+	char maxc[32];
+	const char *args[] = { "--listen", listen, "--allow-native-modules", "--max-connections",
+			       maxc, "--workers", "4", NULL };
+
+	snprintf(maxc, sizeof(maxc), "%d", clients * 2 + 16);
+	if (vt_vgpud_start(&d, "/tmp", args) < 0 || vt_vgpud_uri(&d, "tcp", "/0", uri, len) < 0) {
+		fprintf(stderr, "%s: vgpud did not start\n", program_invocation_short_name);
+		vt_vgpud_kill(&d, SIGKILL);
+		unlink(d.log);
+		return -1;
+	}
+	unlink(d.log);
+	return d.pid;
+}
+
+long vt_proc_kib(pid_t pid, const char *field)
+{
+	char path[64], line[256];
+	size_t fl = strlen(field);
+	long kib = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, fl))
+			kib = strtol(line + fl, NULL, 10);
+	fclose(f);
+	return kib;
 }

@@ -37,5 +37,17 @@ void vt_vgpud_track(pid_t pid);
 void vt_vgpud_untrack(pid_t pid);
 /* SIGKILL every process still running; reap (0) or not (1: a signal handler). */
 void vt_vgpud_kill_all(int from_signal);
+/* The same for atexit(). */
+void vt_vgpud_cleanup(void);
+/* A SIGALRM handler: every process killed, "watchdog expired", exit 1. */
+void vt_vgpud_watchdog(int sig);
+/*
+ * A vgpud on listen for a load test: native modules allowed, room for
+ * clients connections and 4 workers; uri gets its tcp URI with "/0". Its
+ * log is removed once it listens. Its pid, or -1.
+ */
+pid_t vt_vgpud_start_for(const char *listen, int clients, char *uri, size_t len);
+/* A field of /proc/PID/status in KiB ("VmRSS:", "VmHWM:"), or -1. */
+long vt_proc_kib(pid_t pid, const char *field);
 
 #endif
