@@ -842,25 +842,10 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 	if (vgpu__mp_u32(m, &sid) || vgpu__mp_u64(m, &dst) || vgpu__mp_u64(m, &n) ||
 	    n != h->bulk_len || n > VGPU_PROTO_CHUNK)
 		return BAD_BODY(VGPU_OP_HTOD);
-	if (sid == 0 && !(h->flags & (VGPU_MSGF_NOREPLY | VGPU_MSGF_LAST)) && n <= VGPU_PROTO_INLINE) {
-		/* small synchronous copy: one round trip, no allocation */
-		int fatal = 0;
-
-		st = htod_direct(c, dst, n, &fatal);
-		if (fatal)
-			return st;
-		if (st != VGPU__DIRECT_NONE) {
-			reply_status(c, 1, h->id, 0, st, NULL);
-			return VGPU_OK;
-		}
-		st = vgpu__rbuf_read(&c->rb, c->scratch, n);
-		if (st < 0)
-			return st;
-		st = vgpu__s_memcpy_htod(c->sess, 0, dst, c->scratch, n, NULL);
-		reply_status(c, 1, h->id, 0, st, NULL);
-		return VGPU_OK;
-	}
 	if (sid == 0) {
+		/* synchronous, small or a chunk: straight into device memory
+		 * where the device allows; the reply (or the chunk's error)
+		 * as for a staged one */
 		int fatal = 0;
 
 		st = htod_direct(c, dst, n, &fatal);
@@ -868,6 +853,15 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 			return st;
 		if (st != VGPU__DIRECT_NONE)
 			goto failed;
+	}
+	if (sid == 0 && !(h->flags & (VGPU_MSGF_NOREPLY | VGPU_MSGF_LAST)) && n <= VGPU_PROTO_INLINE) {
+		/* small synchronous copy: one round trip, no allocation */
+		st = vgpu__rbuf_read(&c->rb, c->scratch, n);
+		if (st < 0)
+			return st;
+		st = vgpu__s_memcpy_htod(c->sess, 0, dst, c->scratch, n, NULL);
+		reply_status(c, 1, h->id, 0, st, NULL);
+		return VGPU_OK;
 	}
 	credit_take(c, n);
 	buf = chunk_get(c, n);
@@ -953,8 +947,6 @@ failed:
 						   c->label);
 			x->c = c;
 			x->id = h->id;
-			x->st = st;
-			snprintf(x->msg, sizeof(x->msg), "%s", vgpu__error_msg());
 		}
 		if (st < 0 && x) {
 			pthread_mutex_lock(&c->lock); /* completions write x too */
@@ -994,19 +986,24 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 
 	if (vgpu__mp_u32(m, &sid) || vgpu__mp_u64(m, &src) || vgpu__mp_u64(m, &n))
 		return BAD_BODY(VGPU_OP_DTOH);
-	if (sid == 0 && n <= VGPU_PROTO_INLINE) {
-		uint8_t b[VGPU_ERRMSG_MAX + 64];
-		struct vgpu_wbuf w;
-		struct direct_io io = { c, h->id, 1, 0 };
+	if (sid == 0) {
+		/* synchronous: sent straight from device memory where the
+		 * device allows, a small copy as its one reply frame */
+		struct direct_io io = { c, h->id, n <= VGPU_PROTO_INLINE, 0 };
 
 		st = vgpu__s_mem_direct(c->sess, src, n, 0, direct_send, &io);
 		if (st != VGPU__DIRECT_NONE) {
 			if (io.touched && st < 0)
-				return st;
-			if (st < 0)
+				return st; /* the connection failed mid-copy */
+			if (st < 0 || !io.single)
 				reply_status(c, 1, h->id, 0, st, NULL);
 			return VGPU_OK;
 		}
+	}
+	if (sid == 0 && n <= VGPU_PROTO_INLINE) {
+		uint8_t b[VGPU_ERRMSG_MAX + 64];
+		struct vgpu_wbuf w;
+
 		st = vgpu__s_memcpy_dtoh(c->sess, 0, c->scratch, src, n, NULL);
 		resp_begin(&w, b, sizeof(b), st, NULL, 1);
 		if (st >= 0)
@@ -1014,17 +1011,6 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		conn_send(c, 1, VGPU_MSG_RESP, 0, h->id, w.buf, w.len, c->scratch,
 			  st < 0 ? 0 : n, 0);
 		return VGPU_OK;
-	}
-	if (sid == 0) {
-		struct direct_io io = { c, h->id, 0, 0 };
-
-		st = vgpu__s_mem_direct(c->sess, src, n, 0, direct_send, &io);
-		if (st != VGPU__DIRECT_NONE) {
-			if (io.touched && st < 0)
-				return st; /* the connection failed mid-copy */
-			reply_status(c, 1, h->id, 0, st, NULL);
-			return VGPU_OK;
-		}
 	}
 	x = calloc(1, sizeof(*x));
 	if (!x) {
