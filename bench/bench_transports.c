@@ -24,7 +24,9 @@
  * Environment: VGPU_BENCH_QUICK=1 (fewer iterations), VGPU_BENCH_CPUS=0
  * (pin every process to these CPUs: on a small VM, waking a halted vCPU
  * costs tens of microseconds and makes unpinned runs bimodal), VGPU_BENCH_TRANSPORTS
- * (comma list, default tcp,unix,uring,rdma), VGPU_TRANSPORT_PATH, UCX_*.
+ * (comma list, default tcp,unix,uring,rdma), VGPU_BENCH_ONLY=rtt,launch,htod,dtoh
+ * (rows to run, default all), VGPU_BENCH_SIZES=4K,64K,1M,64M (copy sizes to
+ * run, default all; skipped cells print as 0), VGPU_TRANSPORT_PATH, UCX_*.
  */
 #include "config.h"
 
@@ -470,6 +472,25 @@ static double api_metric(struct api *a, int m, size_t n)
  * (floor, API, floor, API, ...) and the best of each kept, so that a busy
  * neighbour on the machine does not land on one side only.
  */
+/* VGPU_BENCH_ONLY, VGPU_BENCH_SIZES: is this cell wanted? */
+static int wanted(int m, int sz)
+{
+	static const char *const keys[4] = { "rtt", "launch", "htod", "dtoh" };
+	static const char *const szk[4] = { "4K", "64K", "1M", "64M" };
+	const char *only = getenv("VGPU_BENCH_ONLY"), *want = getenv("VGPU_BENCH_SIZES");
+
+	if (only && *only && !strstr(only, keys[m]))
+		return 0;
+	if (m >= M_HTOD && want && *want) {
+		char list[128], tok[8];
+
+		snprintf(list, sizeof(list), ",%s,", want);
+		snprintf(tok, sizeof(tok), ",%s,", szk[sz]);
+		return strstr(list, tok) != NULL;
+	}
+	return 1;
+}
+
 static void measure_row(int i, struct api *a, int rawfd, struct figs *api, struct figs *flo)
 {
 	int rounds = quick ? 1 : 3;
@@ -477,6 +498,11 @@ static void measure_row(int i, struct api *a, int rawfd, struct figs *api, struc
 	for (int m = M_RTT; m <= M_DTOH; m++)
 		for (int sz = 0; sz < (m >= M_HTOD ? 4 : 1); sz++) {
 			double best_a = m == M_RTT ? 1e30 : 0, best_f = best_a;
+
+			if (!wanted(m, sz)) {
+				best_a = best_f = 0;
+				goto keep;
+			}
 
 			for (int r = 0; r < rounds; r++) {
 				double f, v;
@@ -495,6 +521,7 @@ static void measure_row(int i, struct api *a, int rawfd, struct figs *api, struc
 					best_a = v > best_a ? v : best_a;
 				}
 			}
+		keep:
 			if (m == M_RTT) {
 				api->rtt_us = best_a;
 				flo->rtt_us = best_f;
@@ -508,8 +535,9 @@ static void measure_row(int i, struct api *a, int rawfd, struct figs *api, struc
 				api->dtoh[sz] = best_a;
 				flo->dtoh[sz] = best_f;
 			}
-			fprintf(stderr, "  %s %d %zu: %.3f / floor %.3f\n", names[i], m,
-				m >= M_HTOD ? sizes[sz] : 0, best_a, best_f);
+			if (best_f > 0)
+				fprintf(stderr, "  %s %d %zu: %.3f / floor %.3f\n", names[i], m,
+					m >= M_HTOD ? sizes[sz] : 0, best_a, best_f);
 		}
 	api->ok = flo->ok = 1;
 }
@@ -519,6 +547,11 @@ static void measure_row(int i, struct api *a, int rawfd, struct figs *api, struc
 static void cell(char *out, size_t len, double v, double floor, int lower_better, const char *fmt)
 {
 	char a[32], b[32];
+
+	if (floor == 0) { /* not measured (VGPU_BENCH_ONLY, VGPU_BENCH_SIZES) */
+		snprintf(out, len, "-");
+		return;
+	}
 	snprintf(a, sizeof(a), fmt, v);
 	snprintf(b, sizeof(b), fmt, floor);
 	snprintf(out, len, "%s / %s (%.2f)", a, b, lower_better ? v / floor : v / floor);
