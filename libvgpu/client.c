@@ -155,7 +155,15 @@ static void conn_broken(struct client *cl, const char *why)
 
 /* ---- sending ---- */
 
-static vgpu_status flush_locked(struct client *cl, const struct iovec *extra, int nextra)
+/* send_locked's how */
+#define SEND_NOW 0
+#define SEND_COALESCE 1 /* may wait in obuf (async requests) */
+#define SEND_DEFERRED 2 /* bulk stays in flight until end_deferred (slock held throughout) */
+
+/* Send obuf, then extra. deferred: the last of extra is bulk the caller
+ * keeps valid until end_deferred. */
+static vgpu_status flush_locked(struct client *cl, const struct iovec *extra, int nextra,
+				int deferred)
 {
 	struct iovec iov[8];
 	int n = 0;
@@ -170,7 +178,7 @@ static vgpu_status flush_locked(struct client *cl, const struct iovec *extra, in
 		iov[n++] = extra[i];
 	if (!n)
 		return VGPU_OK;
-	st = cl->tp->send(cl->tc, iov, n);
+	st = deferred ? vgpu__tp_send_deferred(cl->tp, cl->tc, iov, n) : cl->tp->send(cl->tc, iov, n);
 	cl->olen = 0;
 	if (st < 0) {
 		conn_broken(cl, vgpu__error_msg());
@@ -179,14 +187,29 @@ static vgpu_status flush_locked(struct client *cl, const struct iovec *extra, in
 	return VGPU_OK;
 }
 
+/* After SEND_DEFERRED sends (slock held): returns once the transport
+ * reads the caller's bulk no more, whatever happened. */
+static vgpu_status end_deferred(struct client *cl)
+{
+	vgpu_status st = vgpu__tp_flush(cl->tp, cl->tc);
+
+	if (st < 0) {
+		conn_broken(cl, vgpu__error_msg());
+		return dead_error(cl);
+	}
+	return VGPU_OK;
+}
+
 /*
- * Send one request. coalesce: may wait in the buffer (async requests).
+ * Send one request. how: SEND_NOW, SEND_COALESCE or SEND_DEFERRED.
  * Caller holds slock.
  */
 static vgpu_status send_locked(struct client *cl, uint32_t flags, uint64_t id,
 			       const struct vgpu_wbuf *w, const void *bulk, size_t bulk_len,
-			       int coalesce)
+			       int how)
 {
+	int coalesce = how == SEND_COALESCE, deferred = how == SEND_DEFERRED && bulk_len;
+
 	uint8_t raw[VGPU_PROTO_HDR + 256];
 	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, flags,
 			      (uint32_t)w->len, id, bulk_len };
@@ -218,13 +241,13 @@ static vgpu_status send_locked(struct client *cl, uint32_t flags, uint64_t id,
 		iov[0].iov_len += w->len;
 		iov[1].iov_base = (void *)bulk;
 		iov[1].iov_len = bulk_len;
-		return flush_locked(cl, iov, bulk_len ? 2 : 1);
+		return flush_locked(cl, iov, bulk_len ? 2 : 1, deferred);
 	}
 	iov[1].iov_base = w->buf;
 	iov[1].iov_len = w->len;
 	iov[2].iov_base = (void *)bulk;
 	iov[2].iov_len = bulk_len;
-	return flush_locked(cl, iov, bulk_len ? 3 : 2);
+	return flush_locked(cl, iov, bulk_len ? 3 : 2, deferred);
 }
 
 static void *flusher_main(void *arg)
@@ -247,7 +270,7 @@ static void *flusher_main(void *arg)
 		}
 		pthread_cond_timedwait(&cl->fcond, &cl->slock, &ts);
 		if (cl->olen && !cl->fstop)
-			flush_locked(cl, NULL, 0);
+			flush_locked(cl, NULL, 0, 0);
 	}
 	pthread_mutex_unlock(&cl->slock);
 	return NULL;
@@ -405,7 +428,7 @@ static vgpu_status call(struct client *cl, struct pending *p, const struct vgpu_
 		send_fused(cl, p->id, w, bulk, bulk_len);
 	} else {
 		pthread_mutex_lock(&cl->slock);
-		send_locked(cl, 0, p->id, w, bulk, bulk_len, 0);
+		send_locked(cl, 0, p->id, w, bulk, bulk_len, SEND_NOW);
 		pthread_mutex_unlock(&cl->slock);
 	}
 	/* a failed send breaks the connection: the next read completes p */
@@ -424,7 +447,7 @@ static vgpu_status post(struct client *cl, const struct vgpu_wbuf *w, const void
 	vgpu_status st;
 
 	pthread_mutex_lock(&cl->slock);
-	st = send_locked(cl, VGPU_MSGF_NOREPLY, new_id(cl), w, bulk, bulk_len, 1);
+	st = send_locked(cl, VGPU_MSGF_NOREPLY, new_id(cl), w, bulk, bulk_len, SEND_COALESCE);
 	pthread_mutex_unlock(&cl->slock);
 	return st;
 }
@@ -870,11 +893,15 @@ static vgpu_status r_memcpy_htod(vgpu_t *v, uint32_t sid, vgpu_dptr dst, const v
 		size_t k = n - off < VGPU_PROTO_CHUNK ? n - off : VGPU_PROTO_CHUNK;
 		int last = off + k == n;
 
+		/* the chunks stay in flight together where the transport
+		 * can (rdma: a rendezvous each): src is ours until the flush */
 		pack_copy(&w, buf, sizeof(buf), VGPU_OP_HTOD, 0, dst + off, k);
-		if (send_locked(cl, last ? VGPU_MSGF_LAST : VGPU_MSGF_NOREPLY, p.id, &w, s + off, k, 0) < 0)
+		if (send_locked(cl, last ? VGPU_MSGF_LAST : VGPU_MSGF_NOREPLY, p.id, &w, s + off, k,
+				SEND_DEFERRED) < 0)
 			break;
 		off += k;
 	}
+	end_deferred(cl); /* a failure breaks the connection: the read fails p */
 	pthread_mutex_unlock(&cl->slock);
 	pend_wait(cl, &p);
 	if (p.st < 0)
@@ -914,7 +941,7 @@ static vgpu_status r_memcpy_dtoh(vgpu_t *v, uint32_t sid, void *dst, vgpu_dptr s
 		return st;
 	}
 	pthread_mutex_lock(&cl->slock);
-	st = send_locked(cl, 0, ap->id, &w, NULL, 0, 1);
+	st = send_locked(cl, 0, ap->id, &w, NULL, 0, SEND_COALESCE);
 	pthread_mutex_unlock(&cl->slock);
 	return st; /* on failure the next read frees ap */
 }
@@ -1311,7 +1338,7 @@ static vgpu_status handshake(struct client *cl, const struct vgpu_uri *u,
 	}
 	pend_init(&p);
 	p.id = new_id(cl);
-	st = send_locked(cl, 0, p.id, &w, NULL, 0, 0);
+	st = send_locked(cl, 0, p.id, &w, NULL, 0, SEND_NOW);
 	if (st < 0)
 		return st;
 	st = vgpu__rbuf_frame(&cl->rb, &h, cl->body, 0, "server");

@@ -548,15 +548,16 @@ vgpu_status vgpu__rbuf_frame(struct vgpu_rbuf *r, struct vgpu_hdr *h, uint8_t *b
 /* Bodies up to this size travel in the header's buffer. */
 #define SMALL_BODY 256
 
-vgpu_status vgpu__send_msg(const struct vgpu_transport_ops *tp, struct vgpu_tp_conn *c,
-			   uint16_t type, uint32_t flags, uint64_t id, const void *body,
-			   size_t body_len, const void *bulk, size_t bulk_len)
+static vgpu_status send_msg(const struct vgpu_transport_ops *tp, struct vgpu_tp_conn *c,
+			    uint16_t type, uint32_t flags, uint64_t id, const void *body,
+			    size_t body_len, const void *bulk, size_t bulk_len, int deferred)
 {
 	uint8_t raw[VGPU_PROTO_HDR + SMALL_BODY];
 	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, type, flags,
 			      (uint32_t)body_len, id, bulk_len };
 	struct iovec iov[3] = {
 		{ raw, VGPU_PROTO_HDR }, { (void *)body, body_len }, { (void *)bulk, bulk_len } };
+	int n = bulk_len ? 3 : 2;
 
 	vgpu__hdr_encode(raw, &h);
 	if (body_len <= SMALL_BODY) {
@@ -564,9 +565,25 @@ vgpu_status vgpu__send_msg(const struct vgpu_transport_ops *tp, struct vgpu_tp_c
 		memcpy(raw + VGPU_PROTO_HDR, body, body_len);
 		iov[0].iov_len += body_len;
 		iov[1] = iov[2];
-		return tp->send(c, iov, bulk_len ? 2 : 1);
+		n--;
 	}
-	return tp->send(c, iov, bulk_len ? 3 : 2);
+	if (deferred && bulk_len)
+		return vgpu__tp_send_deferred(tp, c, iov, n);
+	return tp->send(c, iov, n);
+}
+
+vgpu_status vgpu__send_msg(const struct vgpu_transport_ops *tp, struct vgpu_tp_conn *c,
+			   uint16_t type, uint32_t flags, uint64_t id, const void *body,
+			   size_t body_len, const void *bulk, size_t bulk_len)
+{
+	return send_msg(tp, c, type, flags, id, body, body_len, bulk, bulk_len, 0);
+}
+
+vgpu_status vgpu__send_msg_deferred(const struct vgpu_transport_ops *tp, struct vgpu_tp_conn *c,
+				    uint16_t type, uint32_t flags, uint64_t id, const void *body,
+				    size_t body_len, const void *bulk, size_t bulk_len)
+{
+	return send_msg(tp, c, type, flags, id, body, body_len, bulk, bulk_len, 1);
 }
 
 /* ---- authentication ---- */

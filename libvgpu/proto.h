@@ -168,6 +168,11 @@ vgpu_status vgpu__rbuf_discard(struct vgpu_rbuf *r, uint64_t n);
 vgpu_status vgpu__send_msg(const struct vgpu_transport_ops *tp, struct vgpu_tp_conn *c,
 			   uint16_t type, uint32_t flags, uint64_t id, const void *body,
 			   size_t body_len, const void *bulk, size_t bulk_len);
+/* The same with the bulk left in flight where the transport can
+ * (vgpu__tp_send_deferred): bulk stays valid until vgpu__tp_flush. */
+vgpu_status vgpu__send_msg_deferred(const struct vgpu_transport_ops *tp, struct vgpu_tp_conn *c,
+				    uint16_t type, uint32_t flags, uint64_t id, const void *body,
+				    size_t body_len, const void *bulk, size_t bulk_len);
 
 /* ---- authentication ---- */
 /* mac = HMAC-SHA256(secret, nonce || tenant). */

@@ -772,7 +772,7 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 	struct srv_conn *c = io->c;
 	uint8_t b[64];
 	struct vgpu_wbuf w;
-	vgpu_status st = VGPU_OK;
+	vgpu_status st = VGPU_OK, st2;
 	size_t off, k;
 
 	io->touched = 1;
@@ -789,10 +789,17 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 		k = n - off < VGPU_PROTO_CHUNK ? n - off : VGPU_PROTO_CHUNK;
 		resp_begin(&w, b, sizeof(b), VGPU_OK, NULL, 1);
 		msgpack_pack_uint64(&w.pk, off);
-		st = vgpu__send_msg(c->tp, c->tc, VGPU_MSG_RESP, io->single ? 0 : VGPU_MSGF_MORE,
-				    io->id, w.buf, w.len, (uint8_t *)host + off, k);
+		/* the chunks stay in flight together where the transport can
+		 * (rdma: a rendezvous each): host is ours until the flush */
+		st = vgpu__send_msg_deferred(c->tp, c->tc, VGPU_MSG_RESP,
+					     io->single ? 0 : VGPU_MSGF_MORE, io->id, w.buf, w.len,
+					     (uint8_t *)host + off, k);
 		__atomic_add_fetch(&c->lis->tx, VGPU_PROTO_HDR + w.len + k, __ATOMIC_RELAXED);
 	}
+	/* whatever happened, nothing reads host once this returns */
+	st2 = vgpu__tp_flush(c->tp, c->tc);
+	if (st >= 0)
+		st = st2;
 	pthread_mutex_lock(&c->lock);
 	ATOM_ST(c->sending, 0);
 	if (st < 0)

@@ -28,6 +28,28 @@ void vgpu__tp_addr(const struct vgpu_uri *u, struct vgpu_tp_addr *a);
 /* Host services handed to transports (built in and modules). */
 extern const struct vgpu_transport_host vgpu__transport_host;
 
+/* Does tp have send_deferred and flush? (optional fields: size checked) */
+static inline int vgpu__tp_can_defer(const struct vgpu_transport_ops *tp)
+{
+	return tp->size >= offsetof(struct vgpu_transport_ops, flush) + sizeof(tp->flush) &&
+	       tp->send_deferred && tp->flush;
+}
+
+/* tp->send_deferred where the transport has it, else tp->send. */
+static inline vgpu_status vgpu__tp_send_deferred(const struct vgpu_transport_ops *tp,
+						 struct vgpu_tp_conn *c, const struct iovec *iov,
+						 int n)
+{
+	return vgpu__tp_can_defer(tp) ? tp->send_deferred(c, iov, n) : tp->send(c, iov, n);
+}
+
+/* tp->flush where the transport has it (else nothing is in flight). */
+static inline vgpu_status vgpu__tp_flush(const struct vgpu_transport_ops *tp,
+					 struct vgpu_tp_conn *c)
+{
+	return vgpu__tp_can_defer(tp) ? tp->flush(c) : VGPU_OK;
+}
+
 extern const struct vgpu_transport_ops vgpu__transport_tcp;
 /* tcp.c helpers for the uring transport (same sockets, other I/O). */
 int vgpu__tcp_conn_release(struct vgpu_tp_conn *c, char *peer, size_t peerlen);

@@ -12,6 +12,17 @@
  *                      riding before bulk) and bulk, read in odd sizes
  *   many_small         20000 small sends queued before the reader looks
  *   dead_peer          a client killed: the reader gets VGPU_ERR_CONNECTION
+ *   deferred_chunks    send_deferred: 24 [header, body, 1 MiB] messages in
+ *                      flight from one buffer (more than the transport
+ *                      keeps), plain sends between them, flush, the buffer
+ *                      rewritten and sent again: the stream checked byte
+ *                      by byte, the bulk read as the protocol reads it
+ *   deferred_dead_peer the reader (another process) dies with chunks in
+ *                      flight: send_deferred or flush, and flush always,
+ *                      fail with VGPU_ERR_CONNECTION, not a timeout
+ *   flush_shutdown     a flush waiting for a reader that never reads is
+ *                      woken by shutdown() from another thread, and so is
+ *   send_shutdown      a plain bulk send in the same position
  *
  * The UCX transports come from the environment (test_tp_rdma.sh runs it
  * with UCX_TLS=tcp and with shared memory).
@@ -27,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <vgpu/transport.h>
@@ -411,17 +423,288 @@ static int t_dead_peer(void *d)
 	return 0;
 }
 
-int main(void)
+/* ---- send_deferred and flush ---- */
+
+#define MIB (1u << 20)
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int have_deferred(void)
+{
+	return T->size >= offsetof(struct vgpu_transport_ops, flush) + sizeof(T->flush) &&
+	       T->send_deferred && T->flush;
+}
+
+/* [32 + 20 bytes, chunk] as the protocol sends a copy's chunk: the header
+ * and body on the stack, the chunk from the caller's buffer, which is the
+ * stream at *off (filled here, just before it goes). */
+static vgpu_status defer_chunk(struct vgpu_tp_conn *c, uint8_t *chunk, size_t n, uint64_t *off)
+{
+	uint8_t hb[52];
+	struct iovec iov[3] = { { hb, 32 }, { hb + 32, 20 }, { chunk, n } };
+
+	fill(hb, sizeof(hb), *off);
+	fill(chunk, n, *off + sizeof(hb));
+	*off += sizeof(hb) + n;
+	return T->send_deferred(c, iov, 3);
+}
+
+struct dsender {
+	struct vgpu_tp_conn *c;
+	uint8_t *buf;
+	int rounds, nchunks;
+	vgpu_status st;
+	pthread_t th;
+};
+
+static void *dsender_main(void *arg)
+{
+	struct dsender *s = arg;
+	uint64_t off = 0;
+
+	s->st = VGPU_OK;
+	for (int r = 0; r < s->rounds && s->st == VGPU_OK; r++) {
+		for (int i = 0; i < s->nchunks && s->st == VGPU_OK; i++) {
+			s->st = defer_chunk(s->c, s->buf + (size_t)i * MIB, MIB, &off);
+			if (s->st == VGPU_OK && i % 5 == 2) {
+				/* a plain send between deferred ones, in order */
+				static const size_t seg[2] = { 32, 100 };
+
+				if (send_segs(s->c, seg, 2, &off) < 0)
+					s->st = VGPU_ERR_CONNECTION;
+			}
+		}
+		if (s->st == VGPU_OK)
+			s->st = T->flush(s->c);
+		/* the next round rewrites every chunk: only allowed now */
+	}
+	return NULL;
+}
+
+static int t_deferred_chunks(void *d)
+{
+	enum { NCHUNKS = 24, ROUNDS = 2 };
+	struct pair p;
+	struct dsender sd;
+	uint8_t *buf = malloc(MIB), rb[128 * 1024];
+	uint64_t roff = 0;
+
+	(void)d;
+	if (!have_deferred())
+		return VT_SKIP;
+	CHECK(buf && pair_open(&p) == 0);
+	memset(&sd, 0, sizeof(sd));
+	sd.c = p.c;
+	sd.buf = malloc((size_t)NCHUNKS * MIB);
+	sd.rounds = ROUNDS;
+	sd.nchunks = NCHUNKS;
+	CHECK(sd.buf);
+	pthread_create(&sd.th, NULL, dsender_main, &sd);
+	for (int r = 0; r < ROUNDS; r++)
+		for (int i = 0; i < NCHUNKS; i++) {
+			/* the header read stops in front of the bulk */
+			CHECK(T->recv(p.s, rb, 52, sizeof(rb)) == 52);
+			CHECK(check(rb, 52, roff) == 0);
+			roff += 52;
+			CHECK(T->recv(p.s, buf, MIB, MIB) == MIB);
+			CHECK(check(buf, MIB, roff) == 0);
+			roff += MIB;
+			if (i % 5 == 2) {
+				CHECK(read_all(p.s, rb, 132, 132) == 0);
+				CHECK(check(rb, 132, roff) == 0);
+				roff += 132;
+			}
+		}
+	pthread_join(sd.th, NULL);
+	CHECK(sd.st == VGPU_OK);
+	/* nothing in flight: flush at once */
+	CHECK(T->flush(p.c) == VGPU_OK);
+	pair_close(&p);
+	free(sd.buf);
+	free(buf);
+	return 0;
+}
+
+/* The reader of deferred_dead_peer, in a process of its own (exec'd: no
+ * UCX state shared with the parent): takes two chunks, then dies. */
+static int peer_die_main(int wfd)
+{
+	struct vgpu_tp_addr a;
+	struct vgpu_tp_listener *l;
+	struct vgpu_tp_conn *c;
+	char bound[256];
+	uint8_t *buf = malloc(MIB), rb[128 * 1024];
+	uint16_t port;
+
+	addr(&a, 0);
+	if (!buf || T->listen(&a, &l, bound, sizeof(bound)) < 0)
+		return 1;
+	port = (uint16_t)atoi(strrchr(bound, ':') + 1);
+	if (write(wfd, &port, 2) != 2 || T->accept(l, &c) < 0)
+		return 1;
+	for (int i = 0; i < 2; i++)
+		if (T->recv(c, rb, 52, sizeof(rb)) != 52 || T->recv(c, buf, MIB, MIB) != MIB)
+			return 1;
+	raise(SIGKILL);
+	return 1;
+}
+
+static const char *self_exe;
+
+static int t_deferred_dead_peer(void *d)
+{
+	struct vgpu_tp_addr a;
+	struct vgpu_tp_conn *c;
+	uint8_t *buf = malloc(32 * MIB);
+	uint64_t off = 0;
+	vgpu_status st = VGPU_OK, fl;
+	int fd[2], ws, sent = 0;
+	uint16_t port;
+	pid_t pid;
+	char arg[16];
+
+	(void)d;
+	if (!have_deferred())
+		return VT_SKIP;
+	CHECK(buf && pipe(fd) == 0);
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		close(fd[0]);
+		snprintf(arg, sizeof(arg), "%d", fd[1]);
+		execl(self_exe, self_exe, "--peer-die", arg, (char *)NULL);
+		_exit(127);
+	}
+	close(fd[1]);
+	CHECK(read(fd[0], &port, 2) == 2);
+	close(fd[0]);
+	addr(&a, port);
+	CHECK(T->connect(&a, 10000, &c) == VGPU_OK);
+	/* bounded: a timeout would also be VGPU_ERR_CONNECTION, told apart
+	 * by its message below */
+	CHECK(T->set_timeout(c, 20000) == VGPU_OK);
+	for (int i = 0; i < 32 && st == VGPU_OK; i++, sent++)
+		st = defer_chunk(c, buf + (size_t)i * MIB, MIB, &off);
+	fl = T->flush(c);
+	if (fl != VGPU_ERR_CONNECTION)
+		fprintf(stderr, "  flush after the peer died: %d (%s), %d chunks sent\n", fl, errmsg,
+			sent);
+	CHECK(st == VGPU_OK || st == VGPU_ERR_CONNECTION);
+	CHECK(fl == VGPU_ERR_CONNECTION && !strstr(errmsg, "timed out"));
+	/* nothing reads buf any more (valgrind and ASan would tell) */
+	memset(buf, 0, 32 * MIB);
+	free(buf);
+	CHECK(T->send(c, (struct iovec[]){ { &port, 2 } }, 1) == VGPU_ERR_CONNECTION);
+	T->close(c);
+	waitpid(pid, &ws, 0);
+	CHECK(WIFSIGNALED(ws));
+	return 0;
+}
+
+/* A sender blocked on a reader that never takes its bulk. */
+struct blocked {
+	struct vgpu_tp_conn *c;
+	uint8_t *buf;
+	int deferred;
+	vgpu_status st;
+	double took;
+	pthread_t th;
+};
+
+static void *blocked_main(void *arg)
+{
+	struct blocked *b = arg;
+	uint64_t off = 0;
+	double t0 = now_s();
+
+	if (b->deferred) {
+		b->st = VGPU_OK;
+		for (int i = 0; i < 4 && b->st == VGPU_OK; i++)
+			b->st = defer_chunk(b->c, b->buf + (size_t)i * MIB, MIB, &off);
+		t0 = now_s();
+		b->st = T->flush(b->c);
+	} else {
+		struct iovec iov[2] = { { b->buf, 52 }, { b->buf + 52, 2 * MIB } };
+
+		fill(b->buf, 52 + 2 * MIB, 0);
+		b->st = T->send(b->c, iov, 2);
+	}
+	b->took = now_s() - t0;
+	return NULL;
+}
+
+static int blocked_shutdown(int deferred)
+{
+	struct pair p;
+	struct blocked b;
+	uint8_t rb[64];
+	double t0;
+
+	if (deferred && !have_deferred())
+		return VT_SKIP;
+	CHECK(pair_open(&p) == 0);
+	memset(&b, 0, sizeof(b));
+	b.c = p.c;
+	b.deferred = deferred;
+	b.buf = malloc(4 * MIB);
+	CHECK(b.buf);
+	pthread_create(&b.th, NULL, blocked_main, &b);
+	/* the reader takes the first bytes only: the bulk stays in flight */
+	CHECK(T->recv(p.s, rb, 52, 52) == 52);
+	usleep(300 * 1000);
+	t0 = now_s();
+	T->shutdown(p.c, 0);
+	pthread_join(b.th, NULL);
+	if (b.st != VGPU_ERR_CONNECTION)
+		fprintf(stderr, "  %s after shutdown: %d (%s)\n", deferred ? "flush" : "send", b.st,
+			errmsg);
+	CHECK(b.st == VGPU_ERR_CONNECTION);
+	CHECK(b.took >= 0.2);        /* it did wait for the reader */
+	CHECK(now_s() - t0 < 5);     /* and shutdown woke it */
+	memset(b.buf, 0, 4 * MIB);   /* nothing reads it any more */
+	free(b.buf);
+	if (deferred)
+		CHECK(T->flush(p.c) == VGPU_ERR_CONNECTION);
+	pair_close(&p);
+	return 0;
+}
+
+static int t_flush_shutdown(void *d)
+{
+	(void)d;
+	return blocked_shutdown(1);
+}
+
+static int t_send_shutdown(void *d)
+{
+	(void)d;
+	return blocked_shutdown(0);
+}
+
+int main(int argc, char **argv)
 {
 	if (load() < 0) {
 		fprintf(stderr, "no rdma transport module: %s\n", errmsg);
 		return VT_SKIP;
 	}
+	if (argc == 3 && !strcmp(argv[1], "--peer-die"))
+		return peer_die_main(atoi(argv[2]));
+	self_exe = argv[0]; /* not /proc/self/exe: valgrind's own under valgrind */
 	/* before any UCX state exists in this process */
 	vt_run("dead_peer", t_dead_peer, NULL);
 	vt_run("headers_then_bulk", t_headers_then_bulk, NULL);
 	vt_run("short_reads", t_short_reads, NULL);
 	vt_run("mixed_iovecs", t_mixed_iovecs, NULL);
 	vt_run("many_small", t_many_small, NULL);
+	vt_run("deferred_chunks", t_deferred_chunks, NULL);
+	vt_run("deferred_dead_peer", t_deferred_dead_peer, NULL);
+	vt_run("flush_shutdown", t_flush_shutdown, NULL);
+	vt_run("send_shutdown", t_send_shutdown, NULL);
 	return vt_finish();
 }

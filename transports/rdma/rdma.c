@@ -66,6 +66,7 @@
 #define INLINE_MAX 256            /* messages copied at arrival, UCX's buffer freed */
 #define PACK_MAX 4096             /* small runs sent from one contiguous copy */
 #define ITEMS_KEPT 256            /* queue items kept for reuse per worker */
+#define HELD_MAX 8                /* send_deferred: bulk messages in flight */
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -84,6 +85,21 @@ struct item {
 };
 enum { K_HELD, K_RNDV, K_OWNED, K_FIN, K_INLINE };
 #define SEQ_ACK UINT64_MAX /* out of band: "your FIN arrived" */
+
+struct op {
+	int done;
+	ucs_status_t st;
+	size_t len;
+};
+
+/* A bulk message of send_deferred still in flight: UCX reads the caller's
+ * memory until it completes, and its AM header (ids and the small bytes
+ * riding before the bulk) lives here until then. */
+struct held {
+	void *req;
+	struct op o;
+	uint64_t hdr[(2 * sizeof(uint64_t) + INLINE_MAX) / sizeof(uint64_t)];
+};
 
 struct wk {
 	ucp_worker_h w;
@@ -112,6 +128,7 @@ struct vgpu_tp_conn {
 	char peer[128];
 	uint32_t timeout_ms;
 	int dead, rd_shut, wr_shut;
+	int ep_gone;    /* the endpoint was closed by force (conn_abort) */
 	int peer_fin;   /* the peer's FIN reached the reader: end of stream */
 	int acked;      /* the peer received our FIN (and all before it) */
 	uint64_t ack_hdr[2], fin_hdr[2]; /* control messages in flight */
@@ -121,6 +138,8 @@ struct vgpu_tp_conn {
 	uint64_t tx_seq, rx_seq;
 	struct item *qh, *qt; /* received, by sequence number */
 	size_t queued;
+	struct held held[HELD_MAX]; /* send_deferred's bulk in flight, oldest first */
+	unsigned hhead, hcount;
 };
 
 struct creq {
@@ -518,12 +537,6 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t header_length, v
 	pthread_cond_broadcast(&k->cv);
 	return (it->kind == K_RNDV || it->kind == K_HELD) ? UCS_INPROGRESS : UCS_OK;
 }
-
-struct op {
-	int done;
-	ucs_status_t st;
-	size_t len;
-};
 
 static void send_cb(void *req, ucs_status_t status, void *user)
 {
@@ -1015,6 +1028,147 @@ static vgpu_status send_error(struct vgpu_tp_conn *c, ucs_status_t s)
 	return H->error(VGPU_ERR_CONNECTION, "send to %s: %s", c->peer, ucs_status_string(s));
 }
 
+/*
+ * Close c's endpoint at once (k->m held): UCX completes every request still
+ * on it with UCS_ERR_CANCELED, so that nothing reads a sender's memory any
+ * more. For a sender that cannot wait any longer: its connection was shut
+ * down, it timed out, or the peer is gone with bulk in flight.
+ */
+static void conn_abort(struct vgpu_tp_conn *c, const char *why)
+{
+	ucp_request_param_t rp;
+	struct op o = { 0, UCS_OK, 0 };
+	void *req;
+
+	conn_kill(c, "%s", why);
+	if (c->ep_gone)
+		return;
+	c->ep_gone = 1;
+	memset(&rp, 0, sizeof(rp));
+	rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+			  UCP_OP_ATTR_FIELD_FLAGS;
+	rp.cb.send = send_cb;
+	rp.user_data = &o;
+	rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+	req = ucp_ep_close_nbx(c->ep, &rp);
+	if (req_wait(c, req, &o, now_ms() + CLOSE_MS) == UCS_ERR_TIMED_OUT)
+		H->log(1, "rdma: closing the connection to %s timed out", c->peer);
+}
+
+/* Why a sender waiting for its messages gives up (k->m held): NULL while
+ * it should keep waiting. */
+static const char *send_stop(struct vgpu_tp_conn *c, double deadline)
+{
+	if (c->wr_shut)
+		return "connection shut down";
+	if (c->dead)
+		return c->why;
+	if (deadline > 0 && now_ms() > deadline)
+		return "send timed out";
+	return NULL;
+}
+
+/*
+ * Wait until *o is done (k->m held): the request's memory is then UCX's no
+ * more. A shutdown, a dead peer or the deadline aborts the endpoint, which
+ * completes the request (cancelled) before this returns. Frees req.
+ */
+static ucs_status_t send_wait(struct vgpu_tp_conn *c, void *req, struct op *o, double deadline)
+{
+	struct wk *k = c->k;
+	const char *why;
+	int aborted = 0, warned = 0;
+	double give_up = 0;
+
+	if (req == NULL)
+		return UCS_OK;
+	if (UCS_PTR_IS_ERR(req))
+		return UCS_PTR_STATUS(req);
+	wk_wake(k);
+	while (!o->done) {
+		if (!aborted && (why = send_stop(c, deadline))) {
+			char msg[sizeof(c->why)];
+
+			snprintf(msg, sizeof(msg), "%s", why);
+			conn_abort(c, msg);
+			aborted = 1;
+			give_up = now_ms() + CLOSE_MS;
+			continue;
+		}
+		if (aborted && !warned && now_ms() > give_up) {
+			/* UCX completes every request of an endpoint closed by
+			 * force: not seen. Returning now would leave a
+			 * callback aimed at this stack frame: keep waiting. */
+			H->log(0, "rdma: a send to %s did not complete after its endpoint was closed",
+			       c->peer);
+			warned = 1;
+		}
+		wk_wait(k, deadline > 0 || c->dead ? 10 : -1);
+	}
+	ucp_request_free(req);
+	if (aborted && deadline > 0 && now_ms() > deadline)
+		return UCS_ERR_TIMED_OUT;
+	return aborted && o->st == UCS_OK ? UCS_ERR_CANCELED : o->st;
+}
+
+/* Release send_deferred's completed messages, oldest first (k->m held). A
+ * failed one kills the connection: the next send or flush reports it. */
+static void held_reap(struct vgpu_tp_conn *c)
+{
+	while (c->hcount) {
+		struct held *h = &c->held[c->hhead];
+
+		if (!h->o.done)
+			break;
+		ucp_request_free(h->req);
+		if (h->o.st != UCS_OK)
+			conn_kill(c, "send to %s failed: %s", c->peer, ucs_status_string(h->o.st));
+		h->req = NULL;
+		c->hhead = (c->hhead + 1) % HELD_MAX;
+		c->hcount--;
+	}
+}
+
+/*
+ * Wait until at most `keep` deferred messages are in flight (k->m held).
+ * Gives up as send_wait does, and then waits for UCX to cancel the rest, so
+ * that no caller's memory is read once this returns with keep == 0.
+ */
+static ucs_status_t held_wait(struct vgpu_tp_conn *c, unsigned keep, double deadline)
+{
+	struct wk *k = c->k;
+	const char *why;
+	ucs_status_t s = UCS_OK;
+	double give_up = 0;
+
+	held_reap(c);
+	if (c->hcount > keep)
+		wk_wake(k);
+	while (c->hcount > keep) {
+		if (give_up == 0 && (why = send_stop(c, deadline))) {
+			char msg[sizeof(c->why)];
+
+			if (deadline > 0 && now_ms() > deadline)
+				s = UCS_ERR_TIMED_OUT;
+			snprintf(msg, sizeof(msg), "%s", why);
+			conn_abort(c, msg);
+			give_up = now_ms() + CLOSE_MS;
+			held_reap(c);
+			continue;
+		}
+		if (give_up > 0 && now_ms() > give_up) {
+			/* not seen: see send_wait (the caller's memory may
+			 * still be read: keep waiting) */
+			H->log(0, "rdma: %u sends to %s did not complete after the endpoint "
+			       "was closed", c->hcount, c->peer);
+			give_up = -1;
+		}
+		wk_wait(k, deadline > 0 || give_up != 0 || c->dead ? 10 : -1);
+		held_reap(c);
+	}
+	return s;
+}
+
 #define MAX_MSGS 16
 
 /* Bytes in the run of small segments from iov[i]; *end: the bulk segment
@@ -1029,7 +1183,12 @@ static size_t small_run(const struct iovec *iov, int n, int i, int *end)
 	return len;
 }
 
-static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, int n)
+/*
+ * send and send_deferred. defer: the last segment, when bulk, goes as a
+ * message that is not waited for (its request in c->held); every other
+ * message is waited for, so that the caller may reuse those segments.
+ */
+static vgpu_status send_iov(struct vgpu_tp_conn *c, const struct iovec *iov, int n, int defer)
 {
 	struct wk *k = c->k;
 	void *req[MAX_MSGS];
@@ -1038,6 +1197,7 @@ static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, in
 	uint64_t pre[(2 * sizeof(uint64_t) + INLINE_MAX) / sizeof(uint64_t)];
 	int pre_used = 0, pack_used = 0;
 	ucp_dt_iov_t dt[MAX_MSGS][MAX_MSGS + 1];
+	struct held *hd = NULL;
 	int nm = 0, i = 0;
 	ucs_status_t s = UCS_OK;
 	double deadline;
@@ -1046,54 +1206,80 @@ static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, in
 		return H->error(VGPU_ERR_INTERNAL, "rdma send: %d iovecs (at most %d)", n, MAX_MSGS);
 	pthread_mutex_lock(&k->m);
 	deadline = c->timeout_ms ? now_ms() + c->timeout_ms : 0;
+	held_reap(c);
 	if (c->dead || c->wr_shut) {
+		vgpu_status st = send_error(c, UCS_ERR_CONNECTION_RESET);
+
 		pthread_mutex_unlock(&k->m);
-		return send_error(c, UCS_ERR_CONNECTION_RESET);
+		return st;
+	}
+	if (defer && n > 0 && iov[n - 1].iov_len >= BULK_MIN) {
+		/* room for one more in flight */
+		s = held_wait(c, HELD_MAX - 1, deadline);
+		if (s != UCS_OK || c->dead) {
+			vgpu_status st = send_error(c, s);
+
+			pthread_mutex_unlock(&k->m);
+			return st;
+		}
+		hd = &c->held[(c->hhead + c->hcount) % HELD_MAX];
+		hd->o.done = 0;
+		hd->o.st = UCS_OK;
 	}
 	while (i < n) {
 		ucp_request_param_t rp;
+		uint64_t *ids = hdr[nm];
+		void *r;
 		size_t run;
-		int end;
+		int end, held = 0;
 
 		if (iov[i].iov_len == 0) {
 			i++;
 			continue;
 		}
-		hdr[nm][0] = c->id;
-		hdr[nm][1] = c->tx_seq++;
+		run = small_run(iov, n, i, &end);
+		/* the message that carries the last segment goes in flight */
+		if (hd && (i == n - 1 || (end == n - 1 && run <= INLINE_MAX && !pre_used &&
+					  k->piggyback)))
+			held = 1;
+		if (held)
+			ids = hd->hdr;
+		ids[0] = c->id;
+		ids[1] = c->tx_seq++;
 		memset(&rp, 0, sizeof(rp));
 		rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
 		rp.cb.send = send_cb;
 		o[nm].done = 0;
 		o[nm].st = UCS_OK;
-		rp.user_data = &o[nm];
-		run = small_run(iov, n, i, &end);
+		rp.user_data = held ? &hd->o : &o[nm];
 		if (iov[i].iov_len >= BULK_MIN) {
 			/* bulk: zero-copy from the caller (rendezvous above UCX's
 			 * threshold), the ids in the AM header */
-			req[nm] = ucp_am_send_nbx(c->ep, AM_ID, hdr[nm], sizeof(hdr[nm]),
-						  iov[i].iov_base, iov[i].iov_len, &rp);
+			r = ucp_am_send_nbx(c->ep, AM_ID, ids, 2 * sizeof(uint64_t), iov[i].iov_base,
+					    iov[i].iov_len, &rp);
 			i++;
-		} else if (end < n && run <= INLINE_MAX && !pre_used && k->piggyback) {
+		} else if (end < n && run <= INLINE_MAX && (held || !pre_used) && k->piggyback) {
 			/* small bytes then bulk (a protocol header and body
 			 * before a copy's data): the small bytes go in the AM
 			 * header after the ids, the bulk as its data; the
 			 * receiver counts them as two sequence numbers */
-			uint8_t *p = (uint8_t *)pre;
+			uint8_t *p0 = held ? (uint8_t *)hd->hdr : (uint8_t *)pre, *p = p0;
 
-			memcpy(p, hdr[nm], sizeof(hdr[nm]));
-			p += sizeof(hdr[nm]);
+			if (!held)
+				memcpy(p, ids, 2 * sizeof(uint64_t));
+			p += 2 * sizeof(uint64_t);
 			for (; i < end; i++)
 				if (iov[i].iov_len) { /* an empty one may be NULL */
 					memcpy(p, iov[i].iov_base, iov[i].iov_len);
 					p += iov[i].iov_len;
 				}
 			c->tx_seq++;
-			pre_used = 1;
-			req[nm] = ucp_am_send_nbx(c->ep, AM_ID, pre, sizeof(hdr[nm]) + run,
-						  iov[i].iov_base, iov[i].iov_len, &rp);
+			if (!held)
+				pre_used = 1;
+			r = ucp_am_send_nbx(c->ep, AM_ID, p0, 2 * sizeof(uint64_t) + run,
+					    iov[i].iov_base, iov[i].iov_len, &rp);
 			i++;
-		} else if (run + sizeof(hdr[nm]) <= sizeof(c->pack) && !pack_used) {
+		} else if (run + 2 * sizeof(uint64_t) <= sizeof(c->pack) && !pack_used) {
 			/* a run of small segments behind the ids, copied into one
 			 * contiguous eager message: UCX sends it with its short
 			 * protocol, one call and no request, where an iov
@@ -1102,8 +1288,8 @@ static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, in
 			 * miscounts lengths with one */
 			uint8_t *p = (uint8_t *)c->pack;
 
-			memcpy(p, hdr[nm], sizeof(hdr[nm]));
-			p += sizeof(hdr[nm]);
+			memcpy(p, ids, 2 * sizeof(uint64_t));
+			p += 2 * sizeof(uint64_t);
 			for (; i < end; i++)
 				if (iov[i].iov_len) { /* an empty one may be NULL */
 					memcpy(p, iov[i].iov_base, iov[i].iov_len);
@@ -1112,14 +1298,15 @@ static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, in
 			pack_used = 1;
 			rp.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
 			rp.flags = UCP_AM_SEND_FLAG_EAGER;
-			req[nm] = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, c->pack, sizeof(hdr[nm]) + run, &rp);
+			r = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, c->pack, 2 * sizeof(uint64_t) + run,
+					    &rp);
 		} else {
 			/* a longer run: one eager message described by an iov
 			 * datatype (UCX gathers it; no user AM header) */
 			size_t m = 0;
 
-			dt[nm][m].buffer = hdr[nm];
-			dt[nm][m++].length = sizeof(hdr[nm]);
+			dt[nm][m].buffer = ids;
+			dt[nm][m++].length = 2 * sizeof(uint64_t);
 			for (; i < end; i++)
 				if (iov[i].iov_len) {
 					dt[nm][m].buffer = iov[i].iov_base;
@@ -1128,24 +1315,58 @@ static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, in
 			rp.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE;
 			rp.flags = UCP_AM_SEND_FLAG_EAGER;
 			rp.datatype = ucp_dt_make_iov();
-			req[nm] = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, dt[nm], m, &rp);
+			r = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, dt[nm], m, &rp);
 		}
-		nm++;
+		if (!held) {
+			req[nm++] = r;
+		} else if (UCS_PTR_IS_ERR(r)) {
+			s = UCS_PTR_STATUS(r);
+		} else if (r) {
+			/* in flight: held_reap or held_wait releases it */
+			hd->req = r;
+			c->hcount++;
+		}
 	}
-	/* wait for every message: buffers (and headers) stay valid until then */
+	/* wait for every other message: buffers (and headers) stay valid until then */
 	for (int j = 0; j < nm; j++) {
-		ucs_status_t r = req_wait(c, req[j], &o[j], deadline);
+		ucs_status_t r = send_wait(c, req[j], &o[j], deadline);
 		if (r != UCS_OK && s == UCS_OK)
 			s = r;
 	}
 	if (s != UCS_OK || c->dead) {
 		vgpu_status st = send_error(c, s);
 		conn_kill(c, "send failed: %s", ucs_status_string(s));
+		if (c->hcount)
+			held_wait(c, 0, deadline); /* nothing in flight once we fail */
 		pthread_mutex_unlock(&k->m);
 		return st;
 	}
 	pthread_mutex_unlock(&k->m);
 	return VGPU_OK;
+}
+
+static vgpu_status rdma_send(struct vgpu_tp_conn *c, const struct iovec *iov, int n)
+{
+	return send_iov(c, iov, n, 0);
+}
+
+static vgpu_status rdma_send_deferred(struct vgpu_tp_conn *c, const struct iovec *iov, int n)
+{
+	return send_iov(c, iov, n, 1);
+}
+
+static vgpu_status rdma_flush(struct vgpu_tp_conn *c)
+{
+	struct wk *k = c->k;
+	ucs_status_t s;
+	vgpu_status st = VGPU_OK;
+
+	pthread_mutex_lock(&k->m);
+	s = held_wait(c, 0, c->timeout_ms ? now_ms() + c->timeout_ms : 0);
+	if (s != UCS_OK || c->dead)
+		st = send_error(c, s);
+	pthread_mutex_unlock(&k->m);
+	return st;
 }
 
 /* ---- receive ---- */
@@ -1295,6 +1516,10 @@ static void rdma_close_internal(struct vgpu_tp_conn *c)
 	void *req;
 
 	pthread_mutex_lock(&k->m);
+	/* send_deferred's bulk not flushed (the caller gave up after an
+	 * error): nothing may read it once close returns */
+	if (c->hcount)
+		held_wait(c, 0, now_ms() + CLOSE_MS);
 	/* Like a TCP FIN: tell the peer the stream ends (in sequence, after
 	 * everything sent) and wait until it acknowledges, which means every
 	 * earlier message reached it (a last error reply, say); then close the
@@ -1351,9 +1576,11 @@ static void rdma_close_internal(struct vgpu_tp_conn *c)
 	rp.user_data = &o;
 	rp.flags = UCP_EP_CLOSE_FLAG_FORCE;
 	c->dead = 1;
-	req = ucp_ep_close_nbx(c->ep, &rp);
-	if (req_wait(c, req, &o, now_ms() + CLOSE_MS) == UCS_ERR_TIMED_OUT)
-		H->log(1, "rdma: closing the connection to %s timed out", c->peer);
+	if (!c->ep_gone) {
+		req = ucp_ep_close_nbx(c->ep, &rp);
+		if (req_wait(c, req, &o, now_ms() + CLOSE_MS) == UCS_ERR_TIMED_OUT)
+			H->log(1, "rdma: closing the connection to %s timed out", c->peer);
+	}
 	pthread_mutex_unlock(&k->m);
 	if (!k->shared) {
 		wk_fini(k);
@@ -1393,6 +1620,9 @@ static const struct vgpu_transport_ops rdma_ops = {
 	.shutdown = rdma_shutdown,
 	.close = rdma_close,
 	.peer = rdma_peer,
+	.send_recv = NULL,
+	.send_deferred = rdma_send_deferred,
+	.flush = rdma_flush,
 };
 
 EXPORT const struct vgpu_transport_ops *vgpu_transport_init(const struct vgpu_transport_host *host,

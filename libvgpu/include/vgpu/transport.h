@@ -24,7 +24,9 @@
  *    fails (VGPU_ERR_CONNECTION). One call may carry several protocol
  *    messages or a part of one: the byte stream is what counts. The caller's
  *    buffers may be reused as soon as send returns (a zero-copy transport
- *    waits for its completion notifications before returning).
+ *    waits for its completion notifications before returning);
+ *    send_deferred (optional, below) lets the last segment stay in
+ *    flight until flush.
  *  - recv(c, buf, min, max): between min and max bytes of the stream, in
  *    order. The protocol layer calls it with a small read-ahead buffer for
  *    headers and with min == max == n for bulk data that should land
@@ -143,6 +145,35 @@ struct vgpu_transport_ops {
 	 * NULL: the library calls send, then recv. */
 	ssize_t (*send_recv)(struct vgpu_tp_conn *c, const struct iovec *iov, int n, void *buf,
 			     size_t min, size_t max);
+	/* send(c, iov, n), except that the transport may go on reading the
+	 * LAST segment, iov[n-1] (the bulk of a protocol message), after the
+	 * call returns: several bulk transfers can then be in flight at once
+	 * (rdma: one rendezvous per 1 MiB chunk of a large copy, where send
+	 * waits for each to complete).
+	 *  - The caller keeps the memory of iov[n-1] valid and unchanged
+	 *    until its next flush(c) returns, whatever that returns. Every
+	 *    other segment may be reused as soon as send_deferred returns
+	 *    (the transport copies them or waits for them: headers may live
+	 *    on the caller's stack).
+	 *  - Ordering and serialisation as for send: the bytes leave in
+	 *    order with those of every other send, send_deferred and
+	 *    send_recv on c, and the caller serialises all of them and flush.
+	 *    A plain send does not release earlier deferred segments: only
+	 *    flush does. The transport bounds what it keeps in flight (it
+	 *    may wait for an earlier transfer before starting the next).
+	 *  - Errors: VGPU_ERR_CONNECTION when this call or an earlier
+	 *    deferred transfer failed (the connection is then lost; the
+	 *    caller still calls flush before releasing its memory).
+	 * NULL: the library calls send (and no flush). Present only with flush. */
+	vgpu_status (*send_deferred)(struct vgpu_tp_conn *c, const struct iovec *iov, int n);
+	/* Wait until the transport reads no segment of an earlier
+	 * send_deferred on c any more. VGPU_OK: every byte of them left (as
+	 * send's VGPU_OK); VGPU_ERR_CONNECTION: one failed, or the connection
+	 * was lost, timed out (set_timeout) or shut down; the memory is
+	 * released in every case once flush returns. shutdown(c, 0) from
+	 * another thread wakes a waiting flush, which then cancels what is
+	 * still in flight. Called by the sending side (serialised as send). */
+	vgpu_status (*flush)(struct vgpu_tp_conn *c);
 	/* New fields go here (check size before reading them). */
 };
 
