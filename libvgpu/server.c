@@ -752,7 +752,7 @@ static vgpu_status xfer_stream(struct srv_conn *c, uint32_t *sid)
 struct direct_io {
 	struct srv_conn *c;
 	uint64_t id;
-	int single;  /* dtoh: one final frame (a small copy), not chunks and a reply */
+	int single;  /* dtoh: one final frame (one chunk at most), not chunks and a reply */
 	int touched; /* the bulk bytes were (partly) moved: a failure is the connection's */
 };
 
@@ -995,8 +995,9 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		return BAD_BODY(VGPU_OP_DTOH);
 	if (sid == 0) {
 		/* synchronous: sent straight from device memory where the
-		 * device allows, a small copy as its one reply frame */
-		struct direct_io io = { c, h->id, n <= VGPU_PROTO_INLINE, 0 };
+		 * device allows; a copy of one chunk or less as its one
+		 * reply frame (no separate final reply: one message less) */
+		struct direct_io io = { c, h->id, n <= VGPU_PROTO_CHUNK, 0 };
 
 		st = vgpu__s_mem_direct(c->sess, src, n, 0, direct_send, &io);
 		if (st != VGPU__DIRECT_NONE) {
