@@ -14,7 +14,9 @@
  *   - rtt: 64 bytes inline each way; launch: 96-byte messages without reply,
  *     then one round trip; htod n: n bytes of bulk answered by a header;
  *     dtoh n: a header answered by n bytes of bulk. Copies above 1 MiB go as
- *     1 MiB messages (htod: the last one answered), as the protocol chunks.
+ *     1 MiB messages (htod: the last one answered), as the protocol chunks,
+ *     in flight together with send_deferred and one flush where the module
+ *     has them (as the client's htod and vgpud's direct dtoh).
  * The server is a child process, one thread: recv, then send the reply.
  * The floor is the raw UCX active-message ping-pong and stream of
  * bench_transports (same code, same UCX_TLS): one message per request,
@@ -216,14 +218,35 @@ static int rb_read(struct rb *r, void *dst, size_t n)
 	return 0;
 }
 
-/* header: [bulk length, reply bulk length (0: no reply; ~0: header only)] */
-static int tp_msg(struct vgpu_tp_conn *c, uint64_t bulk, uint64_t resp, const void *data)
+static int can_defer(void)
+{
+	return T->size >= offsetof(struct vgpu_transport_ops, flush) + sizeof(T->flush) &&
+	       T->send_deferred && T->flush;
+}
+
+/* header: [bulk length, reply bulk length (0: no reply; ~0: header only)].
+ * deferred: the bulk stays in flight until tp_flush, as the protocol
+ * sends the chunks of a large copy. */
+static int tp_msg_how(struct vgpu_tp_conn *c, uint64_t bulk, uint64_t resp, const void *data,
+		      int deferred)
 {
 	uint64_t h[HDR / 8] = { bulk, resp };
 	uint8_t body[BODY] = { 0x94 };
 	struct iovec iov[3] = { { h, HDR }, { body, BODY }, { (void *)data, bulk } };
 
+	if (deferred && bulk && can_defer())
+		return T->send_deferred(c, iov, 3) < 0 ? -1 : 0;
 	return T->send(c, iov, bulk ? 3 : 2) < 0 ? -1 : 0;
+}
+
+static int tp_msg(struct vgpu_tp_conn *c, uint64_t bulk, uint64_t resp, const void *data)
+{
+	return tp_msg_how(c, bulk, resp, data, 0);
+}
+
+static int tp_flush(struct vgpu_tp_conn *c)
+{
+	return can_defer() && T->flush(c) < 0 ? -1 : 0;
 }
 
 static int tp_frame(struct rb *r, uint64_t *bulk, uint64_t *resp, void *dst)
@@ -306,14 +329,17 @@ static void tp_server(int wfd)
 			continue;
 		if (resp == HDR_ONLY)
 			resp = 0;
-		/* a reply of more than 1 MiB goes as 1 MiB messages */
+		/* a reply of more than 1 MiB goes as 1 MiB messages, in
+		 * flight together (send_deferred), as vgpud's direct dtoh */
 		do {
 			uint64_t k = resp - off < CHUNK ? resp - off : CHUNK;
 
-			if (tp_msg(c, k, NO_REPLY, buf + off) < 0)
+			if (tp_msg_how(c, k, NO_REPLY, buf + off, resp > CHUNK) < 0)
 				_exit(1);
 			off += k;
 		} while (off < resp);
+		if (tp_flush(c) < 0)
+			_exit(1);
 	}
 	_exit(0);
 }
@@ -389,12 +415,22 @@ static void tp_copy(int htod, size_t n)
 				die("dtoh: %s", errmsg);
 		return;
 	}
-	while (n - off > CHUNK) {
-		if (tp_msg(tc, CHUNK, NO_REPLY, hbuf + off) < 0)
-			die("send: %s", errmsg);
-		off += CHUNK;
+	if (n <= CHUNK) {
+		tp_call(n, HDR_ONLY);
+		return;
 	}
-	tp_call(n - off, HDR_ONLY);
+	/* the chunks in flight together (send_deferred), flushed before the
+	 * reply is read, as the client sends a large synchronous htod */
+	while (off < n) {
+		size_t k = n - off < CHUNK ? n - off : CHUNK;
+		uint64_t b, r;
+
+		if (tp_msg_how(tc, k, off + k == n ? HDR_ONLY : NO_REPLY, hbuf + off, 1) < 0)
+			die("send: %s", errmsg);
+		off += k;
+		if (off == n && (tp_flush(tc) < 0 || tp_frame(trb, &b, &r, hbuf) < 0))
+			die("htod: %s", errmsg);
+	}
 }
 
 static double tp_metric(int m, size_t n)
