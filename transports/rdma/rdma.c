@@ -19,7 +19,12 @@
  *    threshold; the small segments just before it (a protocol header and
  *    body) ride in its AM header after the ids. Other small segments are
  *    gathered into one eager message. send() returns when every message has
- *    completed, so the caller may reuse its buffers.
+ *    completed, so the caller may reuse its buffers. send_deferred() does
+ *    not wait for its last segment's bulk message (its AM header lives in a
+ *    per-connection slot, at most HELD_MAX in flight); flush() waits for
+ *    them. A waiting sender that sees shutdown, a dead peer or its timeout
+ *    closes the endpoint by force, so UCX cancels what is in flight before
+ *    the caller gets its memory back.
  *  - recv: the AM handler copies small messages into a reused queue item,
  *    keeps larger eager data (UCP_AM_FLAG_PERSISTENT_DATA, no copy) or the
  *    rendezvous descriptor (UCP_AM_RECV_ATTR_FLAG_RNDV), in a
