@@ -283,12 +283,79 @@ static int t_refused(void *d)
 	return 0;
 }
 
+/* ---- send_deferred / flush: optional ops, size-checked ---- */
+
+static int fake_sends, fake_deferred, fake_flushes;
+
+static vgpu_status fake_send(struct vgpu_tp_conn *c, const struct iovec *iov, int n)
+{
+	(void)c;
+	(void)iov;
+	(void)n;
+	fake_sends++;
+	return VGPU_OK;
+}
+
+static vgpu_status fake_send_deferred(struct vgpu_tp_conn *c, const struct iovec *iov, int n)
+{
+	(void)c;
+	/* the bulk is the last segment, whole */
+	if (n < 1 || iov[n - 1].iov_len != 4096)
+		return VGPU_ERR_INTERNAL;
+	fake_deferred++;
+	return VGPU_OK;
+}
+
+static vgpu_status fake_flush(struct vgpu_tp_conn *c)
+{
+	(void)c;
+	fake_flushes++;
+	return VGPU_OK;
+}
+
+static int t_deferred_optional(void *d)
+{
+	static uint8_t bulk[4096];
+	struct vgpu_transport_ops tp;
+	uint8_t body[8] = { 0x90 };
+
+	(void)d;
+	/* present and covered by size: used */
+	memset(&tp, 0, sizeof(tp));
+	tp.size = sizeof(tp);
+	tp.send = fake_send;
+	tp.send_deferred = fake_send_deferred;
+	tp.flush = fake_flush;
+	fake_sends = fake_deferred = fake_flushes = 0;
+	CHECK_OK(vgpu__send_msg_deferred(&tp, NULL, VGPU_MSG_RESP, 0, 1, body, 1, bulk, sizeof(bulk)));
+	CHECK_OK(vgpu__tp_flush(&tp, NULL));
+	CHECK(fake_deferred == 1 && fake_flushes == 1 && fake_sends == 0);
+	/* no bulk: a plain send */
+	CHECK_OK(vgpu__send_msg_deferred(&tp, NULL, VGPU_MSG_RESP, 0, 1, body, 1, NULL, 0));
+	CHECK(fake_sends == 1 && fake_deferred == 1);
+	/* a table from before the fields existed (smaller size): whatever
+	 * lies beyond its end is not read */
+	tp.size = offsetof(struct vgpu_transport_ops, send_deferred);
+	fake_sends = fake_deferred = fake_flushes = 0;
+	CHECK_OK(vgpu__send_msg_deferred(&tp, NULL, VGPU_MSG_RESP, 0, 1, body, 1, bulk, sizeof(bulk)));
+	CHECK_OK(vgpu__tp_flush(&tp, NULL));
+	CHECK(fake_sends == 1 && fake_deferred == 0 && fake_flushes == 0);
+	/* one of the two missing: neither is used */
+	tp.size = sizeof(tp);
+	tp.flush = NULL;
+	CHECK_OK(vgpu__send_msg_deferred(&tp, NULL, VGPU_MSG_RESP, 0, 1, body, 1, bulk, sizeof(bulk)));
+	CHECK_OK(vgpu__tp_flush(&tp, NULL));
+	CHECK(fake_sends == 2 && fake_deferred == 0);
+	return 0;
+}
+
 int main(void)
 {
 	vt_run("header", t_header, NULL);
 	vt_run("msgpack_roundtrip", t_roundtrip, NULL);
 	vt_run("msgpack_hostile", t_hostile, NULL);
 	vt_run("hmac", t_hmac, NULL);
+	vt_run("deferred_optional", t_deferred_optional, NULL);
 	vt_run("echo_tcp", t_echo_tcp, NULL);
 	vt_run("echo_unix", t_echo_unix, NULL);
 	vt_run("echo_uring", t_echo_uring, NULL);
