@@ -208,12 +208,11 @@ static vgpu_status send_locked(struct client *cl, uint32_t flags, uint64_t id,
 			       const struct vgpu_wbuf *w, const void *bulk, size_t bulk_len,
 			       int how)
 {
-	int coalesce = how == SEND_COALESCE, deferred = how == SEND_DEFERRED && bulk_len;
-
 	uint8_t raw[VGPU_PROTO_HDR + 256];
 	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, flags,
 			      (uint32_t)w->len, id, bulk_len };
 	struct iovec iov[3];
+	int coalesce = how == SEND_COALESCE, deferred = how == SEND_DEFERRED && bulk_len;
 
 	if (w->overflow)
 		return vgpu__error(VGPU_ERR_INVALID, "%s: request too large for one message", cl->uri);
