@@ -76,8 +76,8 @@ static unsigned nbufs = 32; /* power of two; VGPU_URING_BUFS */
  * bulk of 64 KiB and more with min == max (vgpu__rbuf_read) */
 static size_t direct_min = 64u * 1024; /* VGPU_URING_DIRECT_MIN */
 #define MAX_SQE 16          /* per send batch */
-#define FLAT_MAX 2048       /* smaller messages are gathered into one SEND */
-#define FUSE_MAX (64u * 1024) /* larger requests are sent apart from send_recv */
+#define FLAT_MAX 8192       /* smaller messages are gathered into one SEND */
+#define FUSE_MAX (128u * 1024) /* larger requests are sent apart from send_recv */
 
 #define UD_MS 1ull          /* multishot receive */
 #define UD_DIRECT 2ull      /* plain receive */
