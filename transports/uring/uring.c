@@ -28,11 +28,26 @@
  *    reader thread per connection it saves no system call, copies what it
  *    receives twice and costs a cancel and a re-arm around each bulk read
  *    (measured: bulk bandwidth about 15% lower, the same round trip).
- *  - send_recv: a synchronous call's request and the start of its reply in
- *    one io_uring_enter (SEND and RECV on the receive ring).
+ *  - send_recv: a request and the start of its reply in one io_uring_enter
+ *    (SEND and RECV on the receive ring): the client's synchronous call,
+ *    and vgpud's reader sending a reply while it waits for the next
+ *    request. With a timeout (vgpud's frame timeout), a SEND that does not
+ *    complete breaks the connection; a RECV that does not is cancelled and
+ *    the call returns VGPU_ERR_TIMEOUT, the request delivered.
  *
- * Not used: IORING_SETUP_SINGLE_ISSUER and DEFER_TASKRUN, since the client
- * hands the reading role from thread to thread and senders are any thread.
+ * Owned receive rings (the accepting side): vgpud's per-connection reader
+ * thread is the only one that enters the receive ring (its receives, its
+ * fused replies, its small replies), so that ring is created with
+ * IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+ * IORING_SETUP_R_DISABLED by the accepting thread and enabled by the reader
+ * on its first receive, which makes it the ring's submitter task. Its
+ * completion work then runs inside that thread's io_uring_enter rather
+ * than as task work that interrupts it. Probed once (an ordinary ring
+ * when the kernel refuses; VGPU_URING_DEFER=0 forces that). Not on the
+ * connecting side: the client hands its reading role from thread to
+ * thread, and with multishot receives the ring stays ordinary too. The
+ * send ring is entered by whatever thread sends (vgpud's writer), so it
+ * stays ordinary as well.
  *
  * Kernel features are probed at run time (io_uring_get_probe_ring,
  * IORING_FEAT_*, buffer ring and file registration, the first multishot
@@ -47,7 +62,7 @@
  * otherwise never use zero-copy), VGPU_URING_MULTISHOT=1 (multishot
  * receive), VGPU_URING_BUFS=N (its provided buffers, power of two 4..64,
  * default 32), VGPU_URING_DIRECT_MIN=BYTES (reads of this size bypass them,
- * default 64K).
+ * default 64K), VGPU_URING_DEFER=0 (no owned receive rings).
  */
 #include "config.h"
 
@@ -953,8 +968,8 @@ static vgpu_status rr_ready(struct vgpu_tp_conn *c)
 /*
  * A request and the start of its reply in one io_uring_enter: SEND and RECV
  * are submitted together and the call waits for both completions. The send
- * lock is held until the SEND has completed (other senders wait, as the
- * header says), so no other message can enter the stream in the middle of
+ * lock is held until the SEND has completed (other senders wait that long,
+ * no longer), so no other message can enter the stream in the middle of
  * this one. Requests over FUSE_MAX or with a zero-copy segment, or a
  * multishot receive, take the two-call path.
  *
@@ -975,6 +990,7 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 	uint32_t ms = c->timeout_ms;
 	struct __kernel_timespec ts = { (long long)(ms / 1000), (long long)(ms % 1000) * 1000000 };
 	int sres = 0, rres = 0, sdone = 0, rdone = 0, rc, err = 0, zc = 0, nf = 0, cancelled = 0;
+	int slocked = 1;
 	size_t total = 0;
 	vgpu_status st;
 
@@ -1059,10 +1075,16 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 			err = sres < 0 ? -sres : EPIPE;
 			shutdown(c->fd, SHUT_RDWR);
 		}
+		if (sdone && slocked) {
+			/* the request has left: other senders may go on */
+			pthread_mutex_unlock(&c->slock);
+			slocked = 0;
+		}
 		if (!sdone || !rdone)
 			rc = wait_cqe(&c->rr, &cqe, cancelled || err ? 1000 : ms);
 	}
-	pthread_mutex_unlock(&c->slock);
+	if (slocked)
+		pthread_mutex_unlock(&c->slock);
 	pthread_mutex_unlock(&c->rlock);
 	if (err)
 		return send_fail(c, err);
