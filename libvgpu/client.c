@@ -43,6 +43,9 @@
 
 #define OBUF_CAP (256u * 1024)
 #define COALESCE_MAX_BULK 4096
+/* a synchronous call with this much bulk or less may use send_recv (the
+ * transport decides what it can fuse; uring: up to its FUSE_MAX) */
+#define FUSE_MAX_BULK VGPU_PROTO_INLINE
 #define FLUSH_DELAY_NS 50000
 #define RES_MAX 1024
 
@@ -359,7 +362,7 @@ static void pend_wait(struct client *cl, struct pending *p)
 static int can_fuse(struct client *cl, const struct vgpu_wbuf *w, size_t bulk_len)
 {
 	return cl->tp->size >= offsetof(struct vgpu_transport_ops, send_recv) + sizeof(void *) &&
-	       cl->tp->send_recv && !w->overflow && bulk_len <= COALESCE_MAX_BULK &&
+	       cl->tp->send_recv && !w->overflow && bulk_len <= FUSE_MAX_BULK &&
 	       cl->nwaiters == 1 && !cl->nasync && !cl->dead && cl->rb.off == cl->rb.len;
 }
 

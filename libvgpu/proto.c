@@ -506,6 +506,19 @@ vgpu_status vgpu__rbuf_fill(struct vgpu_rbuf *r, void *dst, size_t n)
 	return VGPU_OK;
 }
 
+vgpu_status vgpu__rbuf_send_fill(struct vgpu_rbuf *r, const struct iovec *iov, int n)
+{
+	ssize_t got;
+
+	r->off = r->len = 0;
+	got = r->tp->send_recv(r->c, iov, n, r->buf, 1, r->ahead ? r->ahead : sizeof(r->buf));
+	if (got < 0)
+		return (vgpu_status)got;
+	r->ahead = 0;
+	r->len = (size_t)got;
+	return VGPU_OK;
+}
+
 vgpu_status vgpu__rbuf_discard(struct vgpu_rbuf *r, uint64_t n)
 {
 	uint8_t tmp[4096];

@@ -163,6 +163,11 @@ static inline vgpu_status vgpu__rbuf_read(struct vgpu_rbuf *r, void *dst, size_t
 vgpu_status vgpu__rbuf_frame(struct vgpu_rbuf *r, struct vgpu_hdr *h, uint8_t *body,
 			     uint64_t max_bulk, const char *peer);
 vgpu_status vgpu__rbuf_discard(struct vgpu_rbuf *r, uint64_t n);
+/* Send iov[0..n), then read ahead into the empty buffer r, in one
+ * transport call (ops->send_recv, which the caller checked). VGPU_OK, or
+ * VGPU_ERR_TIMEOUT: sent, nothing received yet (read again), or the
+ * connection's failure. */
+vgpu_status vgpu__rbuf_send_fill(struct vgpu_rbuf *r, const struct iovec *iov, int n);
 
 /* Send header + body + bulk as one iovec message. */
 vgpu_status vgpu__send_msg(const struct vgpu_transport_ops *tp, struct vgpu_tp_conn *c,

@@ -142,6 +142,15 @@ struct srv_conn {
 	void *pool;            /* free VGPU_PROTO_CHUNK buffers (no page faults per chunk) */
 	unsigned npool;
 
+	/* A reply held back by the reader (which keeps the sending role for
+	 * it) to leave with its next receive in one transport call
+	 * (send_recv): see conn_send and stash_flush. Reader thread only. */
+	int fuse;              /* the transport has send_recv */
+	int stash_ok;          /* serve() may hold back its first reply */
+	pthread_t reader;
+	size_t stash_len;
+	uint8_t stash[VGPU_PROTO_HDR + 64];
+
 	struct vgpu_rbuf rb;
 	uint8_t body[VGPU_PROTO_MAX_BODY];
 	uint8_t scratch[VGPU_PROTO_INLINE];
@@ -230,8 +239,11 @@ static void credit_put_locked(struct srv_conn *c, size_t n)
 	pthread_cond_broadcast(&c->cond);
 }
 
+static void stash_flush(struct srv_conn *c, int fuse);
+
 static void credit_take(struct srv_conn *c, size_t n)
 {
+	stash_flush(c, 0); /* the writer frees credit: it must not wait for us */
 	pthread_mutex_lock(&c->lock);
 	while (c->inflight && c->inflight + n > CONN_CREDIT && !c->wdead)
 		pthread_cond_wait(&c->cond, &c->lock);
@@ -267,11 +279,29 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 {
 	struct outmsg *m;
 
+	if (may_block)
+		stash_flush(c, 0); /* in order: a held-back reply first */
 	pthread_mutex_lock(&c->lock);
 	if (c->wdead)
 		goto drop;
 	if (may_block && !ATOM_LD(c->sending) && !c->qh) {
 		vgpu_status st;
+
+		if (c->stash_ok && !bulk_len && body_len <= sizeof(c->stash) - VGPU_PROTO_HDR &&
+		    pthread_equal(c->reader, pthread_self())) {
+			/* the reply of a request: hold it back, keeping the
+			 * sending role, for the reader loop's next receive */
+			struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, type, flags,
+					      (uint32_t)body_len, id, 0 };
+
+			ATOM_ST(c->sending, 1);
+			pthread_mutex_unlock(&c->lock);
+			vgpu__hdr_encode(c->stash, &h);
+			memcpy(c->stash + VGPU_PROTO_HDR, body, body_len);
+			c->stash_len = VGPU_PROTO_HDR + body_len;
+			c->stash_ok = 0;
+			return;
+		}
 
 		ATOM_ST(c->sending, 1);
 		pthread_mutex_unlock(&c->lock);
@@ -331,6 +361,58 @@ drop:
 		credit_put_locked(c, bulk_len);
 	}
 	pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * Send the reply the reader held back, and give up the sending role; fuse:
+ * with the next receive in one transport call (send_recv) when nothing is
+ * read ahead and no other message can be queued meanwhile (no engine
+ * completion outstanding, none queued: the writer would wait for the
+ * sending role while send_recv waits for the peer). VGPU_OK,
+ * VGPU_ERR_TIMEOUT (sent, nothing received yet) or the connection's error.
+ * No-op in any thread but the reader.
+ */
+static void stash_flush_st(struct srv_conn *c, int fuse, vgpu_status *out)
+{
+	struct iovec iov;
+	vgpu_status st;
+
+	*out = VGPU_OK;
+	if (!c->stash_len || !pthread_equal(c->reader, pthread_self()))
+		return;
+	iov.iov_base = c->stash;
+	iov.iov_len = c->stash_len;
+	c->stash_len = 0;
+	if (fuse && c->rb.off == c->rb.len) {
+		pthread_mutex_lock(&c->lock);
+		fuse = !c->outstanding && !c->qh && !c->wdead;
+		pthread_mutex_unlock(&c->lock);
+	} else {
+		fuse = 0;
+	}
+	if (fuse)
+		st = vgpu__rbuf_send_fill(&c->rb, &iov, 1);
+	else
+		st = c->tp->send(c->tc, &iov, 1);
+	__atomic_add_fetch(&c->lis->tx, iov.iov_len, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&c->lock);
+	ATOM_ST(c->sending, 0);
+	if (st < 0 && st != VGPU_ERR_TIMEOUT) {
+		vgpu_debug("%s: send failed: %s", c->label, vgpu__error_msg());
+		conn_dead_locked(c);
+	}
+	if (c->qh) /* queued meanwhile */
+		pthread_cond_signal(&c->wcond);
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	*out = st;
+}
+
+static void stash_flush(struct srv_conn *c, int fuse)
+{
+	vgpu_status st;
+
+	stash_flush_st(c, fuse, &st);
 }
 
 static void *writer_main(void *arg)
@@ -686,6 +768,7 @@ static void notify_done_fn(void *arg, vgpu_status st, const char *msg)
  * may report a stream idle just before it calls the last completion). */
 static void drain_completions(struct srv_conn *c)
 {
+	stash_flush(c, 0);
 	pthread_mutex_lock(&c->lock);
 	while (c->outstanding)
 		pthread_cond_wait(&c->cond, &c->lock);
@@ -776,6 +859,7 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 	size_t off, k;
 
 	io->touched = 1;
+	stash_flush(c, 0);
 	pthread_mutex_lock(&c->lock);
 	while ((ATOM_LD(c->sending) || c->qh) && !c->wdead)
 		pthread_cond_wait(&c->cond, &c->lock);
@@ -1983,6 +2067,9 @@ static void *reader_main(void *arg)
 	struct vgpu_hdr h;
 	vgpu_status st;
 
+	c->reader = pthread_self();
+	c->fuse = c->tp->size >= offsetof(struct vgpu_transport_ops, send_recv) + sizeof(void *) &&
+		  c->tp->send_recv;
 	st = handshake(c);
 	if (st < 0) {
 		vgpu_info("%s: %s: handshake failed: %s", c->label, c->peer, vgpu__error_msg());
@@ -1997,6 +2084,12 @@ static void *reader_main(void *arg)
 	for (;;) {
 		uint8_t raw[VGPU_PROTO_HDR];
 
+		if (c->stash_len) {
+			/* the last reply, and the wait for the next request */
+			stash_flush_st(c, 1, &st);
+			if (st < 0 && st != VGPU_ERR_TIMEOUT)
+				break;
+		}
 		while ((st = vgpu__rbuf_read(&c->rb, raw, 1)) == VGPU_ERR_TIMEOUT)
 			; /* idle between frames */
 		if (st == VGPU_OK)
@@ -2023,13 +2116,16 @@ static void *reader_main(void *arg)
 			break;
 		/* a client that sends but does not read: stop reading it too */
 		if (__atomic_load_n(&c->qlen, __ATOMIC_RELAXED) > QUEUE_MAX) {
+			stash_flush(c, 0);
 			pthread_mutex_lock(&c->lock);
 			while (c->qlen > QUEUE_MAX && !c->wdead)
 				pthread_cond_wait(&c->cond, &c->lock);
 			pthread_mutex_unlock(&c->lock);
 		}
 		__atomic_add_fetch(&c->lis->rx, VGPU_PROTO_HDR + h.body_len + h.bulk_len, __ATOMIC_RELAXED);
+		c->stash_ok = c->fuse;
 		st = serve(c, &h);
+		c->stash_ok = 0;
 		if (st == VGPU_ERR_PROTOCOL) {
 			reply_status(c, 1, h.id, 0, st, NULL);
 			vgpu_warn("%s: %s: %s: closing the connection", c->label, c->peer, vgpu__error_msg());
@@ -2043,6 +2139,7 @@ static void *reader_main(void *arg)
 			  vgpu__error_msg());
 out:
 	/* flush queued replies (error replies included) before closing */
+	stash_flush(c, 0);
 	pthread_mutex_lock(&c->lock);
 	while ((c->qh || ATOM_LD(c->sending)) && !c->wdead && c->writer_started)
 		pthread_cond_wait(&c->cond, &c->lock);

@@ -38,6 +38,7 @@
 
 static vgpu_server *srv;
 static char base[300];
+static char base_uring[300]; /* "" when io_uring is not available */
 
 struct victim {
 	vgpu_t *v;
@@ -346,6 +347,7 @@ static int t_raw_frames(void *d)
  * closed once the server's frame deadline passes. */
 static int t_stalled_frame(void *d)
 {
+	const struct vgpu_transport_ops *tp = d ? d : &vgpu__transport_tcp;
 	struct vgpu_uri u;
 	struct vgpu_tp_conn *c[2];
 	static struct vgpu_rbuf rb;
@@ -355,7 +357,7 @@ static int t_stalled_frame(void *d)
 	double t0;
 	struct timespec ts;
 
-	CHECK(vgpu__uri_parse(base, &u) == 0);
+	CHECK(vgpu__uri_parse(tp == &vgpu__transport_tcp ? base : base_uring, &u) == 0);
 	vgpu__hdr_encode(raw, &h);
 	memset(raw + VGPU_PROTO_HDR, 0x90, 8);
 	for (int i = 0; i < 2; i++) {
@@ -364,9 +366,9 @@ static int t_stalled_frame(void *d)
 		struct vgpu_tp_addr a;
 
 		vgpu__tp_addr(&u, &a);
-		CHECK(vgpu__transport_tcp.connect(&a, 2000, &c[i]) == 0);
-		vgpu__transport_tcp.set_timeout(c[i], 10000);
-		rb.tp = &vgpu__transport_tcp;
+		CHECK(tp->connect(&a, 2000, &c[i]) == 0);
+		tp->set_timeout(c[i], 10000);
+		rb.tp = tp;
 		rb.c = c[i];
 		rb.off = rb.len = 0;
 		CHECK(vgpu__rbuf_frame(&rb, &h, body, 0, "server") == 0);
@@ -381,11 +383,11 @@ static int t_stalled_frame(void *d)
 			msgpack_pack_nil(&w.pk);
 			msgpack_pack_int(&w.pk, 0);
 			msgpack_pack_array(&w.pk, 0);
-			CHECK(vgpu__send_msg(&vgpu__transport_tcp, c[i], VGPU_MSG_REQ, 0, 1, w.buf, w.len,
+			CHECK(vgpu__send_msg(tp, c[i], VGPU_MSG_REQ, 0, 1, w.buf, w.len,
 					     NULL, 0) == 0);
 			CHECK(vgpu__rbuf_frame(&rb, &h, body, 0, "server") == 0 && body[1] == 0);
 		}
-		CHECK(vgpu__transport_tcp.send(c[i], &iov, 1) == 0);
+		CHECK(tp->send(c[i], &iov, 1) == 0);
 	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	t0 = (double)ts.tv_sec + ts.tv_nsec / 1e9;
@@ -395,13 +397,44 @@ static int t_stalled_frame(void *d)
 	CHECK((double)ts.tv_sec + ts.tv_nsec / 1e9 - t0 < 0.4);
 	/* both stallers are cut off after the deadline (500 ms here) */
 	for (int i = 0; i < 2; i++) {
-		vgpu_status st = vgpu__transport_tcp.recv(c[i], &x, 1, 1);
+		vgpu_status st = tp->recv(c[i], &x, 1, 1);
 
 		CHECK(st == VGPU_ERR_CONNECTION);
-		vgpu__transport_tcp.close(c[i]);
+		tp->close(c[i]);
 	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	CHECK((double)ts.tv_sec + ts.tv_nsec / 1e9 - t0 < 5);
+	return victim_intact();
+}
+
+/*
+ * A client idle far past the frame timeout (500 ms) between calls is not
+ * a stalled frame: over uring, vgpud's reader waits for the next request
+ * in the same transport call that sends the last reply (send_recv with the
+ * frame timeout), which times out again and again meanwhile.
+ */
+static int t_idle_client(void *d)
+{
+	const char *b = d;
+	static uint8_t out[4096], in[4096];
+	char u[400];
+	vgpu_t *v;
+	vgpu_dptr p;
+
+	snprintf(u, sizeof(u), "%s/0?tenant=idler", b);
+	CHECK_OK(vgpu_open(&v, u));
+	CHECK_OK(vgpu_mem_alloc(v, sizeof(out), &p));
+	for (int round = 0; round < 3; round++) {
+		vt_fill(out, sizeof(out), 70 + (uint64_t)round);
+		CHECK_OK(vgpu_memcpy_htod(v, p, out, 64, NULL));
+		CHECK_OK(vgpu_memcpy_htod(v, p, out, sizeof(out), NULL));
+		usleep(1300000); /* the reply went out; the wait times out twice */
+		memset(in, 0, sizeof(in));
+		CHECK_OK(vgpu_memcpy_dtoh(v, in, p, sizeof(in), NULL));
+		CHECK(!memcmp(in, out, sizeof(in)));
+	}
+	CHECK_OK(vgpu_mem_free(v, p));
+	vgpu_close(v);
 	return victim_intact();
 }
 
@@ -463,6 +496,8 @@ int main(void)
 		fprintf(stderr, "server: %s\n", vgpu_last_error());
 		return 1;
 	}
+	if (vgpu_server_listen(srv, "uring://127.0.0.1:0", base_uring, sizeof(base_uring)) < 0)
+		base_uring[0] = 0; /* no io_uring here: its cases are skipped */
 	if (victim_setup()) {
 		fprintf(stderr, "victim setup failed: %s\n", vgpu_last_error());
 		return 1;
@@ -474,6 +509,11 @@ int main(void)
 	vt_run("raw_frames", t_raw_frames, NULL);
 	vt_run("quota_evasion", t_quota, NULL);
 	vt_run("stalled_half_frame", t_stalled_frame, NULL);
+	vt_run("idle_client", t_idle_client, base);
+	if (base_uring[0]) {
+		vt_run("stalled_half_frame_uring", t_stalled_frame, (void *)&vgpu__transport_uring);
+		vt_run("idle_client_uring", t_idle_client, base_uring);
+	}
 	vgpu_close(V.v);
 	vgpu_server_destroy(srv);
 	rc = vt_finish();

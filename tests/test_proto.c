@@ -264,6 +264,109 @@ static int t_echo_uring(void *d)
 	return echo_test("uring://127.0.0.1:0");
 }
 
+/*
+ * send_recv with a timeout (vgpud's reader fuses a reply with its wait for
+ * the next request that way), on both ends of a uring connection: a reply
+ * that does not come in time is VGPU_ERR_TIMEOUT with the request delivered
+ * whole and the connection usable; a reply in time is the reply. The
+ * accepting end (whose receive ring only its reader thread enters) does
+ * the same with the next request.
+ */
+struct late {
+	const struct vgpu_transport_ops *tp;
+	struct vgpu_tp_listener *l;
+	int ok;
+};
+
+static void *late_main(void *arg)
+{
+	struct late *e = arg;
+	struct vgpu_tp_conn *c;
+	uint8_t req[100], want[100];
+	struct iovec rep = { "0123456789", 10 };
+	ssize_t n;
+
+	vt_fill(want, sizeof(want), 11);
+	if (e->tp->accept(e->l, &c) < 0)
+		return NULL;
+	/* 1: the request, its reply late (after the client's timeout) */
+	if (e->tp->recv(c, req, sizeof(req), sizeof(req)) != sizeof(req) ||
+	    memcmp(req, want, sizeof(req)))
+		goto out;
+	usleep(300000);
+	if (e->tp->send(c, &rep, 1) < 0)
+		goto out;
+	/* 2: the request, its reply at once, fused with a wait for request 3
+	 * that times out first (the client waits 300 ms) */
+	if (e->tp->recv(c, req, sizeof(req), sizeof(req)) != sizeof(req))
+		goto out;
+	e->tp->set_timeout(c, 100);
+	n = e->tp->send_recv(c, &rep, 1, req, 1, sizeof(req));
+	if (n != VGPU_ERR_TIMEOUT)
+		goto out;
+	/* 3: arrives after the timeout, whole */
+	for (size_t got = 0; got < sizeof(req); got += (size_t)n) {
+		n = e->tp->recv(c, req + got, 1, sizeof(req) - got);
+		if (n == VGPU_ERR_TIMEOUT) {
+			n = 0;
+			continue;
+		}
+		if (n <= 0)
+			goto out;
+	}
+	if (memcmp(req, want, sizeof(req)))
+		goto out;
+	e->tp->set_timeout(c, 0);
+	if (e->tp->send(c, &rep, 1) < 0)
+		goto out;
+	e->ok = 1;
+out:
+	e->tp->close(c);
+	return NULL;
+}
+
+static int t_send_recv_timeout_uring(void *d)
+{
+	struct vgpu_uri u;
+	struct vgpu_tp_addr a;
+	struct late e = { 0 };
+	struct vgpu_tp_conn *c;
+	char bound[512], full[600], in[16];
+	uint8_t req[100];
+	struct iovec iov = { req, sizeof(req) };
+	pthread_t th;
+	ssize_t n;
+
+	CHECK_OK(vgpu__uri_parse("uring://127.0.0.1:0", &u));
+	e.tp = vgpu__transport_find("uring");
+	CHECK(e.tp != NULL && e.tp->send_recv);
+	vgpu__tp_addr(&u, &a);
+	CHECK_OK(e.tp->listen(&a, &e.l, bound, sizeof(bound)));
+	snprintf(full, sizeof(full), "%s/0", bound);
+	CHECK_OK(vgpu__uri_parse(full, &u));
+	CHECK(pthread_create(&th, NULL, late_main, &e) == 0);
+	vgpu__tp_addr(&u, &a);
+	CHECK_OK(e.tp->connect(&a, 2000, &c));
+	vt_fill(req, sizeof(req), 11);
+	/* 1 */
+	CHECK_OK(e.tp->set_timeout(c, 100));
+	CHECK_ST((vgpu_status)e.tp->send_recv(c, &iov, 1, in, 1, sizeof(in)), VGPU_ERR_TIMEOUT);
+	CHECK_OK(e.tp->set_timeout(c, 2000));
+	CHECK(e.tp->recv(c, in, 10, 10) == 10 && !memcmp(in, "0123456789", 10));
+	/* 2: the reply in time */
+	n = e.tp->send_recv(c, &iov, 1, in, 10, 10);
+	CHECK(n == 10 && !memcmp(in, "0123456789", 10));
+	/* 3: after the server's receive timed out */
+	usleep(300000);
+	n = e.tp->send_recv(c, &iov, 1, in, 10, 10);
+	CHECK(n == 10 && !memcmp(in, "0123456789", 10));
+	pthread_join(th, NULL);
+	CHECK(e.ok);
+	e.tp->close(c);
+	e.tp->listen_close(e.l);
+	return 0;
+}
+
 static int t_refused(void *d)
 {
 	struct vgpu_uri u;
@@ -359,6 +462,7 @@ int main(void)
 	vt_run("echo_tcp", t_echo_tcp, NULL);
 	vt_run("echo_unix", t_echo_unix, NULL);
 	vt_run("echo_uring", t_echo_uring, NULL);
+	vt_run("send_recv_timeout_uring", t_send_recv_timeout_uring, NULL);
 	vt_run("connect_refused", t_refused, NULL);
 	return vt_finish();
 }

@@ -28,11 +28,26 @@
  *    reader thread per connection it saves no system call, copies what it
  *    receives twice and costs a cancel and a re-arm around each bulk read
  *    (measured: bulk bandwidth about 15% lower, the same round trip).
- *  - send_recv: a synchronous call's request and the start of its reply in
- *    one io_uring_enter (SEND and RECV on the receive ring).
+ *  - send_recv: a request and the start of its reply in one io_uring_enter
+ *    (SEND and RECV on the receive ring): the client's synchronous call,
+ *    and vgpud's reader sending a reply while it waits for the next
+ *    request. With a timeout (vgpud's frame timeout), a SEND that does not
+ *    complete breaks the connection; a RECV that does not is cancelled and
+ *    the call returns VGPU_ERR_TIMEOUT, the request delivered.
  *
- * Not used: IORING_SETUP_SINGLE_ISSUER and DEFER_TASKRUN, since the client
- * hands the reading role from thread to thread and senders are any thread.
+ * Owned receive rings (the accepting side): vgpud's per-connection reader
+ * thread is the only one that enters the receive ring (its receives, its
+ * fused replies, its small replies), so that ring is created with
+ * IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+ * IORING_SETUP_R_DISABLED by the accepting thread and enabled by the reader
+ * on its first receive, which makes it the ring's submitter task. Its
+ * completion work then runs inside that thread's io_uring_enter rather
+ * than as task work that interrupts it. Probed once (an ordinary ring
+ * when the kernel refuses; VGPU_URING_DEFER=0 forces that). Not on the
+ * connecting side: the client hands its reading role from thread to
+ * thread, and with multishot receives the ring stays ordinary too. The
+ * send ring is entered by whatever thread sends (vgpud's writer), so it
+ * stays ordinary as well.
  *
  * Kernel features are probed at run time (io_uring_get_probe_ring,
  * IORING_FEAT_*, buffer ring and file registration, the first multishot
@@ -47,7 +62,7 @@
  * otherwise never use zero-copy), VGPU_URING_MULTISHOT=1 (multishot
  * receive), VGPU_URING_BUFS=N (its provided buffers, power of two 4..64,
  * default 32), VGPU_URING_DIRECT_MIN=BYTES (reads of this size bypass them,
- * default 64K).
+ * default 64K), VGPU_URING_DEFER=0 (no owned receive rings).
  */
 #include "config.h"
 
@@ -61,6 +76,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -75,8 +91,8 @@ static unsigned nbufs = 32; /* power of two; VGPU_URING_BUFS */
  * bulk of 64 KiB and more with min == max (vgpu__rbuf_read) */
 static size_t direct_min = 64u * 1024; /* VGPU_URING_DIRECT_MIN */
 #define MAX_SQE 16          /* per send batch */
-#define FLAT_MAX 2048       /* smaller messages are gathered into one SEND */
-#define FUSE_MAX (64u * 1024) /* larger requests are sent apart from send_recv */
+#define FLAT_MAX 8192       /* smaller messages are gathered into one SEND */
+#define FUSE_MAX (128u * 1024) /* larger requests are sent apart from send_recv */
 
 #define UD_MS 1ull          /* multishot receive */
 #define UD_DIRECT 2ull      /* plain receive */
@@ -91,6 +107,7 @@ struct feats {
 	int multishot;   /* may be cleared at run time (EINVAL on first use) */
 	int bufring;
 	int poll_first;  /* IORING_RECVSEND_POLL_FIRST (5.19); cleared on EINVAL */
+	int defer;       /* SINGLE_ISSUER | DEFER_TASKRUN | R_DISABLED rings (6.1) */
 	unsigned setup_flags;
 	unsigned features;
 };
@@ -108,6 +125,8 @@ struct vgpu_tp_conn {
 	/* receive side: the reader thread only */
 	struct io_uring rr;
 	int rr_ok;
+	int rr_owned;    /* rr is SINGLE_ISSUER | DEFER_TASKRUN, created disabled */
+	int rr_enabled;  /* ... and enabled by its one thread (the first receive) */
 	int drained;     /* the last receive emptied the socket */
 	pthread_mutex_t rlock; /* held for each receive: a sender that takes it may use rr */
 	pthread_t rthread;     /* the thread of the last receive */
@@ -165,6 +184,18 @@ static void probe(void)
 	F.bufring = 1;
 	F.poll_first = 1;
 	io_uring_queue_exit(&r);
+	/* a ring only its reader thread enters (the server's) can defer its
+	 * completion work to that thread's next io_uring_enter */
+	memset(&p, 0, sizeof(p));
+	p.flags = F.setup_flags | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+		  IORING_SETUP_R_DISABLED;
+	if (io_uring_queue_init_params(4, &r, &p) == 0) {
+		F.defer = 1;
+		io_uring_queue_exit(&r);
+	}
+	e = getenv("VGPU_URING_DEFER");
+	if (e && !strcmp(e, "0"))
+		F.defer = 0;
 	e = getenv("VGPU_URING_ZC_MIN");
 	if (e && *e) {
 		uint64_t v;
@@ -190,8 +221,8 @@ static void probe(void)
 	e = getenv("VGPU_URING_MULTISHOT");
 	if (!e || strcmp(e, "1"))
 		F.multishot = 0;
-	vgpu_debug("uring: features 0x%x, send_zc %d (threshold %zu), multishot %d", F.features,
-		   F.send_zc, zc_min, F.multishot);
+	vgpu_debug("uring: features 0x%x, send_zc %d (threshold %zu), multishot %d, defer %d",
+		   F.features, F.send_zc, zc_min, F.multishot, F.defer);
 }
 
 /* what: "uring://host:port: " (listen) or "" (connect: the client prefixes its URI). */
@@ -207,13 +238,46 @@ static vgpu_status unavailable(int err, const char *what)
 			   strerror(err));
 }
 
-static int ring_init(struct io_uring *r)
+static int ring_init(struct io_uring *r, unsigned extra)
 {
 	struct io_uring_params p;
 
 	memset(&p, 0, sizeof(p));
-	p.flags = F.setup_flags;
+	p.flags = F.setup_flags | extra;
 	return io_uring_queue_init_params(RING_ENTRIES, r, &p);
+}
+
+#define OWNED_FLAGS \
+	(IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED)
+
+/*
+ * The first receive on a connection whose receive ring is owned (created
+ * disabled, SINGLE_ISSUER): enable it from this thread, which becomes the
+ * one task allowed to enter it. Should the kernel refuse, an ordinary
+ * ring replaces it. 0 or -errno.
+ */
+static int rr_enable(struct vgpu_tp_conn *c)
+{
+	/* io_uring_enable_rings is declared but not exported by liburing 2.3:
+	 * the register call it makes */
+	int rc = (int)syscall(__NR_io_uring_register, c->rr.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+			      NULL, 0);
+
+	if (rc < 0)
+		rc = -errno;
+	if (rc == 0) {
+		c->rr_enabled = 1;
+		return 0;
+	}
+	vgpu_debug("uring: enabling an owned ring: %s; an ordinary one instead", strerror(-rc));
+	io_uring_queue_exit(&c->rr);
+	c->rr_ok = c->rr_owned = 0;
+	rc = ring_init(&c->rr, 0);
+	if (rc < 0)
+		return rc;
+	c->rr_ok = 1;
+	c->rfix = io_uring_register_files(&c->rr, &c->fd, 1) == 0;
+	return 0;
 }
 
 /* Register the provided-buffer ring of c's receive ring; 0 or -errno. */
@@ -298,11 +362,19 @@ static vgpu_status conn_make(int fd, const char *peer, int accepted, struct vgpu
 	pthread_mutex_init(&c->slock, NULL);
 	pthread_mutex_init(&c->rlock, NULL);
 	c->accepted = accepted;
-	rc = ring_init(&c->rr);
+	/* server side: one reader thread enters the receive ring, and only
+	 * it (send uses it from that thread alone): an owned ring */
+	rc = -EINVAL;
+	if (accepted && F.defer && !F.multishot) {
+		rc = ring_init(&c->rr, OWNED_FLAGS);
+		c->rr_owned = rc == 0;
+	}
+	if (rc < 0)
+		rc = ring_init(&c->rr, 0);
 	if (rc < 0)
 		goto fail;
 	c->rr_ok = 1;
-	rc = ring_init(&c->sr);
+	rc = ring_init(&c->sr, 0);
 	if (rc < 0)
 		goto fail;
 	c->sr_ok = 1;
@@ -860,24 +932,52 @@ static ssize_t recv_locked(struct vgpu_tp_conn *c, void *buf, size_t min, size_t
 	}
 }
 
+static vgpu_status rr_ready(struct vgpu_tp_conn *c);
+
 static ssize_t uring_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t max)
 {
 	ssize_t r;
 
 	pthread_mutex_lock(&c->rlock);
+	r = rr_ready(c);
+	if (r < 0) {
+		pthread_mutex_unlock(&c->rlock);
+		return r;
+	}
 	c->rthread = pthread_self();
 	r = recv_locked(c, buf, min, max);
 	pthread_mutex_unlock(&c->rlock);
 	return r;
 }
 
+/* The receive ring is usable by this thread: enable an owned ring on its
+ * first use (rlock held). 0, or a negative status after an error. */
+static vgpu_status rr_ready(struct vgpu_tp_conn *c)
+{
+	int rc;
+
+	if (c->rr_ok && (!c->rr_owned || c->rr_enabled))
+		return VGPU_OK;
+	rc = c->rr_ok ? rr_enable(c) : -EBADF;
+	if (rc < 0)
+		return vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: io_uring: %s", c->peer,
+				   strerror(-rc));
+	return VGPU_OK;
+}
+
 /*
  * A request and the start of its reply in one io_uring_enter: SEND and RECV
  * are submitted together and the call waits for both completions. The send
- * lock is held until the SEND has completed (other senders wait, as the
- * header says), so no other message can enter the stream in the middle of
- * this one. Requests over FUSE_MAX or with a zero-copy segment, a multishot
- * receive or a timeout take the two-call path.
+ * lock is held until the SEND has completed (other senders wait that long,
+ * no longer), so no other message can enter the stream in the middle of
+ * this one. Requests over FUSE_MAX or with a zero-copy segment, or a
+ * multishot receive, take the two-call path.
+ *
+ * With a timeout (vgpud's frame timeout): a SEND that does not complete in
+ * time breaks the connection, as in send; a RECV that does not is
+ * cancelled and the call returns VGPU_ERR_TIMEOUT: the request left whole,
+ * nothing was received, the caller may receive again (vgpud's reader,
+ * idle between frames, does).
  */
 static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_in, int n,
 			       void *buf, size_t min, size_t max)
@@ -887,7 +987,10 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 	struct msghdr mh;
 	struct io_uring_sqe *sqe;
 	struct io_uring_cqe *cqe;
-	int sres = 0, rres = 0, sdone = 0, rdone = 0, rc, err = 0, zc = 0, nf = 0;
+	uint32_t ms = c->timeout_ms;
+	struct __kernel_timespec ts = { (long long)(ms / 1000), (long long)(ms % 1000) * 1000000 };
+	int sres = 0, rres = 0, sdone = 0, rdone = 0, rc, err = 0, zc = 0, nf = 0, cancelled = 0;
+	int slocked = 1;
 	size_t total = 0;
 	vgpu_status st;
 
@@ -898,14 +1001,19 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 			zc |= c->zc && iov[k].iov_len >= zc_min;
 		}
 	}
-	if (n > MAX_SQE || c->use_ms || c->timeout_ms || c->eof || c->rerr || zc ||
-	    total > FUSE_MAX || io_uring_sq_space_left(&c->rr) < 2) {
+	if (n > MAX_SQE || c->use_ms || c->eof || c->rerr || zc || total > FUSE_MAX ||
+	    (c->rr_ok && io_uring_sq_space_left(&c->rr) < 2)) {
 		st = uring_send(c, iov_in, n);
 		return st < 0 ? st : uring_recv(c, buf, min, max);
 	}
 	if (min == 0)
 		min = 1;
 	pthread_mutex_lock(&c->rlock);
+	st = rr_ready(c);
+	if (st < 0) {
+		pthread_mutex_unlock(&c->rlock);
+		return st;
+	}
 	c->rthread = pthread_self();
 	pthread_mutex_lock(&c->slock);
 	sqe = io_uring_get_sqe(&c->rr);
@@ -925,9 +1033,25 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 	if (F.poll_first)
 		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST; /* the reply cannot be there yet */
 	io_uring_sqe_set_data64(sqe, UD_DIRECT);
-	rc = io_uring_submit_and_wait(&c->rr, 2);
+	/* submit both, wait for both: one io_uring_enter when all goes well */
+	rc = io_uring_submit_and_wait_timeout(&c->rr, &cqe, 2, ms ? &ts : NULL, NULL);
 	while (!sdone || !rdone) {
-		if (rc < 0 && rc != -EINTR) {
+		if (rc == -ETIME) {
+			if (!sdone) {
+				/* the request is stuck: the connection is lost */
+				if (!err)
+					err = ETIME;
+				shutdown(c->fd, SHUT_RDWR);
+			} else if (!cancelled++ && (sqe = io_uring_get_sqe(&c->rr))) {
+				/* no reply in time: take the receive back */
+				io_uring_prep_cancel64(sqe, UD_DIRECT, 0);
+				io_uring_sqe_set_data64(sqe, UD_CANCEL);
+			} else {
+				shutdown(c->fd, SHUT_RD); /* it could not be cancelled */
+				if (!err)
+					err = ETIME;
+			}
+		} else if (rc < 0 && rc != -EINTR) {
 			if (err)
 				break; /* the ring keeps failing: give up on it */
 			/* the ring failed: stop whatever still runs */
@@ -951,10 +1075,16 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 			err = sres < 0 ? -sres : EPIPE;
 			shutdown(c->fd, SHUT_RDWR);
 		}
+		if (sdone && slocked) {
+			/* the request has left: other senders may go on */
+			pthread_mutex_unlock(&c->slock);
+			slocked = 0;
+		}
 		if (!sdone || !rdone)
-			rc = io_uring_wait_cqe(&c->rr, &cqe);
+			rc = wait_cqe(&c->rr, &cqe, cancelled || err ? 1000 : ms);
 	}
-	pthread_mutex_unlock(&c->slock);
+	if (slocked)
+		pthread_mutex_unlock(&c->slock);
 	pthread_mutex_unlock(&c->rlock);
 	if (err)
 		return send_fail(c, err);
@@ -962,12 +1092,15 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 		F.poll_first = 0; /* a kernel before 5.19 */
 		return uring_recv(c, buf, min, max);
 	}
+	if (rres == -ECANCELED && cancelled)
+		return timed_out(c); /* the request left; nothing received yet */
 	if (rres == 0)
 		c->eof = 1;
 	else if (rres < 0)
 		c->rerr = -rres;
 	if (rres <= 0)
 		return recv_fail(c, 0);
+	c->drained = (size_t)rres < max;
 	if ((size_t)rres >= min)
 		return rres;
 	/* a short first read: the rest as usual */

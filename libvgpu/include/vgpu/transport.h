@@ -138,10 +138,14 @@ struct vgpu_transport_ops {
 	 *    The transport may keep other senders of c waiting until the reply
 	 *    has begun to arrive, so the caller should use it only when no
 	 *    other thread is waiting to send or to read.
+	 *  - The timeout of set_timeout applies as to send and recv. A reply
+	 *    that has not begun within it: VGPU_ERR_TIMEOUT, which (alone among
+	 *    failures) means that the request left whole and nothing was
+	 *    received, so the caller may recv again, as after recv's timeout.
 	 *  - Returns the number of bytes received (min..max), or a negative
-	 *    vgpu_status (host->error() called); after a failure the caller
-	 *    cannot tell whether the request left: treat the connection as
-	 *    lost. shutdown() from another thread wakes it, as it wakes recv.
+	 *    vgpu_status (host->error() called); after any other failure the
+	 *    caller cannot tell whether the request left: treat the connection
+	 *    as lost. shutdown() from another thread wakes it, as it wakes recv.
 	 * NULL: the library calls send, then recv. */
 	ssize_t (*send_recv)(struct vgpu_tp_conn *c, const struct iovec *iov, int n, void *buf,
 			     size_t min, size_t max);
