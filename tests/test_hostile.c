@@ -496,8 +496,17 @@ int main(void)
 		fprintf(stderr, "server: %s\n", vgpu_last_error());
 		return 1;
 	}
-	if (vgpu_server_listen(srv, "uring://127.0.0.1:0", base_uring, sizeof(base_uring)) < 0)
-		base_uring[0] = 0; /* no io_uring here: its cases are skipped */
+	/*
+	 * The uring cases run in the plain and sanitizer builds, not under
+	 * valgrind (make check-valgrind sets VGPU_TEST_VALGRIND): valgrind
+	 * 3.19 runs io_uring_enter as a non-blocking system call, holding its
+	 * one big lock, so a thread waiting in the ring stops every other
+	 * thread of the process (here: the server's reader waits, the client
+	 * that would answer it cannot run, and both time out).
+	 */
+	if (getenv("VGPU_TEST_VALGRIND") ||
+	    vgpu_server_listen(srv, "uring://127.0.0.1:0", base_uring, sizeof(base_uring)) < 0)
+		base_uring[0] = 0; /* no io_uring here: its cases are not run */
 	if (victim_setup()) {
 		fprintf(stderr, "victim setup failed: %s\n", vgpu_last_error());
 		return 1;
