@@ -27,7 +27,9 @@
  * costs tens of microseconds and makes unpinned runs bimodal), VGPU_BENCH_TRANSPORTS
  * (comma list, default tcp,unix,uring,rdma), VGPU_BENCH_ONLY=rtt,launch,htod,dtoh
  * (rows to run, default all), VGPU_BENCH_SIZES=4K,64K,1M,64M (copy sizes to
- * run, default all; skipped cells print as 0), VGPU_TRANSPORT_PATH, UCX_*.
+ * run, default all; skipped cells print as 0), VGPU_BENCH_SCALE=N (N times as
+ * many copies per measurement: steadier figures, longer runs),
+ * VGPU_TRANSPORT_PATH, UCX_*.
  */
 #include "config.h"
 
@@ -60,6 +62,7 @@
 #define MAXSZ (64u << 20)
 static const size_t sizes[4] = { 4096, 65536, 1u << 20, 64u << 20 };
 static int quick;
+static unsigned scale = 1; /* VGPU_BENCH_SCALE: copies per measurement x N */
 static char tmpdir[128];
 static pid_t kids[4];
 static int nkids;
@@ -102,7 +105,7 @@ static void cleanup(void)
 static unsigned iters(size_t n)
 {
 	unsigned k = n <= 4096 ? 3000 : n <= 65536 ? 1500 : n <= (1u << 20) ? 200 : 8;
-	return quick ? (k / 8 ? k / 8 : 2) : k;
+	return quick ? (k / 8 ? k / 8 : 2) : k * scale;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -582,6 +585,8 @@ int main(void)
 	}
 	rdma = have_rdma_module();
 	quick = getenv("VGPU_BENCH_QUICK") && atoi(getenv("VGPU_BENCH_QUICK"));
+	if (getenv("VGPU_BENCH_SCALE") && atoi(getenv("VGPU_BENCH_SCALE")) > 0)
+		scale = (unsigned)atoi(getenv("VGPU_BENCH_SCALE"));
 	if (getenv("VGPU_BENCH_CPUS") && *getenv("VGPU_BENCH_CPUS")) {
 		/* "0" or "0,1": pin everything (children inherit it) */
 		cpu_set_t set;
@@ -667,16 +672,26 @@ int main(void)
 		}
 		printf("\n");
 	}
-	/* uring against tcp, row by row */
+	/* uring against tcp, row by row: the figures as measured, then each
+	 * transport's ratio to the raw TCP floor measured beside it, which
+	 * takes out a machine that got slower or faster between the two rows
+	 * (both floors are the same raw socket) */
 	if (api[0].ok && api[2].ok) {
-		printf("uring/tcp: rtt %.2f (time), launches %.2f, htod", api[2].rtt_us / api[0].rtt_us,
-		       api[2].launch_s / api[0].launch_s);
-		for (int s = 0; s < 4; s++)
-			printf(" %.2f", api[2].htod[s] / api[0].htod[s]);
-		printf(", dtoh");
-		for (int s = 0; s < 4; s++)
-			printf(" %.2f", api[2].dtoh[s] / api[0].dtoh[s]);
-		printf("\n");
+		for (int norm = 0; norm < 2; norm++) {
+			const struct figs *t = &api[0], *u = &api[2], *ft = &flo[0], *fu = &flo[2];
+#define UT(a, b, fa, fb) (norm ? ((a) / (fa)) / ((b) / (fb)) : (a) / (b))
+			printf("uring/tcp%s: rtt %.2f (time), launches %.2f, htod",
+			       norm ? " (each / its floor)" : "",
+			       UT(u->rtt_us, t->rtt_us, fu->rtt_us, ft->rtt_us),
+			       UT(u->launch_s, t->launch_s, fu->launch_s, ft->launch_s));
+			for (int s = 0; s < 4; s++)
+				printf(" %.2f", UT(u->htod[s], t->htod[s], fu->htod[s], ft->htod[s]));
+			printf(", dtoh");
+			for (int s = 0; s < 4; s++)
+				printf(" %.2f", UT(u->dtoh[s], t->dtoh[s], fu->dtoh[s], ft->dtoh[s]));
+			printf("\n");
+#undef UT
+		}
 	}
 	return 0;
 }

@@ -891,17 +891,31 @@ static vgpu_status r_memcpy_htod(vgpu_t *v, uint32_t sid, vgpu_dptr dst, const v
 	if (st < 0)
 		return st;
 	pthread_mutex_lock(&cl->slock);
-	for (off = 0; off < n;) {
-		size_t k = n - off < VGPU_PROTO_CHUNK ? n - off : VGPU_PROTO_CHUNK;
-		int last = off + k == n;
+	if (__atomic_load_n(&cl->dead, __ATOMIC_ACQUIRE)) {
+		st = dead_error(cl);
+	} else {
+		/* the chunks stay in flight together where the transport can
+		 * (rdma: a rendezvous each), or leave 7 to a system call
+		 * (sockets), behind whatever requests were coalesced: src is
+		 * ours until the flush */
+		struct iovec pre = { cl->obuf, cl->olen };
+		struct vgpu_sbatch sb, *b = &sb;
 
-		/* the chunks stay in flight together where the transport
-		 * can (rdma: a rendezvous each): src is ours until the flush */
-		pack_copy(&w, buf, sizeof(buf), VGPU_OP_HTOD, 0, dst + off, k);
-		if (send_locked(cl, last ? VGPU_MSGF_LAST : VGPU_MSGF_NOREPLY, p.id, &w, s + off, k,
-				SEND_DEFERRED) < 0)
-			break;
-		off += k;
+		vgpu__sbatch_init(b, cl->tp, cl->tc, &pre, cl->olen ? 1 : 0);
+		cl->olen = 0;
+		for (off = 0; off < n && st >= 0;) {
+			size_t k = n - off < VGPU_PROTO_CHUNK ? n - off : VGPU_PROTO_CHUNK;
+			int last = off + k == n;
+
+			pack_copy(&w, buf, sizeof(buf), VGPU_OP_HTOD, 0, dst + off, k);
+			st = vgpu__sbatch_add(b, VGPU_MSG_REQ, last ? VGPU_MSGF_LAST : VGPU_MSGF_NOREPLY,
+					      p.id, w.buf, w.len, s + off, k);
+			off += k;
+		}
+		if (st >= 0)
+			st = vgpu__sbatch_flush(b);
+		if (st < 0)
+			conn_broken(cl, vgpu__error_msg());
 	}
 	end_deferred(cl); /* a failure breaks the connection: the read fails p */
 	pthread_mutex_unlock(&cl->slock);

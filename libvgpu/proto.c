@@ -592,6 +592,61 @@ vgpu_status vgpu__send_msg(const struct vgpu_transport_ops *tp, struct vgpu_tp_c
 	return send_msg(tp, c, type, flags, id, body, body_len, bulk, bulk_len, 0);
 }
 
+void vgpu__sbatch_init(struct vgpu_sbatch *b, const struct vgpu_transport_ops *tp,
+		       struct vgpu_tp_conn *c, const struct iovec *pre, int npre)
+{
+	b->tp = tp;
+	b->c = c;
+	b->n = 0;
+	b->pre = pre;
+	b->npre = npre > 0 ? 1 : 0;
+}
+
+vgpu_status vgpu__sbatch_flush(struct vgpu_sbatch *b)
+{
+	int k = 0;
+	vgpu_status st;
+
+	if (b->npre) {
+		b->iov[k++] = *b->pre;
+		b->npre = 0;
+	}
+	for (int i = 0; i < b->n; i++) {
+		b->iov[k++] = b->msg[i][0];
+		if (b->msg[i][1].iov_len)
+			b->iov[k++] = b->msg[i][1];
+	}
+	b->n = 0;
+	if (!k)
+		return VGPU_OK;
+	st = b->tp->send(b->c, b->iov, k);
+	return st < 0 ? st : VGPU_OK;
+}
+
+vgpu_status vgpu__sbatch_add(struct vgpu_sbatch *b, uint16_t type, uint32_t flags, uint64_t id,
+			     const void *body, size_t body_len, const void *bulk, size_t bulk_len)
+{
+	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, type, flags,
+			      (uint32_t)body_len, id, bulk_len };
+	uint8_t *raw;
+
+	if (body_len > VGPU_SBATCH_BODY)
+		return vgpu__error(VGPU_ERR_INTERNAL, "send batch: body of %zu bytes", body_len);
+	if (vgpu__tp_can_defer(b->tp) && !b->npre)
+		return send_msg(b->tp, b->c, type, flags, id, body, body_len, bulk, bulk_len, 1);
+	raw = b->raw[b->n];
+	vgpu__hdr_encode(raw, &h);
+	memcpy(raw + VGPU_PROTO_HDR, body, body_len);
+	b->msg[b->n][0].iov_base = raw;
+	b->msg[b->n][0].iov_len = VGPU_PROTO_HDR + body_len;
+	b->msg[b->n][1].iov_base = (void *)bulk;
+	b->msg[b->n][1].iov_len = bulk_len;
+	b->n++;
+	if (b->n == VGPU_SBATCH_MAX || vgpu__tp_can_defer(b->tp))
+		return vgpu__sbatch_flush(b);
+	return VGPU_OK;
+}
+
 vgpu_status vgpu__send_msg_deferred(const struct vgpu_transport_ops *tp, struct vgpu_tp_conn *c,
 				    uint16_t type, uint32_t flags, uint64_t id, const void *body,
 				    size_t body_len, const void *bulk, size_t bulk_len)

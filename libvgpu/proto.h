@@ -179,6 +179,36 @@ vgpu_status vgpu__send_msg_deferred(const struct vgpu_transport_ops *tp, struct 
 				    uint16_t type, uint32_t flags, uint64_t id, const void *body,
 				    size_t body_len, const void *bulk, size_t bulk_len);
 
+/*
+ * The chunks of one large copy, sent in as few transport calls as the
+ * transport allows: where it can leave bulk in flight (send_deferred), each
+ * message goes at once; elsewhere (sockets) up to VGPU_SBATCH_MAX messages
+ * are held and leave as one gathered send, one system call instead of one
+ * per chunk (7 MiB of 1 MiB chunks per call). Every bulk added stays
+ * valid and unchanged until vgpu__sbatch_flush and then vgpu__tp_flush
+ * have returned. Bodies of at most VGPU_SBATCH_BODY bytes.
+ */
+#define VGPU_SBATCH_MAX ((VGPU_TP_MAX_IOV - 1) / 2) /* 7: a prefix, 7 headers, 7 bulks */
+#define VGPU_SBATCH_BODY 64
+struct vgpu_sbatch {
+	const struct vgpu_transport_ops *tp;
+	struct vgpu_tp_conn *c;
+	int n;
+	const struct iovec *pre; /* sent before the first message, once */
+	int npre;
+	uint8_t raw[VGPU_SBATCH_MAX][VGPU_PROTO_HDR + VGPU_SBATCH_BODY];
+	struct iovec msg[VGPU_SBATCH_MAX][2]; /* header and body; bulk */
+	struct iovec iov[2 * VGPU_SBATCH_MAX + 1];
+};
+/* pre[0..npre) (npre 0 or 1: bytes already framed, a client's coalesced
+ * requests) go out ahead of the first message, in the same call. */
+void vgpu__sbatch_init(struct vgpu_sbatch *b, const struct vgpu_transport_ops *tp,
+		       struct vgpu_tp_conn *c, const struct iovec *pre, int npre);
+vgpu_status vgpu__sbatch_add(struct vgpu_sbatch *b, uint16_t type, uint32_t flags, uint64_t id,
+			     const void *body, size_t body_len, const void *bulk,
+			     size_t bulk_len);
+vgpu_status vgpu__sbatch_flush(struct vgpu_sbatch *b);
+
 /* ---- authentication ---- */
 /* mac = HMAC-SHA256(secret, nonce || tenant). */
 vgpu_status vgpu__auth_mac(const char *secret, const uint8_t nonce[VGPU_PROTO_NONCE],

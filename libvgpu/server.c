@@ -853,8 +853,9 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 {
 	struct direct_io *io = arg;
 	struct srv_conn *c = io->c;
-	uint8_t b[64];
+	uint8_t b[VGPU_SBATCH_BODY];
 	struct vgpu_wbuf w;
+	struct vgpu_sbatch sb;
 	vgpu_status st = VGPU_OK, st2;
 	size_t off, k;
 
@@ -869,17 +870,20 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 	}
 	ATOM_ST(c->sending, 1);
 	pthread_mutex_unlock(&c->lock);
+	/* the chunks stay in flight together where the transport can (rdma:
+	 * a rendezvous each), or leave 7 to a system call (sockets): host
+	 * is ours until the flush */
+	vgpu__sbatch_init(&sb, c->tp, c->tc, NULL, 0);
 	for (off = 0; off < n && st >= 0; off += k) {
 		k = n - off < VGPU_PROTO_CHUNK ? n - off : VGPU_PROTO_CHUNK;
 		resp_begin(&w, b, sizeof(b), VGPU_OK, NULL, 1);
 		msgpack_pack_uint64(&w.pk, off);
-		/* the chunks stay in flight together where the transport can
-		 * (rdma: a rendezvous each): host is ours until the flush */
-		st = vgpu__send_msg_deferred(c->tp, c->tc, VGPU_MSG_RESP,
-					     io->single ? 0 : VGPU_MSGF_MORE, io->id, w.buf, w.len,
-					     (uint8_t *)host + off, k);
+		st = vgpu__sbatch_add(&sb, VGPU_MSG_RESP, io->single ? 0 : VGPU_MSGF_MORE, io->id,
+				      w.buf, w.len, (uint8_t *)host + off, k);
 		__atomic_add_fetch(&c->lis->tx, VGPU_PROTO_HDR + w.len + k, __ATOMIC_RELAXED);
 	}
+	if (st >= 0)
+		st = vgpu__sbatch_flush(&sb);
 	/* whatever happened, nothing reads host once this returns */
 	st2 = vgpu__tp_flush(c->tp, c->tc);
 	if (st >= 0)

@@ -27,6 +27,8 @@
  *    waits for its completion notifications before returning);
  *    send_deferred (optional, below) lets the last segment stay in
  *    flight until flush.
+ *    The library passes at most VGPU_TP_MAX_IOV segments per call (send,
+ *    send_recv, send_deferred).
  *  - recv(c, buf, min, max): between min and max bytes of the stream, in
  *    order. The protocol layer calls it with a small read-ahead buffer for
  *    headers and with min == max == n for bulk data that should land
@@ -51,6 +53,8 @@ extern "C" {
 #endif
 
 #define VGPU_TRANSPORT_ABI 1u
+/* Segments (iovecs) the library passes in one send call, at most. */
+#define VGPU_TP_MAX_IOV 16
 
 /* Opaque, defined by each transport. */
 struct vgpu_tp_listener;
