@@ -567,6 +567,15 @@ static void cell(char *out, size_t len, double v, double floor, int lower_better
 	snprintf(out, len, "%s / %s (%.2f)", a, b, lower_better ? v / floor : v / floor);
 }
 
+/* One cell of the uring/tcp lines: u/t, or (u/fu)/(t/ft); "-" if not run. */
+static void ut_cell(int norm, double u, double t, double fu, double ft)
+{
+	if (u <= 0 || t <= 0 || fu <= 0 || ft <= 0)
+		printf(" -");
+	else
+		printf(" %.2f", norm ? (u / fu) / (t / ft) : u / t);
+}
+
 int main(void)
 {
 	const char *want = getenv("VGPU_BENCH_TRANSPORTS");
@@ -679,18 +688,18 @@ int main(void)
 	if (api[0].ok && api[2].ok) {
 		for (int norm = 0; norm < 2; norm++) {
 			const struct figs *t = &api[0], *u = &api[2], *ft = &flo[0], *fu = &flo[2];
-#define UT(a, b, fa, fb) (norm ? ((a) / (fa)) / ((b) / (fb)) : (a) / (b))
-			printf("uring/tcp%s: rtt %.2f (time), launches %.2f, htod",
-			       norm ? " (each / its floor)" : "",
-			       UT(u->rtt_us, t->rtt_us, fu->rtt_us, ft->rtt_us),
-			       UT(u->launch_s, t->launch_s, fu->launch_s, ft->launch_s));
+
+			printf("uring/tcp%s: rtt", norm ? " (each / its floor)" : "");
+			ut_cell(norm, u->rtt_us, t->rtt_us, fu->rtt_us, ft->rtt_us);
+			printf(" (time), launches");
+			ut_cell(norm, u->launch_s, t->launch_s, fu->launch_s, ft->launch_s);
+			printf(", htod");
 			for (int s = 0; s < 4; s++)
-				printf(" %.2f", UT(u->htod[s], t->htod[s], fu->htod[s], ft->htod[s]));
+				ut_cell(norm, u->htod[s], t->htod[s], fu->htod[s], ft->htod[s]);
 			printf(", dtoh");
 			for (int s = 0; s < 4; s++)
-				printf(" %.2f", UT(u->dtoh[s], t->dtoh[s], fu->dtoh[s], ft->dtoh[s]));
+				ut_cell(norm, u->dtoh[s], t->dtoh[s], fu->dtoh[s], ft->dtoh[s]);
 			printf("\n");
-#undef UT
 		}
 	}
 	return 0;

@@ -108,6 +108,11 @@ struct ord_stream;
 #define ATOM_LD(x) __atomic_load_n(&(x), __ATOMIC_SEQ_CST)
 #define ATOM_ST(x, v) __atomic_store_n(&(x), (v), __ATOMIC_SEQ_CST)
 
+/* A held-back reply, bulk included: at most what the uring transport
+ * gathers into one SEND (a synchronous dtoh of up to 8 KiB less the
+ * header and body leaves with the wait for the next request). */
+#define STASH_MAX 8192
+
 struct srv_conn {
 	struct vgpu_server *srv;
 	struct listener *lis;
@@ -149,7 +154,7 @@ struct srv_conn {
 	int stash_ok;          /* serve() may hold back its first reply */
 	pthread_t reader;
 	size_t stash_len;
-	uint8_t stash[VGPU_PROTO_HDR + 64];
+	uint8_t stash[STASH_MAX]; /* header, body, and the bulk of a small dtoh */
 
 	struct vgpu_rbuf rb;
 	uint8_t body[VGPU_PROTO_MAX_BODY];
@@ -287,18 +292,21 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 	if (may_block && !ATOM_LD(c->sending) && !c->qh) {
 		vgpu_status st;
 
-		if (c->stash_ok && !bulk_len && body_len <= sizeof(c->stash) - VGPU_PROTO_HDR &&
+		if (c->stash_ok && (!bulk_len || !bulk_owned) &&
+		    VGPU_PROTO_HDR + body_len + bulk_len <= sizeof(c->stash) &&
 		    pthread_equal(c->reader, pthread_self())) {
 			/* the reply of a request: hold it back, keeping the
 			 * sending role, for the reader loop's next receive */
 			struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, type, flags,
-					      (uint32_t)body_len, id, 0 };
+					      (uint32_t)body_len, id, bulk_len };
 
 			ATOM_ST(c->sending, 1);
 			pthread_mutex_unlock(&c->lock);
 			vgpu__hdr_encode(c->stash, &h);
 			memcpy(c->stash + VGPU_PROTO_HDR, body, body_len);
-			c->stash_len = VGPU_PROTO_HDR + body_len;
+			if (bulk_len)
+				memcpy(c->stash + VGPU_PROTO_HDR + body_len, bulk, bulk_len);
+			c->stash_len = VGPU_PROTO_HDR + body_len + bulk_len;
 			c->stash_ok = 0;
 			return;
 		}
@@ -860,6 +868,14 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 	size_t off, k;
 
 	io->touched = 1;
+	if (io->single && c->stash_ok && VGPU_PROTO_HDR + VGPU_SBATCH_BODY + n <= STASH_MAX) {
+		/* small enough to copy: held back like any reply, to leave
+		 * with the reader's wait for the next request (conn_send) */
+		resp_begin(&w, b, sizeof(b), VGPU_OK, NULL, 1);
+		msgpack_pack_uint64(&w.pk, 0);
+		conn_send(c, 1, VGPU_MSG_RESP, 0, io->id, w.buf, w.len, host, n, 0);
+		return VGPU_OK;
+	}
 	stash_flush(c, 0);
 	pthread_mutex_lock(&c->lock);
 	while ((ATOM_LD(c->sending) || c->qh) && !c->wdead)
