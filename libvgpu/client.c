@@ -15,7 +15,10 @@
  * microseconds by the flusher thread; the server keeps their errors for the
  * next synchronisation of the stream. Copies larger than VGPU_PROTO_CHUNK go
  * as pipelined chunks (htod: straight from the caller's memory with
- * sendmsg; dtoh: received straight into the caller's memory).
+ * sendmsg; dtoh: received straight into the caller's memory, where the
+ * transport can with the chunks before the last still landing while the
+ * next header is read: recv_deferred). Synchronous copies use
+ * vgpu__proto_sync_chunk (16 MiB over rdma).
  *
  * When the connection is lost, the reading thread completes every pending entry
  * with VGPU_ERR_CONNECTION ("<uri>: connection lost: ...") and every later
@@ -91,6 +94,8 @@ struct client {
 	int reading;          /* a thread holds the reading role */
 	int nwaiters;         /* threads in pend_wait */
 	unsigned nasync;      /* async dtoh entries in flight */
+	int rdeferred;        /* dtoh bulk may still be landing (the reader's) */
+	size_t sync_chunk;    /* vgpu__proto_sync_chunk */
 	int bgstop;
 	pthread_cond_t bgcond;
 
@@ -116,10 +121,32 @@ static vgpu_status dead_error(struct client *cl)
 	return vgpu__error(VGPU_ERR_CONNECTION, "%s", cl->dead_msg);
 }
 
-/* Mark the connection lost (first reason wins) and wake every waiter. */
+/* Wait until the dtoh bulk left landing by vgpu__rbuf_read_deferred has
+ * landed (the reading role's): done before any entry completes, so that
+ * nothing writes a caller's memory after its call returned. */
+static vgpu_status recv_flush(struct client *cl)
+{
+	if (!cl->rdeferred)
+		return VGPU_OK;
+	cl->rdeferred = 0;
+	return vgpu__tp_recv_flush(cl->tp, cl->tc);
+}
+
+/* Mark the connection lost (first reason wins) and wake every waiter.
+ * The caller holds the reading role. */
 static void fail_all(struct client *cl, const char *why)
 {
 	struct pending *p, *next;
+	char msg[VGPU_ERRMSG_MAX];
+
+	if (cl->rdeferred) {
+		/* what still lands is cancelled before the entries complete
+		 * (why may be the thread's message, which the flush sets) */
+		snprintf(msg, sizeof(msg), "%s", why);
+		why = msg;
+		cl->tp->shutdown(cl->tc, 0);
+		recv_flush(cl);
+	}
 
 	pthread_mutex_lock(&cl->lock);
 	if (!cl->dead) {
@@ -535,7 +562,7 @@ static vgpu_status read_one(struct client *cl, int *held)
 	uint32_t emsg_len;
 	vgpu_status st;
 
-	st = vgpu__rbuf_frame(&cl->rb, &h, cl->body, VGPU_PROTO_CHUNK, "server");
+	st = vgpu__rbuf_frame(&cl->rb, &h, cl->body, cl->sync_chunk, "server");
 	if (st < 0)
 		return st;
 	if (h.type != VGPU_MSG_RESP)
@@ -545,6 +572,8 @@ static vgpu_status read_one(struct client *cl, int *held)
 	    status < INT32_MIN || vgpu__mp_str(&m, &emsg, &emsg_len))
 		return vgpu__error(VGPU_ERR_PROTOCOL, "malformed response from the server");
 	last = !(h.flags & VGPU_MSGF_MORE);
+	if (last && (st = recv_flush(cl)) < 0)
+		return st;
 	pthread_mutex_lock(&cl->lock);
 	p = pend_find(cl, h.id, 0);
 	if (p && last && !h.bulk_len) {
@@ -565,8 +594,13 @@ static vgpu_status read_one(struct client *cl, int *held)
 			return vgpu__error(VGPU_ERR_PROTOCOL,
 					   "server sent %llu bulk bytes the request did not ask for",
 					   (unsigned long long)h.bulk_len);
-		/* straight into the caller's buffer */
-		st = vgpu__rbuf_read(&cl->rb, p->dst + off, h.bulk_len);
+		/* straight into the caller's buffer; a chunk before the last
+		 * may go on landing while the next header is read */
+		if (last)
+			st = vgpu__rbuf_read(&cl->rb, p->dst + off, h.bulk_len);
+		else
+			st = vgpu__rbuf_read_deferred(&cl->rb, p->dst + off, h.bulk_len,
+						      &cl->rdeferred);
 		if (st < 0)
 			return st;
 		p->got += h.bulk_len;
@@ -904,7 +938,7 @@ static vgpu_status r_memcpy_htod(vgpu_t *v, uint32_t sid, vgpu_dptr dst, const v
 		vgpu__sbatch_init(b, cl->tp, cl->tc, &pre, cl->olen ? 1 : 0);
 		cl->olen = 0;
 		for (off = 0; off < n && st >= 0;) {
-			size_t k = n - off < VGPU_PROTO_CHUNK ? n - off : VGPU_PROTO_CHUNK;
+			size_t k = n - off < cl->sync_chunk ? n - off : cl->sync_chunk;
 			int last = off + k == n;
 
 			pack_copy(&w, buf, sizeof(buf), VGPU_OP_HTOD, 0, dst + off, k);
@@ -1423,6 +1457,7 @@ vgpu_status vgpu__door_remote_open(vgpu_t *v, const struct vgpu_uri *u,
 		goto fail;
 	}
 	cl->rb.tp = cl->tp;
+	cl->sync_chunk = vgpu__proto_sync_chunk(cl->tp);
 	cl->rb.c = cl->tc;
 	cl->tp->set_timeout(cl->tc, timeout);
 	v->door = cl;

@@ -2579,18 +2579,15 @@ static vgpu_status copy_op(struct session *s, uint32_t sid, enum work_op op, vgp
 /* Synchronous copies below this are counted without device time. */
 #define ACCOUNT_MIN_BYTES 4096
 
-vgpu_status vgpu__s_mem_direct(struct session *s, vgpu_dptr p, size_t n, int write,
-			       vgpu__direct_fn fn, void *arg)
+vgpu_status vgpu__s_mem_direct_begin(struct session *s, vgpu_dptr p, size_t n, int write,
+				     struct vgpu__direct *d)
 {
 	const struct vgpu_backend_ops *be = s->e->be;
-	struct vgpu_backend_dev *d = s->dev->bdev;
 	const char *what = write ? "memcpy_htod" : "memcpy_dtoh";
-	struct vgpu_mem_ref mr;
 	struct alloc *ra;
 	vgpu_status rc;
-	uint64_t t0;
-	void *host;
 
+	memset(d, 0, sizeof(*d));
 	if (!be->host_ptr || s->dev->sched || n == 0)
 		return VGPU__DIRECT_NONE;
 	pthread_mutex_lock(&s->lock);
@@ -2598,21 +2595,50 @@ vgpu_status vgpu__s_mem_direct(struct session *s, vgpu_dptr p, size_t n, int wri
 	pthread_mutex_unlock(&s->lock);
 	if (rc)
 		return rc;
-	mem_refs_of(write ? W_HTOD : W_DTOH, &ra, 1, &mr);
-	t0 = n >= ACCOUNT_MIN_BYTES ? vgpu__now_ns() : 0;
-	rc = vgpu__mem_prepare(s->ms, 0, &mr, 1);
+	mem_refs_of(write ? W_HTOD : W_DTOH, &ra, 1, &d->mr);
+	d->t0 = n >= ACCOUNT_MIN_BYTES ? vgpu__now_ns() : 0;
+	rc = vgpu__mem_prepare(s->ms, 0, &d->mr, 1);
 	if (rc == VGPU_OK) {
-		host = be->host_ptr(d, p, n);
-		/* fn's failure is the connection's, not the session's: no prefix */
-		rc = host ? fn(arg, host, n) : VGPU__DIRECT_NONE;
-		mem_complete_keep_error(s, &mr, 1, rc < 0 ? rc : VGPU_OK);
-		account(s, t0);
+		d->host = be->host_ptr(s->dev->bdev, p, n);
+		if (d->host) {
+			d->alloc = ra;
+			return VGPU_OK;
+		}
+		vgpu__mem_complete(s->ms, &d->mr, 1);
+		rc = VGPU__DIRECT_NONE;
 	} else {
 		rc = sync_result(s, rc);
 	}
 	pthread_mutex_lock(&s->lock);
 	unref(s, ra);
 	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+void vgpu__s_mem_direct_end(struct session *s, struct vgpu__direct *d, vgpu_status rc)
+{
+	if (!d->alloc)
+		return;
+	mem_complete_keep_error(s, &d->mr, 1, rc < 0 ? rc : VGPU_OK);
+	account(s, d->t0);
+	pthread_mutex_lock(&s->lock);
+	unref(s, d->alloc);
+	pthread_mutex_unlock(&s->lock);
+	d->alloc = NULL;
+}
+
+vgpu_status vgpu__s_mem_direct(struct session *s, vgpu_dptr p, size_t n, int write,
+			       vgpu__direct_fn fn, void *arg)
+{
+	struct vgpu__direct d;
+	vgpu_status rc;
+
+	rc = vgpu__s_mem_direct_begin(s, p, n, write, &d);
+	if (rc != VGPU_OK)
+		return rc;
+	/* fn's failure is the connection's, not the session's: no prefix */
+	rc = fn(arg, d.host, n);
+	vgpu__s_mem_direct_end(s, &d, rc);
 	return rc;
 }
 

@@ -15,6 +15,7 @@
 #include "vgpu.h"
 #include "backend.h"
 #include "uri.h"
+#include "vgpu/plugin.h"
 
 struct vgpu_engine;
 struct vgpu_session;
@@ -128,6 +129,24 @@ vgpu_status vgpu__s_memcpy_dtod(struct vgpu_session *s, uint32_t sid, vgpu_dptr 
 typedef vgpu_status (*vgpu__direct_fn)(void *arg, void *host, size_t n);
 vgpu_status vgpu__s_mem_direct(struct vgpu_session *s, vgpu_dptr p, size_t n, int write,
 			       vgpu__direct_fn fn, void *arg);
+/*
+ * The same in two halves, for a transport that goes on moving the bytes
+ * after fn would have returned (the server's deferred receives): begin
+ * validates [p, p+n), makes it resident and in use, and sets d->host; it
+ * returns VGPU_OK, VGPU__DIRECT_NONE or a failure as vgpu__s_mem_direct
+ * does. After VGPU_OK, the range stays in use (no eviction, no free) until
+ * vgpu__s_mem_direct_end(s, d, rc), which the caller must call with the
+ * status of the transfer once it has finished.
+ */
+struct vgpu__direct {
+	void *host;                /* the bytes: valid until _end */
+	void *alloc;               /* internal */
+	uint64_t t0;
+	struct vgpu_mem_ref mr;
+};
+vgpu_status vgpu__s_mem_direct_begin(struct vgpu_session *s, vgpu_dptr p, size_t n, int write,
+				     struct vgpu__direct *d);
+void vgpu__s_mem_direct_end(struct vgpu_session *s, struct vgpu__direct *d, vgpu_status rc);
 vgpu_status vgpu__s_memset(struct vgpu_session *s, uint32_t sid, vgpu_dptr dst,
 			   uint8_t value, size_t n);
 

@@ -506,6 +506,20 @@ vgpu_status vgpu__rbuf_fill(struct vgpu_rbuf *r, void *dst, size_t n)
 	return VGPU_OK;
 }
 
+vgpu_status vgpu__rbuf_read_deferred(struct vgpu_rbuf *r, void *dst, size_t n, int *deferred)
+{
+	size_t have = r->len - r->off;
+
+	if (have >= n || n - have < sizeof(r->buf) / 2 || !vgpu__tp_can_defer_recv(r->tp))
+		return vgpu__rbuf_read(r, dst, n);
+	/* what was read ahead, then the rest left in flight */
+	memcpy(dst, r->buf + r->off, have);
+	r->off = r->len = 0;
+	r->ahead = RBUF_BULK_AHEAD;
+	*deferred = 1;
+	return r->tp->recv_deferred(r->c, (uint8_t *)dst + have, n - have);
+}
+
 vgpu_status vgpu__rbuf_send_fill(struct vgpu_rbuf *r, const struct iovec *iov, int n)
 {
 	ssize_t got;

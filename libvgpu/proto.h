@@ -30,7 +30,7 @@
 #include "transport.h"
 
 #define VGPU_PROTO_MAGIC 0x55504756u /* "VGPU" little-endian */
-#define VGPU_PROTO_VERSION 1
+#define VGPU_PROTO_VERSION 2 /* 2: larger synchronous chunks over message transports */
 #define VGPU_PROTO_HDR 32
 
 enum vgpu_msg_type {
@@ -48,6 +48,7 @@ enum vgpu_msg_type {
 #define VGPU_PROTO_MAX_BULK (64ull * 1024 * 1024) /* module images */
 #define VGPU_PROTO_CHUNK (1u * 1024 * 1024)       /* copy chunk */
 #define VGPU_PROTO_INLINE (64u * 1024)            /* copies sent as one frame */
+#define VGPU_PROTO_MSG_CHUNK (16u * 1024 * 1024)  /* sync chunk, message transports */
 #define VGPU_PROTO_MAX_DEPTH 4
 #define VGPU_PROTO_NONCE 32
 #define VGPU_PROTO_MAC 32
@@ -84,6 +85,20 @@ enum vgpu_op {
 };
 
 const char *vgpu__op_name(unsigned op);
+
+/*
+ * The chunk of a large synchronous copy: the client's htod chunks and the
+ * dtoh chunks vgpud sends straight from device memory. Over a byte stream
+ * the chunk size costs nothing (VGPU_PROTO_CHUNK, 1 MiB); over a message
+ * transport (VGPU_TP_CAP_MESSAGES: rdma) each chunk is a rendezvous with a
+ * handshake of its own, so chunks are 16 MiB there. Both ends derive it
+ * from the transport. Copies on streams and staged chunks stay at
+ * VGPU_PROTO_CHUNK.
+ */
+static inline size_t vgpu__proto_sync_chunk(const struct vgpu_transport_ops *tp)
+{
+	return tp->caps & VGPU_TP_CAP_MESSAGES ? VGPU_PROTO_MSG_CHUNK : VGPU_PROTO_CHUNK;
+}
 
 struct vgpu_hdr {
 	uint32_t magic;
@@ -158,6 +173,11 @@ static inline vgpu_status vgpu__rbuf_read(struct vgpu_rbuf *r, void *dst, size_t
 	}
 	return vgpu__rbuf_fill(r, dst, n);
 }
+/* vgpu__rbuf_read, except that bulk may go on landing in dst after the
+ * call returns, where the transport can (ops->recv_deferred): then
+ * *deferred is set, and dst is neither read nor released before
+ * vgpu__tp_recv_flush has returned. */
+vgpu_status vgpu__rbuf_read_deferred(struct vgpu_rbuf *r, void *dst, size_t n, int *deferred);
 /* Read a header, then its body into body[VGPU_PROTO_MAX_BODY]. Bulk is left
  * for the caller (vgpu__rbuf_read or vgpu__rbuf_discard). */
 vgpu_status vgpu__rbuf_frame(struct vgpu_rbuf *r, struct vgpu_hdr *h, uint8_t *body,

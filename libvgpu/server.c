@@ -9,7 +9,8 @@
  * never blocks on a slow client). Replies are sent in order: the reader sends
  * directly only when nothing is queued or being sent.
  *
- * Bulk bytes of a copy live in at most VGPU_PROTO_CHUNK-sized buffers, each
+ * Bulk bytes of a copy live in at most VGPU_PROTO_CHUNK-sized buffers (a
+ * synchronous htod's chunk: vgpu__proto_sync_chunk, 16 MiB over rdma), each
  * freed by the completion of its engine copy (htod) or after it was sent
  * (dtoh); the bytes in flight per connection are bounded (credits), so a
  * multi-GiB copy never sits in server memory.
@@ -112,6 +113,7 @@ struct ord_stream;
  * gathers into one SEND (a synchronous dtoh of up to 8 KiB less the
  * header and body leaves with the wait for the next request). */
 #define STASH_MAX 8192
+#define DEFER_MAX 64 /* direct htod chunks in flight (1 MiB each) */
 
 struct srv_conn {
 	struct vgpu_server *srv;
@@ -152,6 +154,9 @@ struct srv_conn {
 	 * (send_recv): see conn_send and stash_flush. Reader thread only. */
 	int fuse;              /* the transport has send_recv */
 	int stash_ok;          /* serve() may hold back its first reply */
+	size_t sync_chunk;     /* vgpu__proto_sync_chunk */
+	struct vgpu__direct defer[DEFER_MAX]; /* direct htod chunks still landing */
+	unsigned ndefer;
 	pthread_t reader;
 	size_t stash_len;
 	uint8_t stash[STASH_MAX]; /* header, body, and the bulk of a small dtoh */
@@ -847,14 +852,6 @@ struct direct_io {
 	int touched; /* the bulk bytes were (partly) moved: a failure is the connection's */
 };
 
-static vgpu_status direct_recv(void *arg, void *host, size_t n)
-{
-	struct direct_io *io = arg;
-
-	io->touched = 1;
-	return vgpu__rbuf_read(&io->c->rb, host, n);
-}
-
 /* Send [host, host+n) as dtoh chunks, in order with every queued reply:
  * the reader takes the sending role from the writer for the whole copy. */
 static vgpu_status direct_send(void *arg, void *host, size_t n)
@@ -891,7 +888,7 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 	 * is ours until the flush */
 	vgpu__sbatch_init(&sb, c->tp, c->tc, NULL, 0);
 	for (off = 0; off < n && st >= 0; off += k) {
-		k = n - off < VGPU_PROTO_CHUNK ? n - off : VGPU_PROTO_CHUNK;
+		k = n - off < c->sync_chunk ? n - off : c->sync_chunk;
 		resp_begin(&w, b, sizeof(b), VGPU_OK, NULL, 1);
 		msgpack_pack_uint64(&w.pk, off);
 		st = vgpu__sbatch_add(&sb, VGPU_MSG_RESP, io->single ? 0 : VGPU_MSGF_MORE, io->id,
@@ -915,23 +912,56 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 }
 
 /*
+ * The direct htod chunks whose bytes may still be landing (recv_deferred):
+ * their device memory stays in use until defer_flush, which the reader
+ * calls before it serves anything but the next chunk of the same copy, and
+ * before the connection goes. A failure there is the connection's.
+ */
+static vgpu_status defer_flush(struct srv_conn *c)
+{
+	vgpu_status st;
+	unsigned i;
+
+	if (!c->ndefer)
+		return VGPU_OK;
+	st = vgpu__tp_recv_flush(c->tp, c->tc);
+	for (i = 0; i < c->ndefer; i++)
+		vgpu__s_mem_direct_end(c->sess, &c->defer[i], st);
+	c->ndefer = 0;
+	return st;
+}
+
+/*
  * A synchronous htod's bulk straight into device memory. Returns
  * VGPU__DIRECT_NONE (nothing read: stage it), the copy's status with all n
- * bulk bytes consumed, or *fatal and the connection's failure.
+ * bulk bytes consumed, or *fatal and the connection's failure. defer: a
+ * chunk before the last of a large copy, which may go on landing while the
+ * next header is read (c->defer, up to DEFER_MAX).
  */
-static vgpu_status htod_direct(struct srv_conn *c, uint64_t dst, uint64_t n, int *fatal)
+static vgpu_status htod_direct(struct srv_conn *c, uint64_t dst, uint64_t n, int defer,
+			       int *fatal)
 {
-	struct direct_io io = { c, 0, 0, 0 };
+	struct vgpu__direct *d = &c->defer[c->ndefer];
 	char msg[VGPU_ERRMSG_MAX];
 	vgpu_status st, st2;
+	int deferred = 0;
 
-	st = vgpu__s_mem_direct(c->sess, dst, n, 1, direct_recv, &io);
-	if (st == VGPU__DIRECT_NONE || (io.touched && st >= 0))
-		return st;
-	if (io.touched) {
-		*fatal = 1; /* the connection failed mid-bulk */
+	st = vgpu__s_mem_direct_begin(c->sess, dst, n, 1, d);
+	if (st == VGPU_OK) {
+		if (defer)
+			st = vgpu__rbuf_read_deferred(&c->rb, d->host, n, &deferred);
+		else
+			st = vgpu__rbuf_read(&c->rb, d->host, n);
+		if (deferred)
+			c->ndefer++; /* ended by defer_flush, whatever st is */
+		else
+			vgpu__s_mem_direct_end(c->sess, d, st);
+		if (st < 0)
+			*fatal = 1; /* the connection failed mid-bulk */
 		return st;
 	}
+	if (st == VGPU__DIRECT_NONE)
+		return st;
 	/* refused before a byte was read: skip the bytes, keep the error */
 	snprintf(msg, sizeof(msg), "%s", vgpu__error_msg());
 	if ((st2 = vgpu__rbuf_discard(&c->rb, n)) < 0) {
@@ -951,15 +981,19 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 	int noreply = h->flags & VGPU_MSGF_NOREPLY;
 
 	if (vgpu__mp_u32(m, &sid) || vgpu__mp_u64(m, &dst) || vgpu__mp_u64(m, &n) ||
-	    n != h->bulk_len || n > VGPU_PROTO_CHUNK)
+	    n != h->bulk_len || n > (sid == 0 ? c->sync_chunk : VGPU_PROTO_CHUNK))
 		return BAD_BODY(VGPU_OP_HTOD);
 	if (sid == 0) {
 		/* synchronous, small or a chunk: straight into device memory
 		 * where the device allows; the reply (or the chunk's error)
 		 * as for a staged one */
 		int fatal = 0;
+		int defer = (h->flags & VGPU_MSGF_NOREPLY) && !(h->flags & VGPU_MSGF_LAST) &&
+			    c->ndefer < DEFER_MAX && vgpu__tp_can_defer_recv(c->tp);
 
-		st = htod_direct(c, dst, n, &fatal);
+		if (!defer && (st = defer_flush(c)) < 0)
+			return st;
+		st = htod_direct(c, dst, n, defer, &fatal);
 		if (fatal)
 			return st;
 		if (st != VGPU__DIRECT_NONE)
@@ -1101,7 +1135,7 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		/* synchronous: sent straight from device memory where the
 		 * device allows; a copy of one chunk or less as its one
 		 * reply frame (no separate final reply: one message less) */
-		struct direct_io io = { c, h->id, n <= VGPU_PROTO_CHUNK, 0 };
+		struct direct_io io = { c, h->id, n <= c->sync_chunk, 0 };
 
 		st = vgpu__s_mem_direct(c->sess, src, n, 0, direct_send, &io);
 		if (st != VGPU__DIRECT_NONE) {
@@ -1583,6 +1617,10 @@ static vgpu_status serve(struct srv_conn *c, const struct vgpu_hdr *h)
 		return vgpu__error(VGPU_ERR_PROTOCOL, "%s: %s request carries %llu unexpected bulk bytes",
 				   c->label, vgpu__op_name(op), (unsigned long long)h->bulk_len);
 	vgpu__error_clear();
+	/* the chunks of a large htod still landing are done before anything
+	 * else is served (do_htod decides for the next chunk) */
+	if (op != VGPU_OP_HTOD && (st = defer_flush(c)) < 0)
+		return st;
 
 	switch (op) {
 	case VGPU_OP_HTOD:
@@ -2158,6 +2196,9 @@ static void *reader_main(void *arg)
 		vgpu_info("%s: tenant '%s' (%s) disconnected: %s", c->label, c->tenant, c->peer,
 			  vgpu__error_msg());
 out:
+	/* no bytes land in device memory once the session goes */
+	if (defer_flush(c) < 0)
+		vgpu_info("%s: %s: %s", c->label, c->peer, vgpu__error_msg());
 	/* flush queued replies (error replies included) before closing */
 	stash_flush(c, 0);
 	pthread_mutex_lock(&c->lock);
@@ -2185,6 +2226,7 @@ static struct srv_conn *conn_new(struct listener *l, struct vgpu_tp_conn *tc)
 	c->tp = l->tp;
 	c->tc = tc;
 	c->rb.tp = l->tp;
+	c->sync_chunk = vgpu__proto_sync_chunk(l->tp);
 	c->rb.c = tc;
 	snprintf(c->peer, sizeof(c->peer), "%s", l->tp->peer(tc));
 	snprintf(c->label, sizeof(c->label), "%s", l->uri);

@@ -50,6 +50,21 @@ static inline vgpu_status vgpu__tp_flush(const struct vgpu_transport_ops *tp,
 	return vgpu__tp_can_defer(tp) ? tp->flush(c) : VGPU_OK;
 }
 
+/* Does tp have recv_deferred and recv_flush? */
+static inline int vgpu__tp_can_defer_recv(const struct vgpu_transport_ops *tp)
+{
+	return tp->size >= offsetof(struct vgpu_transport_ops, recv_flush) +
+				   sizeof(tp->recv_flush) &&
+	       tp->recv_deferred && tp->recv_flush;
+}
+
+/* tp->recv_flush where the transport has it (else nothing is in flight). */
+static inline vgpu_status vgpu__tp_recv_flush(const struct vgpu_transport_ops *tp,
+					      struct vgpu_tp_conn *c)
+{
+	return vgpu__tp_can_defer_recv(tp) ? tp->recv_flush(c) : VGPU_OK;
+}
+
 extern const struct vgpu_transport_ops vgpu__transport_tcp;
 /* tcp.c helpers for the uring transport (same sockets, other I/O). */
 int vgpu__tcp_conn_release(struct vgpu_tp_conn *c, char *peer, size_t peerlen);

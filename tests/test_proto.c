@@ -32,7 +32,7 @@ static int t_header(void *d)
 	g.version = 99;
 	CHECK_ST(vgpu__hdr_check(&g, 1ull << 34, "client"), VGPU_ERR_PROTOCOL);
 	CHECK(strstr(vgpu__error_msg(), "client speaks version 99"));
-	CHECK(strstr(vgpu__error_msg(), "server speaks version 1"));
+	CHECK(strstr(vgpu__error_msg(), "server speaks version 2"));
 	g.version = VGPU_PROTO_VERSION;
 	g.body_len = VGPU_PROTO_MAX_BODY + 1;
 	CHECK_ST(vgpu__hdr_check(&g, 1ull << 34, "client"), VGPU_ERR_PROTOCOL);
@@ -561,6 +561,123 @@ static int t_send_batch(void *d)
 	return 0;
 }
 
+/* ---- deferred receives: bulk left landing until the flush ---- */
+
+static uint8_t rd_src[512 * 1024];
+static size_t rd_len, rd_off;
+static int rd_recvs, rd_deferred, rd_flushes, rd_npend;
+static struct {
+	uint8_t *dst;
+	size_t n, off;
+} rd_pend[4];
+
+static ssize_t rd_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t max)
+{
+	size_t n = rd_len - rd_off;
+
+	(void)c;
+	rd_recvs++;
+	if (n < min || min == 0)
+		return VGPU_ERR_CONNECTION;
+	if (n > max)
+		n = max;
+	memcpy(buf, rd_src + rd_off, n);
+	rd_off += n;
+	return (ssize_t)n;
+}
+
+/* takes the bytes off the stream now, writes them at the flush */
+static vgpu_status rd_recv_deferred(struct vgpu_tp_conn *c, void *buf, size_t n)
+{
+	(void)c;
+	rd_deferred++;
+	if (rd_len - rd_off < n || rd_npend == 4)
+		return VGPU_ERR_CONNECTION;
+	rd_pend[rd_npend].dst = buf;
+	rd_pend[rd_npend].n = n;
+	rd_pend[rd_npend++].off = rd_off;
+	rd_off += n;
+	return VGPU_OK;
+}
+
+static vgpu_status rd_recv_flush(struct vgpu_tp_conn *c)
+{
+	(void)c;
+	rd_flushes++;
+	for (int i = 0; i < rd_npend; i++)
+		memcpy(rd_pend[i].dst, rd_src + rd_pend[i].off, rd_pend[i].n);
+	rd_npend = 0;
+	return VGPU_OK;
+}
+
+static int t_recv_deferred(void *d)
+{
+	static struct vgpu_rbuf rb;
+	static uint8_t big[256 * 1024];
+	struct vgpu_transport_ops tp;
+	uint8_t head[100], mid[40], small[1024];
+	int deferred = 0;
+	size_t at;
+
+	(void)d;
+	/* the stream: 100 bytes, 256 KiB of bulk, 40 bytes, 1 KiB of bulk */
+	for (size_t i = 0; i < sizeof(rd_src); i++)
+		rd_src[i] = (uint8_t)(i * 7 + i / 251);
+	rd_len = 100 + sizeof(big) + 40 + sizeof(small);
+	rd_off = 0;
+	rd_recvs = rd_deferred = rd_flushes = rd_npend = 0;
+	memset(&tp, 0, sizeof(tp));
+	tp.size = sizeof(tp);
+	tp.recv = rd_recv;
+	tp.recv_deferred = rd_recv_deferred;
+	tp.recv_flush = rd_recv_flush;
+	CHECK(vgpu__tp_can_defer_recv(&tp));
+	memset(&rb, 0, sizeof(rb));
+	rb.tp = &tp;
+	CHECK_OK(vgpu__rbuf_read(&rb, head, sizeof(head)));
+	CHECK(!memcmp(head, rd_src, sizeof(head)) && rd_recvs == 1);
+	/* what was read ahead is copied at once; the rest is left landing */
+	at = rb.len - rb.off;
+	CHECK(at > 0 && at < sizeof(big));
+	memset(big, 0, sizeof(big));
+	CHECK_OK(vgpu__rbuf_read_deferred(&rb, big, sizeof(big), &deferred));
+	CHECK(deferred == 1 && rd_deferred == 1 && rd_npend == 1);
+	CHECK(!memcmp(big, rd_src + 100, at));
+	CHECK(rd_pend[0].dst == big + at && rd_pend[0].n == sizeof(big) - at);
+	CHECK(big[sizeof(big) - 1] == 0); /* not yet */
+	/* the next bytes of the stream come after the deferred ones */
+	CHECK_OK(vgpu__rbuf_read(&rb, mid, sizeof(mid)));
+	CHECK(!memcmp(mid, rd_src + 100 + sizeof(big), sizeof(mid)));
+	/* small bulk is received at once */
+	deferred = 0;
+	CHECK_OK(vgpu__rbuf_read_deferred(&rb, small, sizeof(small), &deferred));
+	CHECK(deferred == 0 && rd_deferred == 1);
+	CHECK(!memcmp(small, rd_src + 140 + sizeof(big), sizeof(small)));
+	CHECK_OK(vgpu__tp_recv_flush(&tp, NULL));
+	CHECK(rd_flushes == 1 && !memcmp(big, rd_src + 100, sizeof(big)));
+	/* a table from before the fields (smaller size): a plain read, and
+	 * the flush calls nothing */
+	tp.size = offsetof(struct vgpu_transport_ops, recv_deferred);
+	CHECK(!vgpu__tp_can_defer_recv(&tp));
+	rd_off = 0;
+	rd_recvs = rd_deferred = rd_flushes = 0;
+	memset(&rb, 0, sizeof(rb));
+	rb.tp = &tp;
+	memset(big, 0, sizeof(big));
+	deferred = 0;
+	CHECK_OK(vgpu__rbuf_read(&rb, head, 1)); /* reads 128 KiB ahead */
+	CHECK_OK(vgpu__rbuf_read(&rb, head, 99));
+	CHECK_OK(vgpu__rbuf_read_deferred(&rb, big, sizeof(big), &deferred));
+	CHECK(deferred == 0 && rd_deferred == 0 && !memcmp(big, rd_src + 100, sizeof(big)));
+	CHECK_OK(vgpu__tp_recv_flush(&tp, NULL));
+	CHECK(rd_flushes == 0);
+	/* one of the two missing: neither is used */
+	tp.size = sizeof(tp);
+	tp.recv_flush = NULL;
+	CHECK(!vgpu__tp_can_defer_recv(&tp));
+	return 0;
+}
+
 int main(void)
 {
 	vt_run("header", t_header, NULL);
@@ -569,6 +686,7 @@ int main(void)
 	vt_run("hmac", t_hmac, NULL);
 	vt_run("deferred_optional", t_deferred_optional, NULL);
 	vt_run("send_batch", t_send_batch, NULL);
+	vt_run("recv_deferred", t_recv_deferred, NULL);
 	vt_run("echo_tcp", t_echo_tcp, NULL);
 	vt_run("echo_unix", t_echo_unix, NULL);
 	vt_run("echo_uring", t_echo_uring, NULL);

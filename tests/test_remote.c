@@ -487,7 +487,7 @@ static int t_malformed(void *d)
 	CHECK(raw_connect(S.tcp, &c, rb) == 0);
 	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, 99, VGPU_MSG_REQ, 0, 1, 1, 0 };
 	CHECK(send_raw(c, &h, "\x90", 1) == 0);
-	CHECK(expect_error_and_close(rb, "client speaks version 99, server speaks version 1") == 0);
+	CHECK(expect_error_and_close(rb, "client speaks version 99, server speaks version 2") == 0);
 	raw_tp->close(c);
 
 	/* oversize body length */
@@ -529,6 +529,37 @@ static int t_malformed(void *d)
 	h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0, 4, 5, 0 };
 	CHECK(send_raw(c, &h, "\x92\x04\xa1x", 4) == 0);
 	CHECK(expect_error_and_close(rb, "malformed mem_alloc request") == 0);
+	raw_tp->close(c);
+
+	/* a synchronous htod chunk above the transport's chunk size (1 MiB
+	 * over streams, 16 MiB over rdma): refused before the bulk is read */
+	CHECK(raw_connect(S.tcp, &c, rb) == 0);
+	CHECK(raw_hello(c, rb) == 0);
+	{
+		uint64_t n = vgpu__proto_sync_chunk(raw_tp) + 1;
+		uint8_t b[64], raw[VGPU_PROTO_HDR];
+		uint8_t *bulk = calloc(1, n);
+		struct vgpu_wbuf w;
+		struct iovec iov[3];
+
+		CHECK(bulk);
+		vgpu__wbuf_init(&w, b, sizeof(b));
+		msgpack_pack_array(&w.pk, 4);
+		msgpack_pack_uint32(&w.pk, VGPU_OP_HTOD);
+		msgpack_pack_uint32(&w.pk, 0);
+		msgpack_pack_uint64(&w.pk, 1ull << 40);
+		msgpack_pack_uint64(&w.pk, n);
+		h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0,
+				       (uint32_t)w.len, 8, n };
+		vgpu__hdr_encode(raw, &h);
+		iov[0] = (struct iovec){ raw, sizeof(raw) };
+		iov[1] = (struct iovec){ w.buf, w.len };
+		iov[2] = (struct iovec){ bulk, n };
+		/* the server may close before taking the bulk: either way */
+		(void)raw_tp->send(c, iov, 3);
+		CHECK(expect_error_and_close(rb, "malformed memcpy_htod request") == 0);
+		free(bulk);
+	}
 	raw_tp->close(c);
 
 	/* unknown op */
@@ -774,7 +805,7 @@ static int t_server_version(void *d)
 	snprintf(uri, sizeof(uri), "%s/0", bound);
 	CHECK(pthread_create(&th, NULL, fake_server, &f) == 0);
 	CHECK_ST(vgpu_open(&v, uri), VGPU_ERR_PROTOCOL);
-	CHECK_MSG("server speaks version 7, client speaks version 1");
+	CHECK_MSG("server speaks version 7, client speaks version 2");
 	CHECK_MSG(bound);
 	pthread_join(th, NULL);
 

@@ -72,6 +72,7 @@
 #define PACK_MAX 4096             /* small runs sent from one contiguous copy */
 #define ITEMS_KEPT 256            /* queue items kept for reuse per worker */
 #define HELD_MAX 8                /* send_deferred: bulk messages in flight */
+#define FETCH_MAX 8               /* recv_deferred: rendezvous fetches in flight */
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -104,6 +105,13 @@ struct held {
 	void *req;
 	struct op o;
 	uint64_t hdr[(2 * sizeof(uint64_t) + INLINE_MAX) / sizeof(uint64_t)];
+};
+
+/* A rendezvous fetch of recv_deferred still in flight: UCX writes the
+ * caller's memory until it completes. */
+struct fetching {
+	void *req;
+	struct op o;
 };
 
 struct wk {
@@ -145,6 +153,9 @@ struct vgpu_tp_conn {
 	size_t queued;
 	struct held held[HELD_MAX]; /* send_deferred's bulk in flight, oldest first */
 	unsigned hhead, hcount;
+	struct fetching fetching[FETCH_MAX]; /* recv_deferred's, oldest first */
+	unsigned fhead, fcount;
+	int fetch_failed; /* one failed or was cancelled: recv_flush says so */
 };
 
 struct creq {
@@ -1491,6 +1502,158 @@ static ssize_t rdma_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t m
 	}
 }
 
+/* Release recv_deferred's completed fetches, oldest first (k->m held). A
+ * failed one kills the connection; recv_flush reports it. */
+static void fetch_reap(struct vgpu_tp_conn *c)
+{
+	while (c->fcount) {
+		struct fetching *f = &c->fetching[c->fhead];
+
+		if (!f->o.done)
+			break;
+		ucp_request_free(f->req);
+		f->req = NULL;
+		if (f->o.st != UCS_OK) {
+			c->fetch_failed = 1;
+			conn_kill(c, "receive from %s failed: %s", c->peer, ucs_status_string(f->o.st));
+		}
+		c->fhead = (c->fhead + 1) % FETCH_MAX;
+		c->fcount--;
+	}
+}
+
+/* Why a waiting receiver gives up its fetches (k->m held): NULL while it
+ * should keep waiting. */
+static const char *fetch_stop(struct vgpu_tp_conn *c, double deadline)
+{
+	if (c->rd_shut)
+		return "connection shut down";
+	if (c->dead)
+		return c->why;
+	if (deadline > 0 && now_ms() > deadline)
+		return "receive timed out";
+	return NULL;
+}
+
+/*
+ * Wait until at most `keep` fetches are in flight (k->m held). One that
+ * cannot complete (shutdown, a dead peer, the deadline) aborts the
+ * endpoint, which cancels the rest; this then waits for UCX to complete
+ * them, so that nothing writes a caller's memory once it returns with
+ * keep == 0.
+ */
+static void fetch_wait(struct vgpu_tp_conn *c, unsigned keep, double deadline)
+{
+	struct wk *k = c->k;
+	const char *why;
+	double give_up = 0;
+
+	fetch_reap(c);
+	if (c->fcount > keep)
+		wk_wake(k);
+	while (c->fcount > keep) {
+		if (give_up == 0 && (why = fetch_stop(c, deadline))) {
+			char msg[sizeof(c->why)];
+
+			snprintf(msg, sizeof(msg), "%s", why);
+			c->fetch_failed = 1;
+			for (unsigned i = 0; i < c->fcount; i++) {
+				struct fetching *f = &c->fetching[(c->fhead + i) % FETCH_MAX];
+
+				if (!f->o.done)
+					ucp_request_cancel(k->w, f->req);
+			}
+			conn_abort(c, msg);
+			give_up = now_ms() + CLOSE_MS;
+			fetch_reap(c);
+			continue;
+		}
+		if (give_up > 0 && now_ms() > give_up) {
+			/* not seen: see send_wait (UCX may still write the
+			 * caller's memory: keep waiting) */
+			H->log(0, "rdma: %u receives from %s did not complete after the endpoint "
+			       "was closed", c->fcount, c->peer);
+			give_up = -1;
+		}
+		wk_wait(k, deadline > 0 || give_up != 0 || c->dead ? 10 : -1);
+		fetch_reap(c);
+	}
+}
+
+/*
+ * recv(c, buf, n, n) with the fetch left in flight: when the next message
+ * is a rendezvous of exactly n bytes (a bulk segment of its own), ask UCX
+ * for it straight into buf and return; the caller reads the next header
+ * while it lands. Anything else is received as recv does.
+ */
+static vgpu_status rdma_recv_deferred(struct vgpu_tp_conn *c, void *buf, size_t n)
+{
+	struct wk *k = c->k;
+	ucp_request_param_t rp;
+	struct fetching *f;
+	struct item *it;
+	ssize_t r;
+	void *req;
+
+	pthread_mutex_lock(&k->m);
+	fetch_reap(c);
+	it = c->qh;
+	if (!it || it->seq != c->rx_seq || it->kind != K_RNDV || it->len != n || it->off ||
+	    c->dead || c->rd_shut) {
+		pthread_mutex_unlock(&k->m);
+		r = rdma_recv(c, buf, n, n);
+		return r < 0 ? (vgpu_status)r : VGPU_OK;
+	}
+	if (c->fcount == FETCH_MAX) {
+		fetch_wait(c, FETCH_MAX - 1, c->timeout_ms ? now_ms() + c->timeout_ms : 0);
+		if (c->dead || c->rd_shut || c->qh != it) {
+			pthread_mutex_unlock(&k->m);
+			return (vgpu_status)recv_error(c, 0);
+		}
+	}
+	f = &c->fetching[(c->fhead + c->fcount) % FETCH_MAX];
+	f->o.done = 0;
+	f->o.st = UCS_OK;
+	f->o.len = 0;
+	memset(&rp, 0, sizeof(rp));
+	rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+	rp.cb.recv_am = recv_cb;
+	rp.user_data = &f->o;
+	req = ucp_am_recv_data_nbx(k->w, it->data, buf, n, &rp);
+	it->kind = K_OWNED; /* descriptor consumed: nothing to release */
+	it->data = NULL;
+	c->queued -= it->len;
+	item_put(k, q_pop(c));
+	if (UCS_PTR_IS_ERR(req)) {
+		c->fetch_failed = 1;
+		conn_kill(c, "receive from %s: %s", c->peer, ucs_status_string(UCS_PTR_STATUS(req)));
+		r = recv_error(c, 0);
+		pthread_mutex_unlock(&k->m);
+		return (vgpu_status)r;
+	}
+	if (req) { /* NULL: landed already */
+		f->req = req;
+		c->fcount++;
+		wk_wake(k);
+	}
+	pthread_mutex_unlock(&k->m);
+	return VGPU_OK;
+}
+
+static vgpu_status rdma_recv_flush(struct vgpu_tp_conn *c)
+{
+	struct wk *k = c->k;
+	vgpu_status st = VGPU_OK;
+
+	pthread_mutex_lock(&k->m);
+	fetch_wait(c, 0, c->timeout_ms ? now_ms() + c->timeout_ms : 0);
+	if (c->fetch_failed)
+		st = H->error(VGPU_ERR_CONNECTION, "receive from %s: %s", c->peer,
+			      c->dead ? c->why : "cancelled");
+	pthread_mutex_unlock(&k->m);
+	return st;
+}
+
 static vgpu_status rdma_set_timeout(struct vgpu_tp_conn *c, uint32_t ms)
 {
 	pthread_mutex_lock(&c->k->m);
@@ -1525,6 +1688,12 @@ static void rdma_close_internal(struct vgpu_tp_conn *c)
 	 * error): nothing may read it once close returns */
 	if (c->hcount)
 		held_wait(c, 0, now_ms() + CLOSE_MS);
+	/* recv_deferred's fetches not flushed: nothing may write the
+	 * caller's memory once close returns */
+	if (c->fcount) {
+		c->rd_shut = 1;
+		fetch_wait(c, 0, 0);
+	}
 	/* Like a TCP FIN: tell the peer the stream ends (in sequence, after
 	 * everything sent) and wait until it acknowledges, which means every
 	 * earlier message reached it (a last error reply, say); then close the
@@ -1628,6 +1797,8 @@ static const struct vgpu_transport_ops rdma_ops = {
 	.send_recv = NULL,
 	.send_deferred = rdma_send_deferred,
 	.flush = rdma_flush,
+	.recv_deferred = rdma_recv_deferred,
+	.recv_flush = rdma_recv_flush,
 };
 
 EXPORT const struct vgpu_transport_ops *vgpu_transport_init(const struct vgpu_transport_host *host,

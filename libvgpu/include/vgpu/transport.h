@@ -182,6 +182,32 @@ struct vgpu_transport_ops {
 	 * another thread wakes a waiting flush, which then cancels what is
 	 * still in flight. Called by the sending side (serialised as send). */
 	vgpu_status (*flush)(struct vgpu_tp_conn *c);
+	/* recv(c, buf, n, n), except that the transport may go on writing
+	 * buf after the call returns: the fetches of several bulk messages
+	 * can then be in flight at once (rdma: the receiver asks for each
+	 * rendezvous as soon as it knows where the bytes go, instead of one
+	 * round trip after the other).
+	 *  - The n bytes are the next n of the stream; a later recv,
+	 *    recv_deferred or send_recv returns the bytes after them.
+	 *  - The caller neither reads nor frees buf until its next
+	 *    recv_flush(c) has returned, whatever that returns.
+	 *  - The transport bounds what it keeps in flight (it may wait for an
+	 *    earlier fetch first), and may receive synchronously (as recv)
+	 *    whenever it cannot defer, e.g. when the bytes are not one bulk
+	 *    message of its own.
+	 *  - Errors: as recv's (the connection is then lost; the caller
+	 *    still calls recv_flush before it releases buf).
+	 * Called by the receiving thread. NULL: the library calls recv (and
+	 * no recv_flush). Present only with recv_flush. */
+	vgpu_status (*recv_deferred)(struct vgpu_tp_conn *c, void *buf, size_t n);
+	/* Wait until no earlier recv_deferred of c writes its buffer any
+	 * more. VGPU_OK: every byte of them landed. VGPU_ERR_CONNECTION: one
+	 * failed, or the connection was lost, timed out (set_timeout) or
+	 * shut down; what was still in flight is cancelled, and the buffers
+	 * are released in every case once recv_flush returns. shutdown(c, 0)
+	 * or shutdown(c, 1) from another thread wakes a waiting recv_flush.
+	 * Called by the receiving thread. */
+	vgpu_status (*recv_flush)(struct vgpu_tp_conn *c);
 	/* New fields go here (check size before reading them). */
 };
 
