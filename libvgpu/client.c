@@ -18,7 +18,7 @@
  * sendmsg; dtoh: received straight into the caller's memory, where the
  * transport can with the chunks before the last still landing while the
  * next header is read: recv_deferred). Synchronous copies use
- * vgpu__proto_sync_chunk (16 MiB over rdma).
+ * vgpu__proto_sync_chunk (8 MiB over rdma).
  *
  * When the connection is lost, the reading thread completes every pending entry
  * with VGPU_ERR_CONNECTION ("<uri>: connection lost: ...") and every later

@@ -48,7 +48,7 @@ enum vgpu_msg_type {
 #define VGPU_PROTO_MAX_BULK (64ull * 1024 * 1024) /* module images */
 #define VGPU_PROTO_CHUNK (1u * 1024 * 1024)       /* copy chunk */
 #define VGPU_PROTO_INLINE (64u * 1024)            /* copies sent as one frame */
-#define VGPU_PROTO_MSG_CHUNK (16u * 1024 * 1024)  /* sync chunk, message transports */
+#define VGPU_PROTO_MSG_CHUNK (8u * 1024 * 1024)  /* sync chunk, message transports */
 #define VGPU_PROTO_MAX_DEPTH 4
 #define VGPU_PROTO_NONCE 32
 #define VGPU_PROTO_MAC 32
@@ -91,7 +91,7 @@ const char *vgpu__op_name(unsigned op);
  * dtoh chunks vgpud sends straight from device memory. Over a byte stream
  * the chunk size costs nothing (VGPU_PROTO_CHUNK, 1 MiB); over a message
  * transport (VGPU_TP_CAP_MESSAGES: rdma) each chunk is a rendezvous with a
- * handshake of its own, so chunks are 16 MiB there. Both ends derive it
+ * handshake of its own, so chunks are 8 MiB there. Both ends derive it
  * from the transport. Copies on streams and staged chunks stay at
  * VGPU_PROTO_CHUNK.
  */

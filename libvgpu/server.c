@@ -10,7 +10,7 @@
  * directly only when nothing is queued or being sent.
  *
  * Bulk bytes of a copy live in at most VGPU_PROTO_CHUNK-sized buffers (a
- * synchronous htod's chunk: vgpu__proto_sync_chunk, 16 MiB over rdma), each
+ * synchronous htod's chunk: vgpu__proto_sync_chunk, 8 MiB over rdma), each
  * freed by the completion of its engine copy (htod) or after it was sent
  * (dtoh); the bytes in flight per connection are bounded (credits), so a
  * multi-GiB copy never sits in server memory.

@@ -532,7 +532,7 @@ static int t_malformed(void *d)
 	raw_tp->close(c);
 
 	/* a synchronous htod chunk above the transport's chunk size (1 MiB
-	 * over streams, 16 MiB over rdma): refused before the bulk is read */
+	 * over streams, 8 MiB over rdma): refused before the bulk is read */
 	CHECK(raw_connect(S.tcp, &c, rb) == 0);
 	CHECK(raw_hello(c, rb) == 0);
 	{
