@@ -979,20 +979,23 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 	void *buf;
 	vgpu_status st;
 	int noreply = h->flags & VGPU_MSGF_NOREPLY;
+	int defer;
 
 	if (vgpu__mp_u32(m, &sid) || vgpu__mp_u64(m, &dst) || vgpu__mp_u64(m, &n) ||
 	    n != h->bulk_len || n > (sid == 0 ? c->sync_chunk : VGPU_PROTO_CHUNK))
 		return BAD_BODY(VGPU_OP_HTOD);
+	/* a chunk before the last of a large synchronous copy may go on
+	 * landing (recv_deferred); anything else first waits for those */
+	defer = sid == 0 && (h->flags & VGPU_MSGF_NOREPLY) && !(h->flags & VGPU_MSGF_LAST) &&
+		c->ndefer < DEFER_MAX && vgpu__tp_can_defer_recv(c->tp);
+	if (!defer && (st = defer_flush(c)) < 0)
+		return st;
 	if (sid == 0) {
 		/* synchronous, small or a chunk: straight into device memory
 		 * where the device allows; the reply (or the chunk's error)
 		 * as for a staged one */
 		int fatal = 0;
-		int defer = (h->flags & VGPU_MSGF_NOREPLY) && !(h->flags & VGPU_MSGF_LAST) &&
-			    c->ndefer < DEFER_MAX && vgpu__tp_can_defer_recv(c->tp);
 
-		if (!defer && (st = defer_flush(c)) < 0)
-			return st;
 		st = htod_direct(c, dst, n, defer, &fatal);
 		if (fatal)
 			return st;

@@ -1523,10 +1523,11 @@ static void fetch_reap(struct vgpu_tp_conn *c)
 }
 
 /* Why a waiting receiver gives up its fetches (k->m held): NULL while it
- * should keep waiting. */
-static const char *fetch_stop(struct vgpu_tp_conn *c, double deadline)
+ * should keep waiting. A read-only shutdown (a server stopping gracefully)
+ * lets the fetches under way finish; the next read fails. */
+static const char *fetch_stop(struct vgpu_tp_conn *c, double deadline, int force)
 {
-	if (c->rd_shut)
+	if (force || c->wr_shut)
 		return "connection shut down";
 	if (c->dead)
 		return c->why;
@@ -1542,7 +1543,7 @@ static const char *fetch_stop(struct vgpu_tp_conn *c, double deadline)
  * them, so that nothing writes a caller's memory once it returns with
  * keep == 0.
  */
-static void fetch_wait(struct vgpu_tp_conn *c, unsigned keep, double deadline)
+static void fetch_wait(struct vgpu_tp_conn *c, unsigned keep, double deadline, int force)
 {
 	struct wk *k = c->k;
 	const char *why;
@@ -1552,7 +1553,7 @@ static void fetch_wait(struct vgpu_tp_conn *c, unsigned keep, double deadline)
 	if (c->fcount > keep)
 		wk_wake(k);
 	while (c->fcount > keep) {
-		if (give_up == 0 && (why = fetch_stop(c, deadline))) {
+		if (give_up == 0 && (why = fetch_stop(c, deadline, force))) {
 			char msg[sizeof(c->why)];
 
 			snprintf(msg, sizeof(msg), "%s", why);
@@ -1605,7 +1606,7 @@ static vgpu_status rdma_recv_deferred(struct vgpu_tp_conn *c, void *buf, size_t 
 		return r < 0 ? (vgpu_status)r : VGPU_OK;
 	}
 	if (c->fcount == FETCH_MAX) {
-		fetch_wait(c, FETCH_MAX - 1, c->timeout_ms ? now_ms() + c->timeout_ms : 0);
+		fetch_wait(c, FETCH_MAX - 1, c->timeout_ms ? now_ms() + c->timeout_ms : 0, 0);
 		if (c->dead || c->rd_shut || c->qh != it) {
 			pthread_mutex_unlock(&k->m);
 			return (vgpu_status)recv_error(c, 0);
@@ -1646,7 +1647,7 @@ static vgpu_status rdma_recv_flush(struct vgpu_tp_conn *c)
 	vgpu_status st = VGPU_OK;
 
 	pthread_mutex_lock(&k->m);
-	fetch_wait(c, 0, c->timeout_ms ? now_ms() + c->timeout_ms : 0);
+	fetch_wait(c, 0, c->timeout_ms ? now_ms() + c->timeout_ms : 0, 0);
 	if (c->fetch_failed)
 		st = H->error(VGPU_ERR_CONNECTION, "receive from %s: %s", c->peer,
 			      c->dead ? c->why : "cancelled");
@@ -1690,10 +1691,8 @@ static void rdma_close_internal(struct vgpu_tp_conn *c)
 		held_wait(c, 0, now_ms() + CLOSE_MS);
 	/* recv_deferred's fetches not flushed: nothing may write the
 	 * caller's memory once close returns */
-	if (c->fcount) {
-		c->rd_shut = 1;
-		fetch_wait(c, 0, 0);
-	}
+	if (c->fcount)
+		fetch_wait(c, 0, 0, 1);
 	/* Like a TCP FIN: tell the peer the stream ends (in sequence, after
 	 * everything sent) and wait until it acknowledges, which means every
 	 * earlier message reached it (a last error reply, say); then close the

@@ -205,7 +205,9 @@ struct vgpu_transport_ops {
 	 * failed, or the connection was lost, timed out (set_timeout) or
 	 * shut down; what was still in flight is cancelled, and the buffers
 	 * are released in every case once recv_flush returns. shutdown(c, 0)
-	 * or shutdown(c, 1) from another thread wakes a waiting recv_flush.
+	 * from another thread wakes a waiting recv_flush, which then cancels
+	 * what is still in flight; after shutdown(c, 1) (stop reading) the
+	 * fetches under way may finish.
 	 * Called by the receiving thread. */
 	vgpu_status (*recv_flush)(struct vgpu_tp_conn *c);
 	/* New fields go here (check size before reading them). */
