@@ -1017,6 +1017,13 @@ static vgpu_status rdma_connect(const struct vgpu_tp_addr *a, uint32_t timeout_m
 	k->conns = c;
 	/* wait until the endpoint is wired up (or refused) */
 	s = ep_ready_ms(c, timeout_ms ? timeout_ms : 10000);
+	if (s != UCS_OK && c->qh) {
+		/* the peer spoke and went at once (a refusal such as "server
+		 * busy", then its close): connected, so that what it said is
+		 * read first and the end of the connection after it */
+		H->log(3, "rdma: %s closed the connection right after accepting it", peer);
+		s = UCS_OK;
+	}
 	pthread_mutex_unlock(&k->m);
 	if (s != UCS_OK) {
 		st = H->error(VGPU_ERR_CONNECTION, "cannot connect to %s: %s", peer,
