@@ -146,8 +146,8 @@ struct srv_conn {
 	struct xfer *htod_x;   /* chunked synchronous htod in progress */
 
 	pthread_mutex_t plock; /* pool */
-	void *pool;            /* free VGPU_PROTO_CHUNK buffers (no page faults per chunk) */
-	unsigned npool;
+	void *pool[2];         /* free chunk buffers (no page faults per chunk): pool_of */
+	unsigned npool[2];
 
 	/* A reply held back by the reader (which keeps the sending role for
 	 * it) to leave with its next receive in one transport call
@@ -210,15 +210,27 @@ static uint64_t mono_ns(void)
 
 #define POOL_MAX (CONN_CREDIT / VGPU_PROTO_CHUNK + 2)
 
+/* The pool for buffers of n bytes, if any: 1 MiB chunks, and the larger
+ * synchronous chunks of message transports (vgpu__proto_sync_chunk). */
+static int pool_of(struct srv_conn *c, size_t n)
+{
+	if (n == VGPU_PROTO_CHUNK)
+		return 0;
+	if (n == c->sync_chunk)
+		return 1;
+	return -1;
+}
+
 static void *chunk_get(struct srv_conn *c, size_t n)
 {
+	int i = pool_of(c, n);
 	void *p = NULL;
 
-	if (n == VGPU_PROTO_CHUNK) {
+	if (i >= 0) {
 		pthread_mutex_lock(&c->plock);
-		if ((p = c->pool)) {
-			c->pool = *(void **)p;
-			c->npool--;
+		if ((p = c->pool[i])) {
+			c->pool[i] = *(void **)p;
+			c->npool[i]--;
 		}
 		pthread_mutex_unlock(&c->plock);
 	}
@@ -227,12 +239,14 @@ static void *chunk_get(struct srv_conn *c, size_t n)
 
 static void chunk_put(struct srv_conn *c, void *p, size_t n)
 {
-	if (p && n == VGPU_PROTO_CHUNK) {
+	int i = p ? pool_of(c, n) : -1;
+
+	if (i >= 0) {
 		pthread_mutex_lock(&c->plock);
-		if (c->npool < POOL_MAX) {
-			*(void **)p = c->pool;
-			c->pool = p;
-			c->npool++;
+		if (c->npool[i] < (i ? CONN_CREDIT / c->sync_chunk + 1 : POOL_MAX)) {
+			*(void **)p = c->pool[i];
+			c->pool[i] = p;
+			c->npool[i]++;
 			p = NULL;
 		}
 		pthread_mutex_unlock(&c->plock);
@@ -2073,11 +2087,12 @@ static void conn_free(struct srv_conn *c, int from_reader)
 	c->next = c->prev = NULL;
 	pthread_mutex_unlock(&s->lock);
 	c->tp->close(c->tc);
-	while (c->pool) {
-		void *p = c->pool;
-		c->pool = *(void **)p;
-		free(p);
-	}
+	for (int i = 0; i < 2; i++)
+		while (c->pool[i]) {
+			void *p = c->pool[i];
+			c->pool[i] = *(void **)p;
+			free(p);
+		}
 	pthread_mutex_destroy(&c->plock);
 	pthread_mutex_destroy(&c->olock);
 	pthread_mutex_destroy(&c->lock);

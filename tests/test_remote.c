@@ -1119,6 +1119,40 @@ static int t_native_refused(void *d)
 	return 0;
 }
 
+/* Synchronous copies on a scheduled device take the staged path (vgpud
+ * cannot touch its memory directly): large unaligned copies in the
+ * transport's chunks (8 MiB over rdma, from the buffer pool), every byte
+ * checked. */
+static int t_staged_copy(void *d)
+{
+	const char *extra[] = { "--plugin", "sched-fifo", NULL };
+	size_t n = (20u << 20) + 12345;
+	uint8_t *a = malloc(n), *b = malloc(n);
+	struct server r;
+	vgpu_dptr p;
+	vgpu_t *v;
+
+	(void)d;
+	CHECK(a && b);
+	for (size_t i = 0; i < n; i++)
+		a[i] = (uint8_t)(i * 131 + i / 7);
+	CHECK(server_start(&r, extra) == 0);
+	CHECK_OK(vgpu_open(&v, r.tcp));
+	CHECK_OK(vgpu_mem_alloc(v, n + 4096, &p));
+	for (int round = 0; round < 2; round++) {
+		memset(b, 0, n);
+		CHECK_OK(vgpu_memcpy_htod(v, p + 1 + (vgpu_dptr)round, a, n, NULL));
+		CHECK_OK(vgpu_memcpy_dtoh(v, b, p + 1 + (vgpu_dptr)round, n, NULL));
+		CHECK(!memcmp(a, b, n));
+	}
+	CHECK_OK(vgpu_mem_free(v, p));
+	vgpu_close(v);
+	CHECK(server_stop_clean(&r) == 0);
+	free(a);
+	free(b);
+	return 0;
+}
+
 /* Clients beyond --max-connections are refused with a clear error. */
 static int t_busy(void *d)
 {
@@ -1295,6 +1329,7 @@ int main(int argc, char **argv)
 	RUN("native_modules_refused", t_native_refused);
 	RUN("copy_1GiB_checksum", t_big_copy);
 	RUN("sync_copy_ranges", t_sync_copy_ranges);
+	RUN("staged_sync_copy", t_staged_copy);
 	RUN("device_params_are_the_servers", t_device_params);
 	RUN("max_connections", t_busy);
 	RUN("sigterm", t_sigterm);
