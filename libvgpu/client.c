@@ -18,7 +18,7 @@
  * sendmsg; dtoh: received straight into the caller's memory, where the
  * transport can with the chunks before the last still landing while the
  * next header is read: recv_deferred). Synchronous copies use
- * vgpu__proto_sync_chunk (8 MiB over rdma).
+ * VGPU_PROTO_SYNC_CHUNK (8 MiB) chunks.
  *
  * When the connection is lost, the reading thread completes every pending entry
  * with VGPU_ERR_CONNECTION ("<uri>: connection lost: ...") and every later
@@ -95,7 +95,6 @@ struct client {
 	int nwaiters;         /* threads in pend_wait */
 	unsigned nasync;      /* async dtoh entries in flight */
 	int rdeferred;        /* dtoh bulk may still be landing (the reader's) */
-	size_t sync_chunk;    /* vgpu__proto_sync_chunk */
 	int bgstop;
 	pthread_cond_t bgcond;
 
@@ -562,7 +561,7 @@ static vgpu_status read_one(struct client *cl, int *held)
 	uint32_t emsg_len;
 	vgpu_status st;
 
-	st = vgpu__rbuf_frame(&cl->rb, &h, cl->body, cl->sync_chunk, "server");
+	st = vgpu__rbuf_frame(&cl->rb, &h, cl->body, VGPU_PROTO_SYNC_CHUNK, "server");
 	if (st < 0)
 		return st;
 	if (h.type != VGPU_MSG_RESP)
@@ -938,7 +937,7 @@ static vgpu_status r_memcpy_htod(vgpu_t *v, uint32_t sid, vgpu_dptr dst, const v
 		vgpu__sbatch_init(b, cl->tp, cl->tc, &pre, cl->olen ? 1 : 0);
 		cl->olen = 0;
 		for (off = 0; off < n && st >= 0;) {
-			size_t k = n - off < cl->sync_chunk ? n - off : cl->sync_chunk;
+			size_t k = n - off < VGPU_PROTO_SYNC_CHUNK ? n - off : VGPU_PROTO_SYNC_CHUNK;
 			int last = off + k == n;
 
 			pack_copy(&w, buf, sizeof(buf), VGPU_OP_HTOD, 0, dst + off, k);
@@ -1457,7 +1456,6 @@ vgpu_status vgpu__door_remote_open(vgpu_t *v, const struct vgpu_uri *u,
 		goto fail;
 	}
 	cl->rb.tp = cl->tp;
-	cl->sync_chunk = vgpu__proto_sync_chunk(cl->tp);
 	cl->rb.c = cl->tc;
 	cl->tp->set_timeout(cl->tc, timeout);
 	v->door = cl;

@@ -10,7 +10,7 @@
  * directly only when nothing is queued or being sent.
  *
  * Bulk bytes of a copy live in at most VGPU_PROTO_CHUNK-sized buffers (a
- * synchronous htod's chunk: vgpu__proto_sync_chunk, 8 MiB over rdma), each
+ * synchronous htod's chunk: VGPU_PROTO_SYNC_CHUNK, 8 MiB), each
  * freed by the completion of its engine copy (htod) or after it was sent
  * (dtoh); the bytes in flight per connection are bounded (credits), so a
  * multi-GiB copy never sits in server memory.
@@ -154,7 +154,6 @@ struct srv_conn {
 	 * (send_recv): see conn_send and stash_flush. Reader thread only. */
 	int fuse;              /* the transport has send_recv */
 	int stash_ok;          /* serve() may hold back its first reply */
-	size_t sync_chunk;     /* vgpu__proto_sync_chunk */
 	struct vgpu__direct defer[DEFER_MAX]; /* direct htod chunks still landing */
 	unsigned ndefer;
 	pthread_t reader;
@@ -211,19 +210,19 @@ static uint64_t mono_ns(void)
 #define POOL_MAX (CONN_CREDIT / VGPU_PROTO_CHUNK + 2)
 
 /* The pool for buffers of n bytes, if any: 1 MiB chunks, and the larger
- * synchronous chunks of message transports (vgpu__proto_sync_chunk). */
-static int pool_of(struct srv_conn *c, size_t n)
+ * chunks of synchronous copies (VGPU_PROTO_SYNC_CHUNK). */
+static int pool_of(size_t n)
 {
 	if (n == VGPU_PROTO_CHUNK)
 		return 0;
-	if (n == c->sync_chunk)
+	if (n == VGPU_PROTO_SYNC_CHUNK)
 		return 1;
 	return -1;
 }
 
 static void *chunk_get(struct srv_conn *c, size_t n)
 {
-	int i = pool_of(c, n);
+	int i = pool_of(n);
 	void *p = NULL;
 
 	if (i >= 0) {
@@ -239,11 +238,11 @@ static void *chunk_get(struct srv_conn *c, size_t n)
 
 static void chunk_put(struct srv_conn *c, void *p, size_t n)
 {
-	int i = p ? pool_of(c, n) : -1;
+	int i = p ? pool_of(n) : -1;
 
 	if (i >= 0) {
 		pthread_mutex_lock(&c->plock);
-		if (c->npool[i] < (i ? CONN_CREDIT / c->sync_chunk + 1 : POOL_MAX)) {
+		if (c->npool[i] < (i ? CONN_CREDIT / VGPU_PROTO_SYNC_CHUNK + 1 : POOL_MAX)) {
 			*(void **)p = c->pool[i];
 			c->pool[i] = p;
 			c->npool[i]++;
@@ -902,7 +901,7 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 	 * is ours until the flush */
 	vgpu__sbatch_init(&sb, c->tp, c->tc, NULL, 0);
 	for (off = 0; off < n && st >= 0; off += k) {
-		k = n - off < c->sync_chunk ? n - off : c->sync_chunk;
+		k = n - off < VGPU_PROTO_SYNC_CHUNK ? n - off : VGPU_PROTO_SYNC_CHUNK;
 		resp_begin(&w, b, sizeof(b), VGPU_OK, NULL, 1);
 		msgpack_pack_uint64(&w.pk, off);
 		st = vgpu__sbatch_add(&sb, VGPU_MSG_RESP, io->single ? 0 : VGPU_MSGF_MORE, io->id,
@@ -996,7 +995,7 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 	int defer;
 
 	if (vgpu__mp_u32(m, &sid) || vgpu__mp_u64(m, &dst) || vgpu__mp_u64(m, &n) ||
-	    n != h->bulk_len || n > (sid == 0 ? c->sync_chunk : VGPU_PROTO_CHUNK))
+	    n != h->bulk_len || n > (sid == 0 ? VGPU_PROTO_SYNC_CHUNK : VGPU_PROTO_CHUNK))
 		return BAD_BODY(VGPU_OP_HTOD);
 	/* a chunk before the last of a large synchronous copy may go on
 	 * landing (recv_deferred); anything else first waits for those */
@@ -1152,7 +1151,7 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		/* synchronous: sent straight from device memory where the
 		 * device allows; a copy of one chunk or less as its one
 		 * reply frame (no separate final reply: one message less) */
-		struct direct_io io = { c, h->id, n <= c->sync_chunk, 0 };
+		struct direct_io io = { c, h->id, n <= VGPU_PROTO_SYNC_CHUNK, 0 };
 
 		st = vgpu__s_mem_direct(c->sess, src, n, 0, direct_send, &io);
 		if (st != VGPU__DIRECT_NONE) {
@@ -2244,7 +2243,6 @@ static struct srv_conn *conn_new(struct listener *l, struct vgpu_tp_conn *tc)
 	c->tp = l->tp;
 	c->tc = tc;
 	c->rb.tp = l->tp;
-	c->sync_chunk = vgpu__proto_sync_chunk(l->tp);
 	c->rb.c = tc;
 	snprintf(c->peer, sizeof(c->peer), "%s", l->tp->peer(tc));
 	snprintf(c->label, sizeof(c->label), "%s", l->uri);

@@ -531,12 +531,12 @@ static int t_malformed(void *d)
 	CHECK(expect_error_and_close(rb, "malformed mem_alloc request") == 0);
 	raw_tp->close(c);
 
-	/* a synchronous htod chunk above the transport's chunk size (1 MiB
-	 * over streams, 8 MiB over rdma): refused before the bulk is read */
+	/* a synchronous htod chunk above VGPU_PROTO_SYNC_CHUNK: refused
+	 * before the bulk is read */
 	CHECK(raw_connect(S.tcp, &c, rb) == 0);
 	CHECK(raw_hello(c, rb) == 0);
 	{
-		uint64_t n = vgpu__proto_sync_chunk(raw_tp) + 1;
+		uint64_t n = VGPU_PROTO_SYNC_CHUNK + 1;
 		uint8_t b[64], raw[VGPU_PROTO_HDR];
 		uint8_t *bulk = calloc(1, n);
 		struct vgpu_wbuf w;
@@ -1120,9 +1120,8 @@ static int t_native_refused(void *d)
 }
 
 /* Synchronous copies on a scheduled device take the staged path (vgpud
- * cannot touch its memory directly): large unaligned copies in the
- * transport's chunks (8 MiB over rdma, from the buffer pool), every byte
- * checked. */
+ * cannot touch its memory directly): large unaligned copies in 8 MiB
+ * chunks (from the buffer pool), every byte checked. */
 static int t_staged_copy(void *d)
 {
 	const char *extra[] = { "--plugin", "sched-fifo", NULL };
