@@ -48,7 +48,16 @@ enum vgpu_msg_type {
 #define VGPU_PROTO_MAX_BULK (64ull * 1024 * 1024) /* module images */
 #define VGPU_PROTO_CHUNK (1u * 1024 * 1024)       /* copy chunk */
 #define VGPU_PROTO_INLINE (64u * 1024)            /* copies sent as one frame */
-#define VGPU_PROTO_SYNC_CHUNK (8u * 1024 * 1024) /* chunk of a large sync copy */
+/*
+ * The chunk of a large synchronous copy: the client's htod chunks and the
+ * dtoh chunks vgpud sends straight from device memory. Every chunk has a
+ * fixed cost (a header read, the device range's checks; over rdma a
+ * rendezvous handshake), measurable on one CPU at 1 MiB: 8 MiB chunks moved
+ * 64 MiB copies from 0.86-0.90 of the raw floor to 0.93-1.05 on every
+ * transport (docs/transports.md). Copies on streams and the dtoh chunks
+ * vgpud stages stay at VGPU_PROTO_CHUNK.
+ */
+#define VGPU_PROTO_SYNC_CHUNK (8u * 1024 * 1024)
 #define VGPU_PROTO_MAX_DEPTH 4
 #define VGPU_PROTO_NONCE 32
 #define VGPU_PROTO_MAC 32
@@ -85,16 +94,6 @@ enum vgpu_op {
 };
 
 const char *vgpu__op_name(unsigned op);
-
-/*
- * VGPU_PROTO_SYNC_CHUNK is the chunk of a large synchronous copy: the
- * client's htod chunks and the dtoh chunks vgpud sends straight from
- * device memory. Every chunk has a fixed cost (a header read, the device
- * range's checks; over rdma a rendezvous handshake), measurable on one CPU
- * at 1 MiB: 8 MiB chunks moved 64 MiB copies from 0.86-0.90 of the raw
- * floor to 0.93-1.05 on every transport (docs/transports.md). Copies on
- * streams and the dtoh chunks vgpud stages stay at VGPU_PROTO_CHUNK.
- */
 
 struct vgpu_hdr {
 	uint32_t magic;

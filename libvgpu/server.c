@@ -113,7 +113,7 @@ struct ord_stream;
  * gathers into one SEND (a synchronous dtoh of up to 8 KiB less the
  * header and body leaves with the wait for the next request). */
 #define STASH_MAX 8192
-#define DEFER_MAX 64 /* direct htod chunks in flight (1 MiB each) */
+#define DEFER_MAX 64 /* direct htod chunks still landing (VGPU_PROTO_SYNC_CHUNK each) */
 
 struct srv_conn {
 	struct vgpu_server *srv;
