@@ -113,7 +113,9 @@ struct ord_stream;
  * gathers into one SEND (a synchronous dtoh of up to 8 KiB less the
  * header and body leaves with the wait for the next request). */
 #define STASH_MAX 8192
-#define DEFER_MAX 64 /* direct htod chunks still landing (VGPU_PROTO_SYNC_CHUNK each) */
+/* direct htod chunks still landing (VGPU_PROTO_SYNC_CHUNK each): twice the
+ * fetches rdma keeps in flight, which is all the overlap there is to gain */
+#define DEFER_MAX 16
 
 struct srv_conn {
 	struct vgpu_server *srv;

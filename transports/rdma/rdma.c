@@ -21,7 +21,7 @@
  *    gathered into one eager message. send() returns when every message has
  *    completed, so the caller may reuse its buffers. send_deferred() does
  *    not wait for its last segment's bulk message (its AM header lives in a
- *    per-connection slot, at most HELD_MAX in flight); flush() waits for
+ *    per-connection slot, at most FLIGHT_MAX in flight); flush() waits for
  *    them. A waiting sender that sees shutdown, a dead peer or its timeout
  *    closes the endpoint by force, so UCX cancels what is in flight before
  *    the caller gets its memory back.
@@ -71,8 +71,8 @@
 #define INLINE_MAX 256            /* messages copied at arrival, UCX's buffer freed */
 #define PACK_MAX 4096             /* small runs sent from one contiguous copy */
 #define ITEMS_KEPT 256            /* queue items kept for reuse per worker */
-#define HELD_MAX 8                /* send_deferred: bulk messages in flight */
-#define FETCH_MAX 8               /* recv_deferred: rendezvous fetches in flight */
+#define FLIGHT_MAX 8              /* send_deferred's bulk messages, recv_deferred's
+                                   * fetches: each at most this many in flight */
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -98,20 +98,21 @@ struct op {
 	size_t len;
 };
 
-/* A bulk message of send_deferred still in flight: UCX reads the caller's
- * memory until it completes, and its AM header (ids and the small bytes
- * riding before the bulk) lives here until then. */
-struct held {
-	void *req;
-	struct op o;
-	uint64_t hdr[(2 * sizeof(uint64_t) + INLINE_MAX) / sizeof(uint64_t)];
-};
-
-/* A rendezvous fetch of recv_deferred still in flight: UCX writes the
- * caller's memory until it completes. */
-struct fetching {
-	void *req;
-	struct op o;
+/*
+ * UCX requests on a caller's memory still in flight, oldest first (k->m
+ * held): send_deferred's bulk messages (UCX reads the memory until each
+ * completes) and recv_deferred's rendezvous fetches (UCX writes it).
+ */
+struct flight {
+	struct {
+		void *req;
+		struct op o;
+	} e[FLIGHT_MAX];
+	unsigned head, count;
+	int failed;          /* one failed, or was given up: the connection's error */
+	int cancel;          /* giving up cancels each request (fetches) */
+	const char *dir;     /* "send to", "receive from": in messages */
+	const char *timeout; /* why the deadline gave up */
 };
 
 struct wk {
@@ -151,11 +152,11 @@ struct vgpu_tp_conn {
 	uint64_t tx_seq, rx_seq;
 	struct item *qh, *qt; /* received, by sequence number */
 	size_t queued;
-	struct held held[HELD_MAX]; /* send_deferred's bulk in flight, oldest first */
-	unsigned hhead, hcount;
-	struct fetching fetching[FETCH_MAX]; /* recv_deferred's, oldest first */
-	unsigned fhead, fcount;
-	int fetch_failed; /* one failed or was cancelled: recv_flush says so */
+	struct flight held;     /* send_deferred's bulk messages */
+	/* their AM headers (ids and the small bytes riding before the bulk),
+	 * slot for slot with held.e */
+	uint64_t held_hdr[FLIGHT_MAX][(2 * sizeof(uint64_t) + INLINE_MAX) / sizeof(uint64_t)];
+	struct flight fetches;  /* recv_deferred's fetches (failed: recv_flush says so) */
 };
 
 struct creq {
@@ -811,6 +812,11 @@ static vgpu_status conn_new(struct wk *k, const char *peer, struct vgpu_tp_conn 
 		return H->error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
 	c->k = k;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	c->held.dir = "send to";
+	c->held.timeout = "send timed out";
+	c->fetches.dir = "receive from";
+	c->fetches.timeout = "receive timed out";
+	c->fetches.cancel = 1;
 	*out = c;
 	return VGPU_OK;
 }
@@ -1078,16 +1084,18 @@ static void conn_abort(struct vgpu_tp_conn *c, const char *why)
 		H->log(1, "rdma: closing the connection to %s timed out", c->peer);
 }
 
-/* Why a sender waiting for its messages gives up (k->m held): NULL while
- * it should keep waiting. */
-static const char *send_stop(struct vgpu_tp_conn *c, double deadline)
+/* Why a waiter gives up its requests (k->m held): NULL while it should
+ * keep waiting. force: now. A read-only shutdown (a server stopping
+ * gracefully) lets them finish; the next read fails. */
+static const char *stop_why(struct vgpu_tp_conn *c, double deadline, int force,
+			    const char *timeout)
 {
-	if (c->wr_shut)
+	if (force || c->wr_shut)
 		return "connection shut down";
 	if (c->dead)
 		return c->why;
 	if (deadline > 0 && now_ms() > deadline)
-		return "send timed out";
+		return timeout;
 	return NULL;
 }
 
@@ -1109,7 +1117,7 @@ static ucs_status_t send_wait(struct vgpu_tp_conn *c, void *req, struct op *o, d
 		return UCS_PTR_STATUS(req);
 	wk_wake(k);
 	while (!o->done) {
-		if (!aborted && (why = send_stop(c, deadline))) {
+		if (!aborted && (why = stop_why(c, deadline, 0, "send timed out"))) {
 			char msg[sizeof(c->why)];
 
 			snprintf(msg, sizeof(msg), "%s", why);
@@ -1134,60 +1142,73 @@ static ucs_status_t send_wait(struct vgpu_tp_conn *c, void *req, struct op *o, d
 	return aborted && o->st == UCS_OK ? UCS_ERR_CANCELED : o->st;
 }
 
-/* Release send_deferred's completed messages, oldest first (k->m held). A
- * failed one kills the connection: the next send or flush reports it. */
-static void held_reap(struct vgpu_tp_conn *c)
+/* Release the completed requests of f, oldest first (k->m held). A failed
+ * one kills the connection. */
+static void flight_reap(struct vgpu_tp_conn *c, struct flight *f)
 {
-	while (c->hcount) {
-		struct held *h = &c->held[c->hhead];
+	while (f->count) {
+		void *req = f->e[f->head].req;
+		struct op *o = &f->e[f->head].o;
 
-		if (!h->o.done)
+		if (!o->done)
 			break;
-		ucp_request_free(h->req);
-		if (h->o.st != UCS_OK)
-			conn_kill(c, "send to %s failed: %s", c->peer, ucs_status_string(h->o.st));
-		h->req = NULL;
-		c->hhead = (c->hhead + 1) % HELD_MAX;
-		c->hcount--;
+		ucp_request_free(req);
+		f->e[f->head].req = NULL;
+		if (o->st != UCS_OK) {
+			f->failed = 1;
+			conn_kill(c, "%s %s failed: %s", f->dir, c->peer, ucs_status_string(o->st));
+		}
+		f->head = (f->head + 1) % FLIGHT_MAX;
+		f->count--;
 	}
 }
 
 /*
- * Wait until at most `keep` deferred messages are in flight (k->m held).
- * Gives up as send_wait does, and then waits for UCX to cancel the rest, so
- * that no caller's memory is read once this returns with keep == 0.
+ * Wait until at most `keep` requests of f are in flight (k->m held). One
+ * that cannot complete (stop_why) aborts the endpoint, which cancels the
+ * rest (fetches are cancelled first); this then waits for UCX to complete
+ * them, so that no caller's memory is read or written once it returns with
+ * keep == 0. UCS_ERR_TIMED_OUT when the deadline gave up.
  */
-static ucs_status_t held_wait(struct vgpu_tp_conn *c, unsigned keep, double deadline)
+static ucs_status_t flight_wait(struct vgpu_tp_conn *c, struct flight *f, unsigned keep,
+				double deadline, int force)
 {
 	struct wk *k = c->k;
 	const char *why;
 	ucs_status_t s = UCS_OK;
 	double give_up = 0;
 
-	held_reap(c);
-	if (c->hcount > keep)
+	flight_reap(c, f);
+	if (f->count > keep)
 		wk_wake(k);
-	while (c->hcount > keep) {
-		if (give_up == 0 && (why = send_stop(c, deadline))) {
+	while (f->count > keep) {
+		if (give_up == 0 && (why = stop_why(c, deadline, force, f->timeout))) {
 			char msg[sizeof(c->why)];
 
-			if (deadline > 0 && now_ms() > deadline)
+			if (why == f->timeout)
 				s = UCS_ERR_TIMED_OUT;
 			snprintf(msg, sizeof(msg), "%s", why);
+			f->failed = 1;
+			for (unsigned i = 0; f->cancel && i < f->count; i++) {
+				unsigned j = (f->head + i) % FLIGHT_MAX;
+
+				if (!f->e[j].o.done)
+					ucp_request_cancel(k->w, f->e[j].req);
+			}
 			conn_abort(c, msg);
 			give_up = now_ms() + CLOSE_MS;
-			held_reap(c);
+			flight_reap(c, f);
 			continue;
 		}
 		if (give_up > 0 && now_ms() > give_up) {
-			/* not seen: see send_wait (the caller's memory may
-			 * still be read: keep waiting) */
-			H->log(0, "rdma: %u sends to %s did not complete after the endpoint "
-			       "was closed", c->hcount, c->peer);
+			/* not seen: see send_wait (UCX may still use the
+			 * caller's memory: keep waiting) */
+			H->log(0, "rdma: %u requests (%s %s) did not complete after the endpoint "
+			       "was closed", f->count, f->dir, c->peer);
 			give_up = -1;
 		}
 		wk_wait(k, deadline > 0 || give_up != 0 || c->dead ? 10 : -1);
-		held_reap(c);
+		flight_reap(c, f);
 	}
 	return s;
 }
@@ -1220,7 +1241,8 @@ static vgpu_status send_iov(struct vgpu_tp_conn *c, const struct iovec *iov, int
 	uint64_t pre[(2 * sizeof(uint64_t) + INLINE_MAX) / sizeof(uint64_t)];
 	int pre_used = 0, pack_used = 0;
 	ucp_dt_iov_t dt[MAX_MSGS][MAX_MSGS + 1];
-	struct held *hd = NULL;
+	struct op *ho = NULL;   /* send_deferred: the held message's completion */
+	uint64_t *hhdr = NULL;  /* ... and its AM header */
 	int nm = 0, i = 0;
 	ucs_status_t s = UCS_OK;
 	double deadline;
@@ -1229,7 +1251,7 @@ static vgpu_status send_iov(struct vgpu_tp_conn *c, const struct iovec *iov, int
 		return H->error(VGPU_ERR_INTERNAL, "rdma send: %d iovecs (at most %d)", n, MAX_MSGS);
 	pthread_mutex_lock(&k->m);
 	deadline = c->timeout_ms ? now_ms() + c->timeout_ms : 0;
-	held_reap(c);
+	flight_reap(c, &c->held);
 	if (c->dead || c->wr_shut) {
 		vgpu_status st = send_error(c, UCS_ERR_CONNECTION_RESET);
 
@@ -1238,16 +1260,20 @@ static vgpu_status send_iov(struct vgpu_tp_conn *c, const struct iovec *iov, int
 	}
 	if (defer && n > 0 && iov[n - 1].iov_len >= BULK_MIN) {
 		/* room for one more in flight */
-		s = held_wait(c, HELD_MAX - 1, deadline);
+		unsigned slot;
+
+		s = flight_wait(c, &c->held, FLIGHT_MAX - 1, deadline, 0);
 		if (s != UCS_OK || c->dead) {
 			vgpu_status st = send_error(c, s);
 
 			pthread_mutex_unlock(&k->m);
 			return st;
 		}
-		hd = &c->held[(c->hhead + c->hcount) % HELD_MAX];
-		hd->o.done = 0;
-		hd->o.st = UCS_OK;
+		slot = (c->held.head + c->held.count) % FLIGHT_MAX;
+		ho = &c->held.e[slot].o;
+		hhdr = c->held_hdr[slot];
+		ho->done = 0;
+		ho->st = UCS_OK;
 	}
 	while (i < n) {
 		ucp_request_param_t rp;
@@ -1262,11 +1288,11 @@ static vgpu_status send_iov(struct vgpu_tp_conn *c, const struct iovec *iov, int
 		}
 		run = small_run(iov, n, i, &end);
 		/* the message that carries the last segment goes in flight */
-		if (hd && (i == n - 1 || (end == n - 1 && run <= INLINE_MAX && !pre_used &&
+		if (ho && (i == n - 1 || (end == n - 1 && run <= INLINE_MAX && !pre_used &&
 					  k->piggyback)))
 			held = 1;
 		if (held)
-			ids = hd->hdr;
+			ids = hhdr;
 		ids[0] = c->id;
 		ids[1] = c->tx_seq++;
 		memset(&rp, 0, sizeof(rp));
@@ -1274,7 +1300,7 @@ static vgpu_status send_iov(struct vgpu_tp_conn *c, const struct iovec *iov, int
 		rp.cb.send = send_cb;
 		o[nm].done = 0;
 		o[nm].st = UCS_OK;
-		rp.user_data = held ? &hd->o : &o[nm];
+		rp.user_data = held ? ho : &o[nm];
 		if (iov[i].iov_len >= BULK_MIN) {
 			/* bulk: zero-copy from the caller (rendezvous above UCX's
 			 * threshold), the ids in the AM header */
@@ -1286,7 +1312,7 @@ static vgpu_status send_iov(struct vgpu_tp_conn *c, const struct iovec *iov, int
 			 * before a copy's data): the small bytes go in the AM
 			 * header after the ids, the bulk as its data; the
 			 * receiver counts them as two sequence numbers */
-			uint8_t *p0 = held ? (uint8_t *)hd->hdr : (uint8_t *)pre, *p = p0;
+			uint8_t *p0 = held ? (uint8_t *)hhdr : (uint8_t *)pre, *p = p0;
 
 			if (!held)
 				memcpy(p, ids, 2 * sizeof(uint64_t));
@@ -1345,9 +1371,9 @@ static vgpu_status send_iov(struct vgpu_tp_conn *c, const struct iovec *iov, int
 		} else if (UCS_PTR_IS_ERR(r)) {
 			s = UCS_PTR_STATUS(r);
 		} else if (r) {
-			/* in flight: held_reap or held_wait releases it */
-			hd->req = r;
-			c->hcount++;
+			/* in flight: flight_reap or flight_wait releases it */
+			c->held.e[(c->held.head + c->held.count) % FLIGHT_MAX].req = r;
+			c->held.count++;
 		}
 	}
 	/* wait for every other message: buffers (and headers) stay valid until then */
@@ -1359,8 +1385,8 @@ static vgpu_status send_iov(struct vgpu_tp_conn *c, const struct iovec *iov, int
 	if (s != UCS_OK || c->dead) {
 		vgpu_status st = send_error(c, s);
 		conn_kill(c, "send failed: %s", ucs_status_string(s));
-		if (c->hcount)
-			held_wait(c, 0, deadline); /* nothing in flight once we fail */
+		if (c->held.count)
+			flight_wait(c, &c->held, 0, deadline, 0); /* nothing in flight once we fail */
 		pthread_mutex_unlock(&k->m);
 		return st;
 	}
@@ -1385,7 +1411,7 @@ static vgpu_status rdma_flush(struct vgpu_tp_conn *c)
 	vgpu_status st = VGPU_OK;
 
 	pthread_mutex_lock(&k->m);
-	s = held_wait(c, 0, c->timeout_ms ? now_ms() + c->timeout_ms : 0);
+	s = flight_wait(c, &c->held, 0, c->timeout_ms ? now_ms() + c->timeout_ms : 0, 0);
 	if (s != UCS_OK || c->dead)
 		st = send_error(c, s);
 	pthread_mutex_unlock(&k->m);
@@ -1509,85 +1535,6 @@ static ssize_t rdma_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t m
 	}
 }
 
-/* Release recv_deferred's completed fetches, oldest first (k->m held). A
- * failed one kills the connection; recv_flush reports it. */
-static void fetch_reap(struct vgpu_tp_conn *c)
-{
-	while (c->fcount) {
-		struct fetching *f = &c->fetching[c->fhead];
-
-		if (!f->o.done)
-			break;
-		ucp_request_free(f->req);
-		f->req = NULL;
-		if (f->o.st != UCS_OK) {
-			c->fetch_failed = 1;
-			conn_kill(c, "receive from %s failed: %s", c->peer, ucs_status_string(f->o.st));
-		}
-		c->fhead = (c->fhead + 1) % FETCH_MAX;
-		c->fcount--;
-	}
-}
-
-/* Why a waiting receiver gives up its fetches (k->m held): NULL while it
- * should keep waiting. A read-only shutdown (a server stopping gracefully)
- * lets the fetches under way finish; the next read fails. */
-static const char *fetch_stop(struct vgpu_tp_conn *c, double deadline, int force)
-{
-	if (force || c->wr_shut)
-		return "connection shut down";
-	if (c->dead)
-		return c->why;
-	if (deadline > 0 && now_ms() > deadline)
-		return "receive timed out";
-	return NULL;
-}
-
-/*
- * Wait until at most `keep` fetches are in flight (k->m held). One that
- * cannot complete (shutdown, a dead peer, the deadline) aborts the
- * endpoint, which cancels the rest; this then waits for UCX to complete
- * them, so that nothing writes a caller's memory once it returns with
- * keep == 0.
- */
-static void fetch_wait(struct vgpu_tp_conn *c, unsigned keep, double deadline, int force)
-{
-	struct wk *k = c->k;
-	const char *why;
-	double give_up = 0;
-
-	fetch_reap(c);
-	if (c->fcount > keep)
-		wk_wake(k);
-	while (c->fcount > keep) {
-		if (give_up == 0 && (why = fetch_stop(c, deadline, force))) {
-			char msg[sizeof(c->why)];
-
-			snprintf(msg, sizeof(msg), "%s", why);
-			c->fetch_failed = 1;
-			for (unsigned i = 0; i < c->fcount; i++) {
-				struct fetching *f = &c->fetching[(c->fhead + i) % FETCH_MAX];
-
-				if (!f->o.done)
-					ucp_request_cancel(k->w, f->req);
-			}
-			conn_abort(c, msg);
-			give_up = now_ms() + CLOSE_MS;
-			fetch_reap(c);
-			continue;
-		}
-		if (give_up > 0 && now_ms() > give_up) {
-			/* not seen: see send_wait (UCX may still write the
-			 * caller's memory: keep waiting) */
-			H->log(0, "rdma: %u receives from %s did not complete after the endpoint "
-			       "was closed", c->fcount, c->peer);
-			give_up = -1;
-		}
-		wk_wait(k, deadline > 0 || give_up != 0 || c->dead ? 10 : -1);
-		fetch_reap(c);
-	}
-}
-
 /*
  * recv(c, buf, n, n) with the fetch left in flight: when the next message
  * is a rendezvous of exactly n bytes (a bulk segment of its own), ask UCX
@@ -1598,13 +1545,14 @@ static vgpu_status rdma_recv_deferred(struct vgpu_tp_conn *c, void *buf, size_t 
 {
 	struct wk *k = c->k;
 	ucp_request_param_t rp;
-	struct fetching *f;
+	struct flight *f = &c->fetches;
+	struct op *fo;
 	struct item *it;
 	ssize_t r;
 	void *req;
 
 	pthread_mutex_lock(&k->m);
-	fetch_reap(c);
+	flight_reap(c, f);
 	it = c->qh;
 	if (!it || it->seq != c->rx_seq || it->kind != K_RNDV || it->len != n || it->off ||
 	    c->dead || c->rd_shut) {
@@ -1612,36 +1560,36 @@ static vgpu_status rdma_recv_deferred(struct vgpu_tp_conn *c, void *buf, size_t 
 		r = rdma_recv(c, buf, n, n);
 		return r < 0 ? (vgpu_status)r : VGPU_OK;
 	}
-	if (c->fcount == FETCH_MAX) {
-		fetch_wait(c, FETCH_MAX - 1, c->timeout_ms ? now_ms() + c->timeout_ms : 0, 0);
+	if (f->count == FLIGHT_MAX) {
+		flight_wait(c, f, FLIGHT_MAX - 1, c->timeout_ms ? now_ms() + c->timeout_ms : 0, 0);
 		if (c->dead || c->rd_shut || c->qh != it) {
 			pthread_mutex_unlock(&k->m);
 			return (vgpu_status)recv_error(c, 0);
 		}
 	}
-	f = &c->fetching[(c->fhead + c->fcount) % FETCH_MAX];
-	f->o.done = 0;
-	f->o.st = UCS_OK;
-	f->o.len = 0;
+	fo = &f->e[(f->head + f->count) % FLIGHT_MAX].o;
+	fo->done = 0;
+	fo->st = UCS_OK;
+	fo->len = 0;
 	memset(&rp, 0, sizeof(rp));
 	rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
 	rp.cb.recv_am = recv_cb;
-	rp.user_data = &f->o;
+	rp.user_data = fo;
 	req = ucp_am_recv_data_nbx(k->w, it->data, buf, n, &rp);
 	it->kind = K_OWNED; /* descriptor consumed: nothing to release */
 	it->data = NULL;
 	c->queued -= it->len;
 	item_put(k, q_pop(c));
 	if (UCS_PTR_IS_ERR(req)) {
-		c->fetch_failed = 1;
+		f->failed = 1;
 		conn_kill(c, "receive from %s: %s", c->peer, ucs_status_string(UCS_PTR_STATUS(req)));
 		r = recv_error(c, 0);
 		pthread_mutex_unlock(&k->m);
 		return (vgpu_status)r;
 	}
 	if (req) { /* NULL: landed already */
-		f->req = req;
-		c->fcount++;
+		f->e[(f->head + f->count) % FLIGHT_MAX].req = req;
+		f->count++;
 		wk_wake(k);
 	}
 	pthread_mutex_unlock(&k->m);
@@ -1654,8 +1602,8 @@ static vgpu_status rdma_recv_flush(struct vgpu_tp_conn *c)
 	vgpu_status st = VGPU_OK;
 
 	pthread_mutex_lock(&k->m);
-	fetch_wait(c, 0, c->timeout_ms ? now_ms() + c->timeout_ms : 0, 0);
-	if (c->fetch_failed)
+	flight_wait(c, &c->fetches, 0, c->timeout_ms ? now_ms() + c->timeout_ms : 0, 0);
+	if (c->fetches.failed)
 		st = H->error(VGPU_ERR_CONNECTION, "receive from %s: %s", c->peer,
 			      c->dead ? c->why : "cancelled");
 	pthread_mutex_unlock(&k->m);
@@ -1694,12 +1642,12 @@ static void rdma_close_internal(struct vgpu_tp_conn *c)
 	pthread_mutex_lock(&k->m);
 	/* send_deferred's bulk not flushed (the caller gave up after an
 	 * error): nothing may read it once close returns */
-	if (c->hcount)
-		held_wait(c, 0, now_ms() + CLOSE_MS);
+	if (c->held.count)
+		flight_wait(c, &c->held, 0, now_ms() + CLOSE_MS, 0);
 	/* recv_deferred's fetches not flushed: nothing may write the
 	 * caller's memory once close returns */
-	if (c->fcount)
-		fetch_wait(c, 0, 0, 1);
+	if (c->fetches.count)
+		flight_wait(c, &c->fetches, 0, 0, 1);
 	/* Like a TCP FIN: tell the peer the stream ends (in sequence, after
 	 * everything sent) and wait until it acknowledges, which means every
 	 * earlier message reached it (a last error reply, say); then close the
