@@ -109,10 +109,16 @@ struct ord_stream;
 #define ATOM_LD(x) __atomic_load_n(&(x), __ATOMIC_SEQ_CST)
 #define ATOM_ST(x, v) __atomic_store_n(&(x), (v), __ATOMIC_SEQ_CST)
 
-/* A held-back reply, bulk included: at most what the uring transport
- * gathers into one SEND (a synchronous dtoh of up to 8 KiB less the
- * header and body leaves with the wait for the next request). */
+/* A held-back reply, bulk included, in the connection's own buffer: at
+ * most what the uring transport gathers into one SEND (a synchronous dtoh
+ * of up to 8 KiB less the header and body leaves with the wait for the
+ * next request). */
 #define STASH_MAX 8192
+/* ... and in a buffer allocated on first use, up to what uring still sends
+ * with that wait (its FUSE_MAX): the bytes of a synchronous dtoh up to
+ * this size are copied out of device memory (0.8 us per 64 KiB here)
+ * rather than sent from it, which could not wait for the next request. */
+#define STASH_BIG (128u * 1024)
 /* direct htod chunks still landing (VGPU_PROTO_SYNC_CHUNK each): twice the
  * fetches rdma keeps in flight, which is all the overlap there is to gain */
 #define DEFER_MAX 16
@@ -160,6 +166,8 @@ struct srv_conn {
 	unsigned ndefer;
 	pthread_t reader;
 	size_t stash_len;
+	uint8_t *stash_at;        /* stash or stash_big, while stash_len */
+	uint8_t *stash_big;       /* STASH_BIG bytes, allocated on first use */
 	uint8_t stash[STASH_MAX]; /* header, body, and the bulk of a small dtoh */
 
 	struct vgpu_rbuf rb;
@@ -312,9 +320,18 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 	if (may_block && !ATOM_LD(c->sending) && !c->qh) {
 		vgpu_status st;
 
+		size_t total = VGPU_PROTO_HDR + body_len + bulk_len;
+		uint8_t *at = NULL;
+
 		if (c->stash_ok && (!bulk_len || !bulk_owned) &&
-		    VGPU_PROTO_HDR + body_len + bulk_len <= sizeof(c->stash) &&
 		    pthread_equal(c->reader, pthread_self())) {
+			if (total <= sizeof(c->stash))
+				at = c->stash;
+			else if (total <= STASH_BIG &&
+				 (c->stash_big || (c->stash_big = malloc(STASH_BIG))))
+				at = c->stash_big;
+		}
+		if (at) {
 			/* the reply of a request: hold it back, keeping the
 			 * sending role, for the reader loop's next receive */
 			struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, type, flags,
@@ -322,11 +339,12 @@ static void conn_send(struct srv_conn *c, int may_block, uint16_t type, uint32_t
 
 			ATOM_ST(c->sending, 1);
 			pthread_mutex_unlock(&c->lock);
-			vgpu__hdr_encode(c->stash, &h);
-			memcpy(c->stash + VGPU_PROTO_HDR, body, body_len);
+			vgpu__hdr_encode(at, &h);
+			memcpy(at + VGPU_PROTO_HDR, body, body_len);
 			if (bulk_len)
-				memcpy(c->stash + VGPU_PROTO_HDR + body_len, bulk, bulk_len);
-			c->stash_len = VGPU_PROTO_HDR + body_len + bulk_len;
+				memcpy(at + VGPU_PROTO_HDR + body_len, bulk, bulk_len);
+			c->stash_at = at;
+			c->stash_len = total;
 			c->stash_ok = 0;
 			return;
 		}
@@ -408,7 +426,7 @@ static void stash_flush_st(struct srv_conn *c, int fuse, vgpu_status *out)
 	*out = VGPU_OK;
 	if (!c->stash_len || !pthread_equal(c->reader, pthread_self()))
 		return;
-	iov.iov_base = c->stash;
+	iov.iov_base = c->stash_at;
 	iov.iov_len = c->stash_len;
 	c->stash_len = 0;
 	if (fuse && c->rb.off == c->rb.len) {
@@ -880,7 +898,7 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 	size_t off, k;
 
 	io->touched = 1;
-	if (io->single && c->stash_ok && VGPU_PROTO_HDR + VGPU_SBATCH_BODY + n <= STASH_MAX) {
+	if (io->single && c->stash_ok && VGPU_PROTO_HDR + VGPU_SBATCH_BODY + n <= STASH_BIG) {
 		/* small enough to copy: held back like any reply, to leave
 		 * with the reader's wait for the next request (conn_send) */
 		resp_begin(&w, b, sizeof(b), VGPU_OK, NULL, 1);
@@ -2067,6 +2085,7 @@ static void conn_free(struct srv_conn *c, int from_reader)
 	if (c->writer_started)
 		pthread_join(c->writer, NULL);
 	free(c->htod_x);
+	free(c->stash_big);
 	while ((e = c->errs)) {
 		c->errs = e->next;
 		free(e);

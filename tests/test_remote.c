@@ -1072,6 +1072,28 @@ static int t_sync_copy_ranges(void *d)
 	CHECK_OK(vgpu_memcpy_htod(v, q, src, big, NULL));
 	CHECK_OK(vgpu_memcpy_dtoh(v, dst, q, big, NULL));
 	CHECK(memcmp(src, dst, big) == 0);
+	/* around the sizes whose replies vgpud holds back to send with its
+	 * wait for the next request (uring: 8 KiB inline, 128 KiB in a
+	 * buffer), alone and with an asynchronous copy in flight */
+	{
+		static const size_t edge[] = { 8100, 8192, 8193, 65536, 130000, 131072, 131073 };
+		vgpu_stream *s;
+
+		CHECK_OK(vgpu_stream_create(v, &s, 0));
+		for (size_t k = 0; k < sizeof(edge) / sizeof(edge[0]); k++) {
+			size_t n = edge[k], off = k * 4096 + 1;
+
+			memset(dst, 0, 2 * n);
+			CHECK_OK(vgpu_memcpy_dtoh(v, dst, q + off, n, NULL));
+			CHECK(memcmp(src + off, dst, n) == 0);
+			CHECK_OK(vgpu_memcpy_dtoh(v, dst + n, q, n, s));
+			CHECK_OK(vgpu_memcpy_dtoh(v, dst, q + off, n, NULL));
+			CHECK_OK(vgpu_stream_synchronize(s));
+			CHECK(memcmp(src + off, dst, n) == 0);
+			CHECK(memcmp(src, dst + n, n) == 0);
+		}
+		CHECK_OK(vgpu_stream_destroy(s));
+	}
 	vgpu_close(v);
 	CHECK(well_behaved() == 0);
 	CHECK(server_stop_clean(&r) == 0);
