@@ -220,7 +220,10 @@ static uint64_t mono_ns(void)
 #define POOL_MAX (CONN_CREDIT / VGPU_PROTO_CHUNK + 2)
 
 /* The pool for buffers of n bytes, if any: 1 MiB chunks, and the larger
- * chunks of synchronous copies (VGPU_PROTO_SYNC_CHUNK). */
+ * chunks of synchronous copies (VGPU_PROTO_SYNC_CHUNK); and how many each
+ * keeps. */
+static const unsigned pool_max[2] = { POOL_MAX, CONN_CREDIT / VGPU_PROTO_SYNC_CHUNK + 1 };
+
 static int pool_of(size_t n)
 {
 	if (n == VGPU_PROTO_CHUNK)
@@ -252,7 +255,7 @@ static void chunk_put(struct srv_conn *c, void *p, size_t n)
 
 	if (i >= 0) {
 		pthread_mutex_lock(&c->plock);
-		if (c->npool[i] < (i ? CONN_CREDIT / VGPU_PROTO_SYNC_CHUNK + 1 : POOL_MAX)) {
+		if (c->npool[i] < pool_max[i]) {
 			*(void **)p = c->pool[i];
 			c->pool[i] = p;
 			c->npool[i]++;
