@@ -221,12 +221,12 @@ static void wk_wake(struct wk *k)
 }
 
 /*
- * Make progress or wait for it; called with k->m held, returns with it
- * held. The caller re-checks its condition after each call. ms: at most
- * this long asleep (-1: no limit).
+ * Lead: sleep on the worker's event fd and the wake fd with k->m released,
+ * then make one round of progress. One round, not rounds until none is
+ * made: over UCX's tcp transport each round is an epoll_wait, and the
+ * caller re-checks its condition and comes back anyway; ucp_worker_arm
+ * answers BUSY while events remain, so nothing is left behind.
  */
-/* Lead: progress, then sleep on the worker's event fd and the wake fd
- * with k->m released. */
 static void wk_lead(struct wk *k, int ms, int bg)
 {
 	struct pollfd pfd[2];
@@ -245,8 +245,7 @@ static void wk_lead(struct wk *k, int ms, int bg)
 	pthread_mutex_lock(&k->m);
 	k->polling = 0;
 	k->bg_polling = 0;
-	while (ucp_worker_progress(k->w)) {
-	}
+	ucp_worker_progress(k->w);
 	pthread_cond_broadcast(&k->cv);
 }
 
@@ -265,10 +264,10 @@ static void wk_wait_inner(struct wk *k, int ms)
 		}
 		return;
 	}
+	/* spin a little before sleeping; one round that made progress is
+	 * enough (see wk_lead) */
 	for (int i = 0; i < SPIN; i++)
 		if (ucp_worker_progress(k->w)) {
-			while (ucp_worker_progress(k->w)) {
-			}
 			pthread_cond_broadcast(&k->cv);
 			return;
 		}
