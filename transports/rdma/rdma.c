@@ -120,11 +120,15 @@ struct wk {
 	pthread_mutex_t m;
 	pthread_cond_t cv;
 	int efd, wakefd;
+	/* written under m; polling, waiters, last_active and stop are also
+	 * read without it (atomics) by the background thread, which takes m
+	 * only when the worker looks idle */
 	int polling, bg_polling; /* a thread sleeps on efd (the background one) */
 	int waiters;             /* callers inside wk_wait */
 	int stop;
-	double last_active;      /* when the last caller left wk_wait */
-	pthread_cond_t bgcv;     /* the background thread's (stop only) */
+	uint64_t last_active;    /* ms: when the last caller left wk_wait */
+	pthread_mutex_t bgm;     /* the background thread's sleep, apart from m */
+	pthread_cond_t bgcv;     /* (only stop wakes it early) */
 	pthread_t bg;
 	int bg_started;
 	struct vgpu_tp_conn *conns; /* endpoints on this worker */
@@ -212,6 +216,10 @@ static double now_ms(void)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/* the background thread's view of the worker, and its writers */
+#define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define ST(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
 static void wk_wake(struct wk *k)
 {
 	uint64_t one = 1;
@@ -232,7 +240,7 @@ static void wk_lead(struct wk *k, int ms, int bg)
 	struct pollfd pfd[2];
 	uint64_t junk;
 
-	k->polling = 1;
+	ST(k->polling, 1);
 	k->bg_polling = bg;
 	pthread_mutex_unlock(&k->m);
 	pfd[0].fd = k->efd;
@@ -243,7 +251,7 @@ static void wk_lead(struct wk *k, int ms, int bg)
 	    read(k->wakefd, &junk, sizeof(junk)) < 0) {
 	}
 	pthread_mutex_lock(&k->m);
-	k->polling = 0;
+	ST(k->polling, 0);
 	k->bg_polling = 0;
 	ucp_worker_progress(k->w);
 	pthread_cond_broadcast(&k->cv);
@@ -284,12 +292,20 @@ static void wk_wait_inner(struct wk *k, int ms)
  */
 static void wk_wait(struct wk *k, int ms)
 {
-	k->waiters++;
+	ST(k->waiters, k->waiters + 1);
 	if (k->bg_polling)
 		wk_wake(k);
 	wk_wait_inner(k, ms);
-	if (--k->waiters == 0)
-		k->last_active = now_ms();
+	if (k->waiters == 1)
+		ST(k->last_active, (uint64_t)now_ms());
+	ST(k->waiters, k->waiters - 1);
+}
+
+/* (racy without k->m: a hint, re-checked under it) */
+static int wk_busy(struct wk *k)
+{
+	return LD(k->waiters) || LD(k->polling) ||
+	       (uint64_t)now_ms() - LD(k->last_active) < BG_IDLE_MS;
 }
 
 /*
@@ -302,28 +318,37 @@ static void *wk_bg(void *arg)
 {
 	struct wk *k = arg;
 
-	pthread_mutex_lock(&k->m);
-	while (!k->stop) {
+	pthread_mutex_lock(&k->bgm);
+	while (!LD(k->stop)) {
 		struct timespec ts;
 
 		/* Only an idle worker is ours: while callers come and go (a
 		 * busy connection) taking the lead would cost them a wake-up
-		 * per message. Look every BG_IDLE_MS. */
-		if (k->waiters || k->polling || now_ms() - k->last_active < BG_IDLE_MS) {
+		 * per message. Look every BG_IDLE_MS, without touching k->m,
+		 * which a busy connection's callers hold while they spin:
+		 * taking it then would cost them a futex call and a context
+		 * switch. */
+		if (wk_busy(k)) {
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_nsec += BG_IDLE_MS * 1000000L;
 			ts.tv_sec += ts.tv_nsec / 1000000000L;
 			ts.tv_nsec %= 1000000000L;
-			pthread_cond_timedwait(&k->bgcv, &k->m, &ts);
+			pthread_cond_timedwait(&k->bgcv, &k->bgm, &ts);
 			continue;
 		}
-		while (ucp_worker_progress(k->w)) {
+		pthread_mutex_unlock(&k->bgm);
+		pthread_mutex_lock(&k->m);
+		while (!k->stop && !wk_busy(k)) {
+			while (ucp_worker_progress(k->w)) {
+			}
+			if (ucp_worker_arm(k->w) == UCS_ERR_BUSY)
+				continue;
+			wk_lead(k, -1, 1);
 		}
-		if (ucp_worker_arm(k->w) == UCS_ERR_BUSY)
-			continue;
-		wk_lead(k, -1, 1);
+		pthread_mutex_unlock(&k->m);
+		pthread_mutex_lock(&k->bgm);
 	}
-	pthread_mutex_unlock(&k->m);
+	pthread_mutex_unlock(&k->bgm);
 	return NULL;
 }
 
@@ -666,6 +691,7 @@ static vgpu_status wk_init(struct wk *k, int shared, uint64_t client_id)
 	}
 	pthread_mutex_init(&k->m, NULL);
 	pthread_cond_init(&k->cv, NULL);
+	pthread_mutex_init(&k->bgm, NULL);
 	pthread_cond_init(&k->bgcv, NULL);
 	k->shared = shared;
 	if (pthread_create(&k->bg, NULL, wk_bg, k) != 0) {
@@ -680,11 +706,15 @@ static void wk_fini(struct wk *k)
 {
 	if (k->bg_started) {
 		pthread_mutex_lock(&k->m);
-		k->stop = 1;
+		ST(k->stop, 1);
 		pthread_cond_broadcast(&k->cv);
-		pthread_cond_broadcast(&k->bgcv);
 		wk_wake(k);
 		pthread_mutex_unlock(&k->m);
+		/* the background thread checks stop with bgm held and sleeps
+		 * releasing it: it sees stop, or is asleep for this broadcast */
+		pthread_mutex_lock(&k->bgm);
+		pthread_cond_broadcast(&k->bgcv);
+		pthread_mutex_unlock(&k->bgm);
 		pthread_join(k->bg, NULL);
 		k->bg_started = 0;
 	}
@@ -698,6 +728,7 @@ static void wk_fini(struct wk *k)
 	pthread_mutex_destroy(&k->m);
 	pthread_cond_destroy(&k->cv);
 	pthread_cond_destroy(&k->bgcv);
+	pthread_mutex_destroy(&k->bgm);
 }
 
 /* ---- addresses ---- */
