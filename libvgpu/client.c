@@ -396,11 +396,17 @@ static int can_fuse(struct client *cl, const struct vgpu_wbuf *w, size_t bulk_le
  * The request (after whatever async requests wait in obuf) and the first
  * bytes of the reply, into the empty read-ahead buffer, in one transport
  * call (one system call for uring). The caller holds the reading role;
- * pend_wait_role then parses the reply as usual.
+ * pend_wait_role then parses the reply as usual. A reply that brings p->n
+ * bytes for straight delivery (vgpu__rbuf_fill: half the buffer or more)
+ * is read ahead only as far as its header and body, so that its bulk goes
+ * to the caller's memory rather than through rb.buf and a memcpy.
  */
-static void send_fused(struct client *cl, uint64_t id, const struct vgpu_wbuf *w,
+static void send_fused(struct client *cl, const struct pending *p, const struct vgpu_wbuf *w,
 		       const void *bulk, size_t bulk_len)
 {
+	uint64_t id = p->id;
+	size_t ahead = p->dst && p->n >= sizeof(cl->rb.buf) / 2 ? VGPU_RBUF_BULK_AHEAD
+							      : sizeof(cl->rb.buf);
 	uint8_t raw[VGPU_PROTO_HDR];
 	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0,
 			      (uint32_t)w->len, id, bulk_len };
@@ -421,7 +427,7 @@ static void send_fused(struct client *cl, uint64_t id, const struct vgpu_wbuf *w
 	iov[n].iov_base = (void *)bulk;
 	iov[n++].iov_len = bulk_len;
 	cl->rb.off = cl->rb.len = 0;
-	got = cl->tp->send_recv(cl->tc, iov, n, cl->rb.buf, 1, sizeof(cl->rb.buf));
+	got = cl->tp->send_recv(cl->tc, iov, n, cl->rb.buf, 1, ahead);
 	cl->olen = 0;
 	pthread_mutex_unlock(&cl->slock);
 	if (got < 0)
@@ -453,7 +459,7 @@ static vgpu_status call(struct client *cl, struct pending *p, const struct vgpu_
 	fused = reading && can_fuse(cl, w, bulk_len);
 	pthread_mutex_unlock(&cl->lock);
 	if (fused) {
-		send_fused(cl, p->id, w, bulk, bulk_len);
+		send_fused(cl, p, w, bulk, bulk_len);
 	} else {
 		pthread_mutex_lock(&cl->slock);
 		send_locked(cl, 0, p->id, w, bulk, bulk_len, SEND_NOW);

@@ -465,9 +465,6 @@ int vgpu__mp_skip(struct vgpu_mp *m, int depth)
 
 /* ---- framing ---- */
 
-/* Read-ahead after bulk: a header, a body and a little more. */
-#define RBUF_BULK_AHEAD 1024
-
 vgpu_status vgpu__rbuf_fill(struct vgpu_rbuf *r, void *dst, size_t n)
 {
 	uint8_t *d = dst;
@@ -493,7 +490,7 @@ vgpu_status vgpu__rbuf_fill(struct vgpu_rbuf *r, void *dst, size_t n)
 				return (vgpu_status)got;
 			d += got;
 			n -= (size_t)got;
-			r->ahead = RBUF_BULK_AHEAD;
+			r->ahead = VGPU_RBUF_BULK_AHEAD;
 			continue;
 		}
 		got = r->tp->recv(r->c, r->buf, n,
@@ -515,7 +512,7 @@ vgpu_status vgpu__rbuf_read_deferred(struct vgpu_rbuf *r, void *dst, size_t n, i
 	/* what was read ahead, then the rest left in flight */
 	memcpy(dst, r->buf + r->off, have);
 	r->off = r->len = 0;
-	r->ahead = RBUF_BULK_AHEAD;
+	r->ahead = VGPU_RBUF_BULK_AHEAD;
 	*deferred = 1;
 	return r->tp->recv_deferred(r->c, (uint8_t *)dst + have, n - have);
 }

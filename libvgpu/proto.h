@@ -156,6 +156,9 @@ struct vgpu_rbuf {
 	size_t ahead;
 	uint8_t buf[128 * 1024];
 };
+/* Read-ahead in front of bulk that goes straight to its destination (half
+ * of buf or more): a header, a body and a little more. */
+#define VGPU_RBUF_BULK_AHEAD 1024
 /* Read exactly n bytes into dst (large reads go straight to dst). */
 vgpu_status vgpu__rbuf_fill(struct vgpu_rbuf *r, void *dst, size_t n);
 static inline vgpu_status vgpu__rbuf_read(struct vgpu_rbuf *r, void *dst, size_t n)
