@@ -23,6 +23,10 @@
  *   flush_shutdown     a flush waiting for a reader that never reads is
  *                      woken by shutdown() from another thread, and so is
  *   send_shutdown      a plain bulk send in the same position
+ *   idle_progress      send_deferred of [header, 1 MiB], then the sending
+ *                      thread stays out of the transport until the peer
+ *                      has read it all: the bytes move only if the
+ *                      sender's background progress does (both ways)
  *
  * The UCX transports come from the environment (test_tp_rdma.sh runs it
  * with UCX_TLS=tcp and with shared memory).
@@ -531,6 +535,58 @@ static int t_deferred_chunks(void *d)
 	return 0;
 }
 
+/* idle_progress's reader: [52-byte header, 1 MiB] at stream offset 0 */
+struct idle_reader {
+	struct vgpu_tp_conn *c;
+	int rc;
+	pthread_t th;
+};
+
+static void *idle_reader_main(void *arg)
+{
+	struct idle_reader *r = arg;
+	uint8_t *buf = malloc(MIB), hdr[52];
+
+	r->rc = -1;
+	if (buf && T->recv(r->c, hdr, 52, 52) == 52 && check(hdr, 52, 0) == 0 &&
+	    T->recv(r->c, buf, MIB, MIB) == MIB && check(buf, MIB, 52) == 0)
+		r->rc = 0;
+	free(buf);
+	return NULL;
+}
+
+static int t_idle_progress(void *d)
+{
+	uint8_t hdr[52], *bulk = malloc(MIB);
+	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { bulk, MIB } };
+	struct pair p;
+
+	(void)d;
+	if (!have_deferred()) {
+		free(bulk);
+		return VT_SKIP;
+	}
+	CHECK(bulk && pair_open(&p) == 0);
+	fill(hdr, sizeof(hdr), 0);
+	fill(bulk, MIB, sizeof(hdr));
+	for (int dir = 0; dir < 2; dir++) {
+		struct vgpu_tp_conn *tx = dir ? p.s : p.c, *rx = dir ? p.c : p.s;
+		struct idle_reader r = { rx, -1, 0 };
+
+		/* a reader left waiting times out rather than hang the test */
+		CHECK(T->set_timeout(rx, 10000) == VGPU_OK);
+		CHECK(T->send_deferred(tx, iov, 2) == VGPU_OK);
+		CHECK(pthread_create(&r.th, NULL, idle_reader_main, &r) == 0);
+		pthread_join(r.th, NULL);
+		CHECK(r.rc == 0);
+		CHECK(T->flush(tx) == VGPU_OK);
+		CHECK(T->set_timeout(rx, 0) == VGPU_OK);
+	}
+	pair_close(&p);
+	free(bulk);
+	return 0;
+}
+
 /* The reader of deferred_dead_peer, in a process of its own (exec'd: no
  * UCX state shared with the parent): takes two chunks, then dies. */
 static int peer_die_main(int wfd)
@@ -706,5 +762,6 @@ int main(int argc, char **argv)
 	vt_run("deferred_dead_peer", t_deferred_dead_peer, NULL);
 	vt_run("flush_shutdown", t_flush_shutdown, NULL);
 	vt_run("send_shutdown", t_send_shutdown, NULL);
+	vt_run("idle_progress", t_idle_progress, NULL);
 	return vt_finish();
 }
