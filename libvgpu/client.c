@@ -396,26 +396,20 @@ static int can_fuse(struct client *cl, const struct vgpu_wbuf *w, size_t bulk_le
  * The request (after whatever async requests wait in obuf) and the first
  * bytes of the reply, into the empty read-ahead buffer, in one transport
  * call (one system call for uring). The caller holds the reading role;
- * pend_wait_role then parses the reply as usual. A reply that brings p->n
- * bytes, enough that what follows a 1 KiB read-ahead still goes straight
- * to the caller's memory (vgpu__rbuf_fill: half the buffer or more), is
- * read ahead only that far, so that its bulk does not pass through rb.buf
- * and a memcpy. A smaller one is read whole, in this one call: at 64 KiB
- * that was faster than a second call (uring, bench_transports).
+ * pend_wait_role then parses the reply as usual. A dtoh's reply is read
+ * ahead only as far as vgpu__rbuf_ahead_for says, so that its bulk does
+ * not pass through rb.buf and a memcpy (at 64 KiB, reading it whole in
+ * this one call was faster than a second call: uring, bench_transports).
  */
 static void send_fused(struct client *cl, const struct pending *p, const struct vgpu_wbuf *w,
 		       const void *bulk, size_t bulk_len)
 {
-	uint64_t id = p->id;
-	size_t ahead = p->dst && p->n >= sizeof(cl->rb.buf) / 2 + VGPU_RBUF_BULK_AHEAD
-			       ? VGPU_RBUF_BULK_AHEAD
-			       : sizeof(cl->rb.buf);
 	uint8_t raw[VGPU_PROTO_HDR];
 	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0,
-			      (uint32_t)w->len, id, bulk_len };
+			      (uint32_t)w->len, p->id, bulk_len };
 	struct iovec iov[4];
 	int n = 0;
-	ssize_t got;
+	vgpu_status st;
 
 	vgpu__hdr_encode(raw, &h);
 	pthread_mutex_lock(&cl->slock);
@@ -429,14 +423,12 @@ static void send_fused(struct client *cl, const struct pending *p, const struct 
 	iov[n++].iov_len = w->len;
 	iov[n].iov_base = (void *)bulk;
 	iov[n++].iov_len = bulk_len;
-	cl->rb.off = cl->rb.len = 0;
-	got = cl->tp->send_recv(cl->tc, iov, n, cl->rb.buf, 1, ahead);
+	cl->rb.ahead = p->dst ? vgpu__rbuf_ahead_for(&cl->rb, p->n) : 0;
+	st = vgpu__rbuf_send_fill(&cl->rb, iov, n);
 	cl->olen = 0;
 	pthread_mutex_unlock(&cl->slock);
-	if (got < 0)
+	if (st < 0)
 		fail_all(cl, vgpu__error_msg()); /* completes p */
-	else
-		cl->rb.len = (size_t)got;
 }
 
 /*

@@ -159,6 +159,13 @@ struct vgpu_rbuf {
 /* Read-ahead in front of bulk that goes straight to its destination (half
  * of buf or more): a header, a body and a little more. */
 #define VGPU_RBUF_BULK_AHEAD 1024
+/* The read-ahead (r->ahead) for a reply that brings n bytes of bulk: short
+ * when what follows it still goes straight to the destination, else the
+ * whole buffer (0): a smaller reply is read in the one call. */
+static inline size_t vgpu__rbuf_ahead_for(const struct vgpu_rbuf *r, uint64_t n)
+{
+	return n >= sizeof(r->buf) / 2 + VGPU_RBUF_BULK_AHEAD ? VGPU_RBUF_BULK_AHEAD : 0;
+}
 /* Read exactly n bytes into dst (large reads go straight to dst). */
 vgpu_status vgpu__rbuf_fill(struct vgpu_rbuf *r, void *dst, size_t n);
 static inline vgpu_status vgpu__rbuf_read(struct vgpu_rbuf *r, void *dst, size_t n)
