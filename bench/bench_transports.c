@@ -14,6 +14,9 @@
  *   rdma: raw UCX active messages to a raw UCX server, with the same
  *         UCX_TLS (both sides spin briefly, then sleep on the worker's
  *         event fd, as the rdma transport does).
+ *   uring, also: a raw io_uring floor (uring_floor.c): the same exchanges
+ *         with every byte moved by io_uring on both sides, printed as its
+ *         own row against the raw TCP floor, and the uring row against it;
  *   rtt floor: 64-byte request, 64-byte reply. launch floor: 96-byte
  *   messages, one send call each, then one round trip. copy floors: a
  *   request of n bytes answered by 16 (htod) or a 16-byte request answered
@@ -58,6 +61,7 @@
 #ifdef VGPU_HAVE_UCX
 #include "ucx_floor.h"
 #endif
+#include "uring_floor.h"
 
 #define MAXSZ (64u << 20)
 static const size_t sizes[4] = { 4096, 65536, 1u << 20, 64u << 20 };
@@ -189,77 +193,108 @@ static void *raw_conn(void *arg)
 	return NULL;
 }
 
-/* Child: accept on both sockets, one thread per connection. */
-static void raw_server(int tfd, int ufd)
+/* Child: accept on the three sockets (TCP, unix: blocking system calls;
+ * TCP served by io_uring: uring_floor.c), one thread per connection. */
+static void raw_server(int tfd, int ufd, int ifd)
 {
-	struct pollfd p[2] = { { tfd, POLLIN, 0 }, { ufd, POLLIN, 0 } };
+	struct pollfd p[3] = { { tfd, POLLIN, 0 }, { ufd, POLLIN, 0 }, { ifd, POLLIN, 0 } };
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	uf_serve_max = MAXSZ;
 	for (;;) {
-		if (poll(p, 2, -1) < 0)
+		if (poll(p, 3, -1) < 0)
 			continue;
-		for (int i = 0; i < 2; i++)
+		for (int i = 0; i < 3; i++)
 			if (p[i].revents & POLLIN) {
 				int c = accept(p[i].fd, NULL, NULL);
 				pthread_t th;
 				if (c < 0)
 					continue;
-				tune(c, i == 0);
-				pthread_create(&th, NULL, raw_conn, (void *)(intptr_t)c);
+				tune(c, i != 1);
+				pthread_create(&th, NULL, i == 2 ? uf_serve : raw_conn,
+					       (void *)(intptr_t)c);
 				pthread_detach(th);
 			}
 	}
 }
 
-static struct sockaddr_in raw_tcp_sa;
+static struct sockaddr_in raw_tcp_sa, raw_iou_sa;
 static struct sockaddr_un raw_unix_sa;
 
 static void raw_start(void)
 {
 	int tfd = socket(AF_INET, SOCK_STREAM, 0), ufd = socket(AF_UNIX, SOCK_STREAM, 0);
-	socklen_t sl = sizeof(raw_tcp_sa);
+	int ifd = socket(AF_INET, SOCK_STREAM, 0);
+	socklen_t sl = sizeof(raw_tcp_sa), il = sizeof(raw_iou_sa);
 	pid_t pid;
 
 	memset(&raw_tcp_sa, 0, sizeof(raw_tcp_sa));
 	raw_tcp_sa.sin_family = AF_INET;
 	raw_tcp_sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	raw_iou_sa = raw_tcp_sa;
 	memset(&raw_unix_sa, 0, sizeof(raw_unix_sa));
 	raw_unix_sa.sun_family = AF_UNIX;
 	snprintf(raw_unix_sa.sun_path, sizeof(raw_unix_sa.sun_path), "%s/raw.sock", tmpdir);
-	if (tfd < 0 || ufd < 0 || bind(tfd, (struct sockaddr *)&raw_tcp_sa, sizeof(raw_tcp_sa)) ||
-	    listen(tfd, 16) || getsockname(tfd, (struct sockaddr *)&raw_tcp_sa, &sl) ||
+	if (tfd < 0 || ufd < 0 || ifd < 0 ||
+	    bind(tfd, (struct sockaddr *)&raw_tcp_sa, sizeof(raw_tcp_sa)) || listen(tfd, 16) ||
+	    getsockname(tfd, (struct sockaddr *)&raw_tcp_sa, &sl) ||
+	    bind(ifd, (struct sockaddr *)&raw_iou_sa, sizeof(raw_iou_sa)) || listen(ifd, 16) ||
+	    getsockname(ifd, (struct sockaddr *)&raw_iou_sa, &il) ||
 	    bind(ufd, (struct sockaddr *)&raw_unix_sa, sizeof(raw_unix_sa)) || listen(ufd, 16))
 		die("raw server: %s", strerror(errno));
 	fflush(NULL);
 	pid = fork();
 	if (pid == 0)
-		raw_server(tfd, ufd);
+		raw_server(tfd, ufd, ifd);
 	kids[nkids++] = pid;
 	close(tfd);
 	close(ufd);
+	close(ifd);
 }
 
-static int raw_connect(int is_unix)
+enum { RAW_TCP, RAW_UNIX, RAW_IOU };
+
+/* A connection to the raw server: plain system calls, or io_uring (uf). */
+struct raw {
+	int fd;
+	struct uf_conn *uf;
+};
+
+static void raw_connect(int kind, struct raw *r)
 {
-	int fd = socket(is_unix ? AF_UNIX : AF_INET, SOCK_STREAM, 0);
-	int rc = is_unix ? connect(fd, (struct sockaddr *)&raw_unix_sa, sizeof(raw_unix_sa))
-			 : connect(fd, (struct sockaddr *)&raw_tcp_sa, sizeof(raw_tcp_sa));
+	int fd = socket(kind == RAW_UNIX ? AF_UNIX : AF_INET, SOCK_STREAM, 0);
+	int rc = kind == RAW_UNIX ? connect(fd, (struct sockaddr *)&raw_unix_sa, sizeof(raw_unix_sa))
+		 : kind == RAW_IOU ? connect(fd, (struct sockaddr *)&raw_iou_sa, sizeof(raw_iou_sa))
+				   : connect(fd, (struct sockaddr *)&raw_tcp_sa, sizeof(raw_tcp_sa));
 	if (fd < 0 || rc < 0)
 		die("raw connect: %s", strerror(errno));
-	tune(fd, !is_unix);
-	return fd;
+	tune(fd, kind != RAW_UNIX);
+	r->fd = fd;
+	r->uf = NULL;
+	/* not owned: the uring transport's client ring is not either */
+	if (kind == RAW_IOU && !(r->uf = uf_open(fd, 0)))
+		die("io_uring floor: %s", strerror(errno));
+}
+
+static void raw_close(struct raw *r)
+{
+	uf_close(r->uf);
+	if (r->fd >= 0)
+		close(r->fd);
 }
 
 static uint8_t *hbuf; /* host buffer, MAXSZ */
 
-static int raw_call(int fd, size_t req, size_t resp)
+static int raw_call(struct raw *r, size_t req, size_t resp)
 {
 	struct rawhdr h = { req, resp };
 	struct iovec iov[2] = { { &h, sizeof(h) }, { hbuf, req } };
 
-	if (wr_all(fd, iov, req ? 2 : 1) < 0)
+	if (r->uf)
+		return uf_xfer(r->uf, iov, req ? 2 : 1, hbuf, resp, resp) < 0 ? -1 : 0;
+	if (wr_all(r->fd, iov, req ? 2 : 1) < 0)
 		return -1;
-	return resp ? rd_all(fd, hbuf, resp) : 0;
+	return resp ? rd_all(r->fd, hbuf, resp) : 0;
 }
 
 struct figs {
@@ -280,7 +315,7 @@ static unsigned launch_n(void)
 }
 
 /* One measurement over a raw socket: us (rtt), messages/s, or GB/s. */
-static double raw_metric(int fd, int m, size_t n)
+static double raw_metric(struct raw *fd, int m, size_t n)
 {
 	unsigned k;
 	double t0;
@@ -497,21 +532,45 @@ static int wanted(int m, int sz)
 	return 1;
 }
 
-static void measure_row(int i, struct api *a, int rawfd, struct figs *api, struct figs *flo)
+/* the better of two figures of metric m (lower for rtt) */
+static double better(int m, double a, double b)
+{
+	return m == M_RTT ? (a < b ? a : b) : (a > b ? a : b);
+}
+
+static void keep_fig(struct figs *f, int m, int sz, double v)
+{
+	if (m == M_RTT)
+		f->rtt_us = v;
+	else if (m == M_LAUNCH)
+		f->launch_s = v;
+	else if (m == M_HTOD)
+		f->htod[sz] = v;
+	else
+		f->dtoh[sz] = v;
+}
+
+/*
+ * Row i: the API's figures and the floor's, measured alternately. iou (the
+ * uring row only, else NULL): the raw io_uring floor too, into iuf, measured
+ * in the same rounds, after the raw socket floor.
+ */
+static void measure_row(int i, struct api *a, struct raw *raw, struct raw *iou, struct figs *api,
+			struct figs *flo, struct figs *iuf)
 {
 	int rounds = quick ? 1 : 3;
 
 	for (int m = M_RTT; m <= M_DTOH; m++)
 		for (int sz = 0; sz < (m >= M_HTOD ? 4 : 1); sz++) {
-			double best_a = m == M_RTT ? 1e30 : 0, best_f = best_a;
+			double best_a = m == M_RTT ? 1e30 : 0, best_f = best_a, best_i = best_a;
 
 			if (!wanted(m, sz)) {
-				best_a = best_f = 0;
+				best_a = best_f = best_i = 0;
 				goto keep;
 			}
 
 			for (int r = 0; r < rounds; r++) {
-				double f, v;
+				double f, v = 0;
 				/* the API first every other round: whichever
 				 * runs second may find the machine in another
 				 * state (caches, pages the first one freed) */
@@ -522,36 +581,26 @@ static void measure_row(int i, struct api *a, int rawfd, struct figs *api, struc
 					f = ux_metric(m, sizes[sz]);
 				else
 #endif
-					f = raw_metric(rawfd, m, sizes[sz]);
+					f = raw_metric(raw, m, sizes[sz]);
+				if (iou)
+					best_i = better(m, best_i, raw_metric(iou, m, sizes[sz]));
 				if (!(r & 1))
 					v = api_metric(a, m, sizes[sz]);
-				if (m == M_RTT) {
-					best_f = f < best_f ? f : best_f;
-					best_a = v < best_a ? v : best_a;
-				} else {
-					best_f = f > best_f ? f : best_f;
-					best_a = v > best_a ? v : best_a;
-				}
+				best_f = better(m, best_f, f);
+				best_a = better(m, best_a, v);
 			}
 		keep:
-			if (m == M_RTT) {
-				api->rtt_us = best_a;
-				flo->rtt_us = best_f;
-			} else if (m == M_LAUNCH) {
-				api->launch_s = best_a;
-				flo->launch_s = best_f;
-			} else if (m == M_HTOD) {
-				api->htod[sz] = best_a;
-				flo->htod[sz] = best_f;
-			} else {
-				api->dtoh[sz] = best_a;
-				flo->dtoh[sz] = best_f;
-			}
+			keep_fig(api, m, sz, best_a);
+			keep_fig(flo, m, sz, best_f);
+			if (iou)
+				keep_fig(iuf, m, sz, best_i);
 			if (best_f > 0)
 				fprintf(stderr, "  %s %d %zu: %.3f / floor %.3f\n", names[i], m,
 					m >= M_HTOD ? sizes[sz] : 0, best_a, best_f);
 		}
 	api->ok = flo->ok = 1;
+	if (iou)
+		iuf->ok = 1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -578,10 +627,49 @@ static void ut_cell(int norm, double u, double t, double fu, double ft)
 		printf(" %.2f", norm ? (u / fu) / (t / ft) : u / t);
 }
 
+/* "label: rtt r (time), launches r, htod r r r r, dtoh r r r r": u against
+ * t, figure by figure, or (norm) each divided by its floor fu, ft first. */
+static void ratio_line(const char *label, int norm, const struct figs *u, const struct figs *t,
+		       const struct figs *fu, const struct figs *ft)
+{
+	printf("%s: rtt", label);
+	ut_cell(norm, u->rtt_us, t->rtt_us, fu->rtt_us, ft->rtt_us);
+	printf(" (time), launches");
+	ut_cell(norm, u->launch_s, t->launch_s, fu->launch_s, ft->launch_s);
+	printf(", htod");
+	for (int s = 0; s < 4; s++)
+		ut_cell(norm, u->htod[s], t->htod[s], fu->htod[s], ft->htod[s]);
+	printf(", dtoh");
+	for (int s = 0; s < 4; s++)
+		ut_cell(norm, u->dtoh[s], t->dtoh[s], fu->dtoh[s], ft->dtoh[s]);
+	printf("\n");
+}
+
+/* One row of the table: f against its floor fl. */
+static void table_row(const char *name, const struct figs *f, const struct figs *fl)
+{
+	char c[64];
+
+	printf("%-8s", name);
+	cell(c, sizeof(c), f->rtt_us, fl->rtt_us, 1, "%.1f");
+	printf(" %-28s", c);
+	cell(c, sizeof(c), f->launch_s, fl->launch_s, 0, "%.0f");
+	printf(" %-30s", c);
+	for (int s = 0; s < 4; s++) {
+		cell(c, sizeof(c), f->htod[s], fl->htod[s], 0, "%.3f");
+		printf(" %-26s", c);
+	}
+	for (int s = 0; s < 4; s++) {
+		cell(c, sizeof(c), f->dtoh[s], fl->dtoh[s], 0, "%.3f");
+		printf(" %-26s", c);
+	}
+	printf("\n");
+}
+
 int main(void)
 {
 	const char *want = getenv("VGPU_BENCH_TRANSPORTS");
-	struct figs api[4], flo[4];
+	struct figs api[4], flo[4], iuf;
 	int rdma;
 
 	if (!want || !*want)
@@ -624,6 +712,7 @@ int main(void)
 	memset(hbuf, 0x5a, MAXSZ);
 	memset(api, 0, sizeof(api));
 	memset(flo, 0, sizeof(flo));
+	memset(&iuf, 0, sizeof(iuf));
 	if (!strstr(want, "rdma"))
 		rdma = 0;
 	vgpud_start(rdma);
@@ -635,74 +724,58 @@ int main(void)
 #endif
 	for (int i = 0; i < 4; i++) {
 		struct api a;
-		int fd = -1;
+		struct raw raw = { -1, NULL }, iou = { -1, NULL };
 
 		if (!strstr(want, names[i]) || !uris[i][0])
 			continue;
 		fprintf(stderr, "bench_transports: %s\n", uris[i]);
 		if (i != 3)
-			fd = raw_connect(i == 1);
+			raw_connect(i == 1 ? RAW_UNIX : RAW_TCP, &raw);
+		if (i == 2)
+			raw_connect(RAW_IOU, &iou);
 		api_open(uris[i], &a);
-		measure_row(i, &a, fd, &api[i], &flo[i]);
+		measure_row(i, &a, &raw, i == 2 ? &iou : NULL, &api[i], &flo[i], &iuf);
 		vgpu_close(a.v);
-		if (fd >= 0)
-			close(fd);
+		raw_close(&raw);
+		raw_close(&iou);
 	}
 
 	printf("libvgpu transports vs floor, loopback, %s (figure / floor (ratio))\n",
 	       quick ? "quick run" : "full run");
 	printf("floors: tcp, uring: raw TCP sockets; unix: raw unix sockets; rdma: raw UCX active "
 	       "messages (UCX_TLS=%s)\n", getenv("UCX_TLS") ? getenv("UCX_TLS") : "default");
-	printf("%-6s %-28s %-30s", "", "rtt 64B us (lower better)", "launches/s");
+	if (iuf.ok)
+		printf("io_uring row: the raw io_uring floor (the raw socket floor's exchanges, every "
+		       "byte moved by io_uring on both sides) / the raw TCP floor\n");
+	printf("%-8s %-28s %-30s", "", "rtt 64B us (lower better)", "launches/s");
 	for (int s = 0; s < 4; s++)
 		printf(" htod %-5s GB/s             ", s == 0 ? "4K" : s == 1 ? "64K" : s == 2 ? "1M" : "64M");
 	for (int s = 0; s < 4; s++)
 		printf(" dtoh %-5s GB/s             ", s == 0 ? "4K" : s == 1 ? "64K" : s == 2 ? "1M" : "64M");
 	printf("\n");
 	for (int i = 0; i < 4; i++) {
-		char c[64];
-
 		if (!api[i].ok) {
 			if (strstr(want, names[i]))
-				printf("%-6s (not available: %s)\n", names[i],
+				printf("%-8s (not available: %s)\n", names[i],
 				       i == 3 ? "no rdma module (UCX) in VGPU_TRANSPORT_PATH" : "?");
 			continue;
 		}
-		printf("%-6s", names[i]);
-		cell(c, sizeof(c), api[i].rtt_us, flo[i].rtt_us, 1, "%.1f");
-		printf(" %-28s", c);
-		cell(c, sizeof(c), api[i].launch_s, flo[i].launch_s, 0, "%.0f");
-		printf(" %-30s", c);
-		for (int s = 0; s < 4; s++) {
-			cell(c, sizeof(c), api[i].htod[s], flo[i].htod[s], 0, "%.3f");
-			printf(" %-26s", c);
-		}
-		for (int s = 0; s < 4; s++) {
-			cell(c, sizeof(c), api[i].dtoh[s], flo[i].dtoh[s], 0, "%.3f");
-			printf(" %-26s", c);
-		}
-		printf("\n");
+		table_row(names[i], &api[i], &flo[i]);
 	}
+	/* the raw io_uring floor (measured in the uring row's rounds) against
+	 * the raw TCP floor: what io_uring itself costs on this machine */
+	if (iuf.ok)
+		table_row("io_uring", &iuf, &flo[2]);
 	/* uring against tcp, row by row: the figures as measured, then each
 	 * transport's ratio to the raw TCP floor measured beside it, which
 	 * takes out a machine that got slower or faster between the two rows
 	 * (both floors are the same raw socket) */
 	if (api[0].ok && api[2].ok) {
-		for (int norm = 0; norm < 2; norm++) {
-			const struct figs *t = &api[0], *u = &api[2], *ft = &flo[0], *fu = &flo[2];
-
-			printf("uring/tcp%s: rtt", norm ? " (each / its floor)" : "");
-			ut_cell(norm, u->rtt_us, t->rtt_us, fu->rtt_us, ft->rtt_us);
-			printf(" (time), launches");
-			ut_cell(norm, u->launch_s, t->launch_s, fu->launch_s, ft->launch_s);
-			printf(", htod");
-			for (int s = 0; s < 4; s++)
-				ut_cell(norm, u->htod[s], t->htod[s], fu->htod[s], ft->htod[s]);
-			printf(", dtoh");
-			for (int s = 0; s < 4; s++)
-				ut_cell(norm, u->dtoh[s], t->dtoh[s], fu->dtoh[s], ft->dtoh[s]);
-			printf("\n");
-		}
+		ratio_line("uring/tcp", 0, &api[2], &api[0], &flo[2], &flo[0]);
+		ratio_line("uring/tcp (each / its floor)", 1, &api[2], &api[0], &flo[2], &flo[0]);
 	}
+	/* the uring transport against the mechanism it is built on */
+	if (iuf.ok && api[2].ok)
+		ratio_line("uring/io_uring floor", 0, &api[2], &iuf, &iuf, &iuf);
 	return 0;
 }
