@@ -22,8 +22,9 @@
  *   request of n bytes answered by 16 (htod) or a 16-byte request answered
  *   by n bytes (dtoh), i.e. the same round trips as a synchronous copy.
  * and the ratio figure/floor (time ratio for rtt: lower is better). Each
- * figure and its floor are measured alternately, three times, best kept;
- * the floor goes first in rounds 1 and 3, the API in round 2.
+ * figure and its floor are measured alternately, three times (or
+ * VGPU_BENCH_ROUNDS), best kept; the floor goes first in odd rounds, the
+ * API in even ones.
  *
  * Environment: VGPU_BENCH_QUICK=1 (fewer iterations), VGPU_BENCH_CPUS=0
  * (pin every process to these CPUs: on a small VM, waking a halted vCPU
@@ -32,7 +33,8 @@
  * (rows to run, default all), VGPU_BENCH_SIZES=4K,64K,1M,64M (copy sizes to
  * run, default all; skipped cells print as 0), VGPU_BENCH_SCALE=N (N times as
  * many copies per measurement: steadier figures, longer runs),
- * VGPU_TRANSPORT_PATH, UCX_*.
+ * VGPU_BENCH_ROUNDS=N (N alternate measurements of each figure and its
+ * floor instead of 3), VGPU_TRANSPORT_PATH, UCX_*.
  */
 #include "config.h"
 
@@ -67,6 +69,7 @@
 static const size_t sizes[4] = { 4096, 65536, 1u << 20, 64u << 20 };
 static int quick;
 static unsigned scale = 1; /* VGPU_BENCH_SCALE: copies per measurement x N */
+static int nrounds = 3;    /* VGPU_BENCH_ROUNDS: measurements of each figure */
 static char tmpdir[128];
 static pid_t kids[4];
 static int nkids;
@@ -558,7 +561,7 @@ static void keep_fig(struct figs *f, int m, int sz, double v)
 static void measure_row(int i, struct api *a, struct raw *raw, struct raw *iou, struct figs *api,
 			struct figs *flo, struct figs *iuf)
 {
-	int rounds = quick ? 1 : 3;
+	int rounds = quick ? 1 : nrounds;
 
 	for (int m = M_RTT; m <= M_DTOH; m++)
 		for (int sz = 0; sz < (m >= M_HTOD ? 4 : 1); sz++) {
@@ -686,6 +689,8 @@ int main(void)
 	quick = getenv("VGPU_BENCH_QUICK") && atoi(getenv("VGPU_BENCH_QUICK"));
 	if (getenv("VGPU_BENCH_SCALE") && atoi(getenv("VGPU_BENCH_SCALE")) > 0)
 		scale = (unsigned)atoi(getenv("VGPU_BENCH_SCALE"));
+	if (getenv("VGPU_BENCH_ROUNDS") && atoi(getenv("VGPU_BENCH_ROUNDS")) > 0)
+		nrounds = atoi(getenv("VGPU_BENCH_ROUNDS"));
 	if (getenv("VGPU_BENCH_CPUS") && *getenv("VGPU_BENCH_CPUS")) {
 		/* "0" or "0,1": pin everything (children inherit it) */
 		cpu_set_t set;

@@ -136,7 +136,10 @@ ssize_t uf_xfer(struct uf_conn *c, const struct iovec *iov, int niov, void *rp, 
 			recv_busy = 1;
 			inflight++;
 		}
-		rc = io_uring_submit_and_wait(&c->r, 1);
+		/* wait for every operation in flight, as the transport's
+		 * send_recv does: waiting for the first (the send, which
+		 * completes at once) would cost a second io_uring_enter */
+		rc = io_uring_submit_and_wait(&c->r, (unsigned)inflight);
 		if (rc < 0 && rc != -EINTR) {
 			errno = -rc;
 			return -1;
