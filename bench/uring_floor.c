@@ -77,7 +77,7 @@ ssize_t uf_xfer(struct uf_conn *c, const struct iovec *iov, int niov, void *rp, 
 	struct iovec v[MAX_IOV];
 	struct msghdr mh;
 	size_t sleft = 0, rdone = 0;
-	int inflight = 0, send_busy = 0, recv_busy = 0, poll_first;
+	int inflight = 0, send_busy = 0, recv_busy = 0, poll_first, send_quiet = 0;
 
 	if (niov > MAX_IOV) {
 		errno = EINVAL;
@@ -122,7 +122,21 @@ ssize_t uf_xfer(struct uf_conn *c, const struct iovec *iov, int niov, void *rp, 
 				sqe->flags |= IOSQE_FIXED_FILE;
 			sqe->user_data = UD_SEND;
 			send_busy = 1;
-			inflight++;
+			/* sent with a receive of its answer: no completion unless
+			 * it fails or falls short, and the wait is for the receive
+			 * alone. A wait for both would cost a second
+			 * io_uring_enter when the send completes at once, or never
+			 * end when it does not: on a DEFER_TASKRUN ring the retry
+			 * of a send that found the socket full is task work that
+			 * wakes a waiter only once it is as many as the
+			 * completions awaited. The answer arrives only after all
+			 * of the request has, so its receive completing means the
+			 * send has. */
+			send_quiet = rdone < rmin && !recv_busy;
+			if (send_quiet)
+				sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+			else
+				inflight++;
 		}
 		if (rdone < rmin && !recv_busy) {
 			sqe = io_uring_get_sqe(&c->r);
@@ -136,10 +150,7 @@ ssize_t uf_xfer(struct uf_conn *c, const struct iovec *iov, int niov, void *rp, 
 			recv_busy = 1;
 			inflight++;
 		}
-		/* wait for every operation in flight, as the transport's
-		 * send_recv does: waiting for the first (the send, which
-		 * completes at once) would cost a second io_uring_enter */
-		rc = io_uring_submit_and_wait(&c->r, (unsigned)inflight);
+		rc = io_uring_submit_and_wait(&c->r, 1);
 		if (rc < 0 && rc != -EINTR) {
 			errno = -rc;
 			return -1;
@@ -149,7 +160,10 @@ ssize_t uf_xfer(struct uf_conn *c, const struct iovec *iov, int niov, void *rp, 
 			uint64_t ud = cqe->user_data;
 
 			io_uring_cqe_seen(&c->r, cqe);
-			inflight--;
+			if (ud == UD_SEND && send_quiet)
+				send_quiet = 0; /* failed or short: it was not counted */
+			else
+				inflight--;
 			if (ud == UD_SEND) {
 				send_busy = 0;
 				if (res < 0 && res != -EINTR && res != -EAGAIN) {
@@ -179,6 +193,10 @@ ssize_t uf_xfer(struct uf_conn *c, const struct iovec *iov, int niov, void *rp, 
 				}
 				if (res > 0)
 					rdone += (size_t)res;
+				if (rdone >= rmin && send_quiet) { /* see above */
+					sleft = 0;
+					send_busy = send_quiet = 0;
+				}
 			}
 		}
 	}
