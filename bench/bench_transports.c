@@ -317,8 +317,9 @@ static unsigned launch_n(void)
 	return quick ? 20000 : 100000;
 }
 
-/* One measurement over a raw socket: us (rtt), messages/s, or GB/s. */
-static double raw_metric(struct raw *fd, int m, size_t n)
+/* One measurement over a raw connection (socket or io_uring): us (rtt),
+ * messages/s, or GB/s. */
+static double raw_metric(struct raw *r, int m, size_t n)
 {
 	unsigned k;
 	double t0;
@@ -326,18 +327,18 @@ static double raw_metric(struct raw *fd, int m, size_t n)
 	switch (m) {
 	case M_RTT:
 		for (unsigned i = 0; i < 100; i++)
-			raw_call(fd, 64, 64);
+			raw_call(r, 64, 64);
 		t0 = now();
 		for (unsigned i = 0; i < rtt_n(); i++)
-			if (raw_call(fd, 64, 64) < 0)
+			if (raw_call(r, 64, 64) < 0)
 				die("raw rtt: %s", strerror(errno));
 		return (now() - t0) / rtt_n() * 1e6;
 	case M_LAUNCH:
 		t0 = now();
 		for (unsigned i = 0; i < launch_n(); i++)
-			if (raw_call(fd, 96, 0) < 0)
+			if (raw_call(r, 96, 0) < 0)
 				die("raw launch: %s", strerror(errno));
-		if (raw_call(fd, 16, 16) < 0)
+		if (raw_call(r, 16, 16) < 0)
 			die("raw launch: %s", strerror(errno));
 		return launch_n() / (now() - t0);
 	default:
@@ -348,7 +349,7 @@ static double raw_metric(struct raw *fd, int m, size_t n)
 		for (unsigned i = 0; i <= k; i++) {
 			if (i == 1)
 				t0 = now();
-			if (m == M_HTOD ? raw_call(fd, n, 16) < 0 : raw_call(fd, 16, n) < 0)
+			if (m == M_HTOD ? raw_call(r, n, 16) < 0 : raw_call(r, 16, n) < 0)
 				die("raw copy: %s", strerror(errno));
 		}
 		return (double)n * k / (now() - t0) / 1e9;
