@@ -43,12 +43,17 @@
 #include "error.h"
 #include "transport.h"
 
+struct sockbufs {
+	int snd, rcv; /* bytes; 0: the kernel's (see sockbuf) */
+};
+
 struct vgpu_tp_listener {
 	int fd;
 	int is_unix;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	SSL_CTX *tls;           /* tls=1: every accepted connection speaks TLS */
 	uint32_t tls_timeout_ms;
+	struct sockbufs bufs;   /* of every accepted connection */
 };
 
 struct vgpu_tp_conn {
@@ -402,9 +407,49 @@ static vgpu_status unix_addr(const struct vgpu_tp_addr *u, struct sockaddr_un *s
 	return VGPU_OK;
 }
 
-static void tune(int fd, int is_unix)
+/*
+ * Socket buffer sizes, per direction: the URI's sndbuf= and rcvbuf= (a
+ * size: 256K, 4M), else VGPU_TCP_SNDBUF and VGPU_TCP_RCVBUF, else 4 MiB;
+ * 0 leaves the size to the kernel (its autotuning, bounded by
+ * net.ipv4.tcp_wmem and tcp_rmem). The kernel doubles what it is given and
+ * caps it at net.core.wmem_max and rmem_max.
+ */
+#define SOCKBUF_DEFAULT (4 << 20)
+#define SOCKBUF_MAX (1 << 30)
+
+static vgpu_status sockbuf(const struct vgpu_tp_addr *u, const char *key, const char *env, int *out)
 {
-	int one = 1, buf = 4 << 20;
+	const char *v = u->param(u, key);
+	const char *what = "bad URI parameter ", *from = key;
+	uint64_t n;
+
+	if (!v || !*v) {
+		v = getenv(env);
+		what = "";
+		from = env;
+	}
+	*out = SOCKBUF_DEFAULT;
+	if (!v || !*v)
+		return VGPU_OK;
+	if (vgpu__parse_size(v, &n) != VGPU_OK || n > SOCKBUF_MAX)
+		return vgpu__error(VGPU_ERR_BAD_URI,
+				   "%s%s=%s: expected a socket buffer size of at most 1G, such as 256K "
+				   "or 4M, or 0 for the kernel's own",
+				   what, from, v);
+	*out = (int)n;
+	return VGPU_OK;
+}
+
+static vgpu_status sockbufs(const struct vgpu_tp_addr *u, struct sockbufs *b)
+{
+	vgpu_status st = sockbuf(u, "sndbuf", "VGPU_TCP_SNDBUF", &b->snd);
+
+	return st < 0 ? st : sockbuf(u, "rcvbuf", "VGPU_TCP_RCVBUF", &b->rcv);
+}
+
+static void tune(int fd, int is_unix, const struct sockbufs *b)
+{
+	int one = 1;
 
 	if (!is_unix) {
 		/* A peer whose host vanished (no RST) is noticed within about 25 s
@@ -420,8 +465,10 @@ static void tune(int fd, int is_unix)
 		setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
 	}
-	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
-	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+	if (b->snd)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &b->snd, sizeof(b->snd));
+	if (b->rcv)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b->rcv, sizeof(b->rcv));
 }
 
 static vgpu_status tcp_listen(const struct vgpu_tp_addr *u, struct vgpu_tp_listener **out,
@@ -433,6 +480,8 @@ static vgpu_status tcp_listen(const struct vgpu_tp_addr *u, struct vgpu_tp_liste
 	if (!l)
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
 	l->fd = -1;
+	if (sockbufs(u, &l->bufs) < 0)
+		goto fail_st;
 	if (is_unix_scheme(u)) {
 		struct sockaddr_un sa;
 		struct stat st;
@@ -564,7 +613,7 @@ static vgpu_status tcp_accept(struct vgpu_tp_listener *l, struct vgpu_tp_conn **
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
 	}
 	c->fd = fd;
-	tune(fd, l->is_unix);
+	tune(fd, l->is_unix, &l->bufs);
 	if (l->is_unix) {
 		snprintf(c->peer, sizeof(c->peer), "unix");
 	} else if (ss.ss_family == AF_INET6) {
@@ -645,9 +694,13 @@ static int connect_timeout(int fd, const struct sockaddr *sa, socklen_t sl, uint
 static vgpu_status tcp_connect(const struct vgpu_tp_addr *u, uint32_t timeout_ms,
 			       struct vgpu_tp_conn **out)
 {
-	struct vgpu_tp_conn *c = calloc(1, sizeof(*c));
+	struct vgpu_tp_conn *c;
+	struct sockbufs b;
 	int fd = -1, e = 0;
 
+	if (sockbufs(u, &b) < 0)
+		return vgpu__error_status();
+	c = calloc(1, sizeof(*c));
 	if (!c)
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "out of host memory");
 	if (!timeout_ms)
@@ -669,7 +722,7 @@ static vgpu_status tcp_connect(const struct vgpu_tp_addr *u, uint32_t timeout_ms
 					   strerror(e));
 		}
 		snprintf(c->peer, sizeof(c->peer), "unix://%s", u->path);
-		tune(fd, 1);
+		tune(fd, 1, &b);
 	} else {
 		struct addrinfo hints, *ai = NULL, *p;
 		char port[16];
@@ -704,7 +757,7 @@ static vgpu_status tcp_connect(const struct vgpu_tp_addr *u, uint32_t timeout_ms
 					   strerror(e));
 		}
 		snprintf(c->peer, sizeof(c->peer), "%s:%s", u->host, port);
-		tune(fd, 0);
+		tune(fd, 0, &b);
 	}
 	c->fd = fd;
 	if (want_tls(u)) {
