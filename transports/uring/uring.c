@@ -978,6 +978,19 @@ static vgpu_status rr_ready(struct vgpu_tp_conn *c)
  * this one. Requests over FUSE_MAX or with a zero-copy segment, or a
  * multishot receive, take the two-call path.
  *
+ * On an owned (DEFER_TASKRUN) ring the SEND is linked to the RECV. A SEND
+ * that finds the socket full completes later, by task work run when the
+ * peer makes room; on such a ring, unlinked, that task work is "lazy": it
+ * wakes the waiter only once as many items are queued as completions are
+ * awaited, here two. The peer, reading the reply, sends nothing before it
+ * has all of it, so the RECV brings no second item, and the call would
+ * wait for its timeout (or for ever) with the reply half sent. The kernel
+ * never defers the task work of a linked request (io_req_local_work_add),
+ * and a RECV after its SEND costs nothing here: the reply cannot come
+ * before the request has left. When the SEND completes at once, as it
+ * almost always does, the RECV is issued in the same io_uring_enter.
+ * (tests/test_tp_uring: fused_reply_blocked.)
+ *
  * With a timeout (vgpud's frame timeout): a SEND that does not complete in
  * time breaks the connection, as in send; a RECV that does not is
  * cancelled and the call returns VGPU_ERR_TIMEOUT: the request left whole,
@@ -1032,6 +1045,8 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 	}
 	sqe_fix(sqe, c->rfix);
 	io_uring_sqe_set_data64(sqe, UD_SEND);
+	if (c->rr_owned)
+		sqe->flags |= IOSQE_IO_LINK; /* see the comment above the function */
 	sqe = io_uring_get_sqe(&c->rr);
 	io_uring_prep_recv(sqe, c->fd, buf, max, max == min ? MSG_WAITALL : 0);
 	sqe_fix(sqe, c->rfix);
@@ -1040,29 +1055,9 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 	io_uring_sqe_set_data64(sqe, UD_DIRECT);
 	/* submit both, wait for both: one io_uring_enter when all goes well */
 	rc = io_uring_submit_and_wait_timeout(&c->rr, &cqe, 2, ms ? &ts : NULL, NULL);
-	while (!sdone || !rdone) {
-		if (rc == -ETIME) {
-			if (!sdone) {
-				/* the request is stuck: the connection is lost */
-				if (!err)
-					err = ETIME;
-				shutdown(c->fd, SHUT_RDWR);
-			} else if (!cancelled++ && (sqe = io_uring_get_sqe(&c->rr))) {
-				/* no reply in time: take the receive back */
-				io_uring_prep_cancel64(sqe, UD_DIRECT, 0);
-				io_uring_sqe_set_data64(sqe, UD_CANCEL);
-			} else {
-				shutdown(c->fd, SHUT_RD); /* it could not be cancelled */
-				if (!err)
-					err = ETIME;
-			}
-		} else if (rc < 0 && rc != -EINTR) {
-			if (err)
-				break; /* the ring keeps failing: give up on it */
-			/* the ring failed: stop whatever still runs */
-			err = -rc;
-			shutdown(c->fd, SHUT_RDWR);
-		}
+	for (;;) {
+		/* reap first: the wake-up that ended a wait may have completed the
+		 * send (its task work runs then) */
 		while (io_uring_peek_cqe(&c->rr, &cqe) == 0 && cqe) {
 			uint64_t ud = io_uring_cqe_get_data64(cqe);
 
@@ -1085,8 +1080,31 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 			pthread_mutex_unlock(&c->slock);
 			slocked = 0;
 		}
-		if (!sdone || !rdone)
-			rc = wait_cqe(&c->rr, &cqe, cancelled || err ? 1000 : ms);
+		if (sdone && rdone)
+			break;
+		if (rc == -ETIME) {
+			if (!sdone) {
+				/* the request is stuck: the connection is lost */
+				if (!err)
+					err = ETIME;
+				shutdown(c->fd, SHUT_RDWR);
+			} else if (!cancelled++ && (sqe = io_uring_get_sqe(&c->rr))) {
+				/* no reply in time: take the receive back */
+				io_uring_prep_cancel64(sqe, UD_DIRECT, 0);
+				io_uring_sqe_set_data64(sqe, UD_CANCEL);
+			} else {
+				shutdown(c->fd, SHUT_RD); /* it could not be cancelled */
+				if (!err)
+					err = ETIME;
+			}
+		} else if (rc < 0 && rc != -EINTR) {
+			if (err)
+				break; /* the ring keeps failing: give up on it */
+			/* the ring failed: stop whatever still runs */
+			err = -rc;
+			shutdown(c->fd, SHUT_RDWR);
+		}
+		rc = wait_cqe(&c->rr, &cqe, cancelled || err ? 1000 : ms);
 	}
 	if (slocked)
 		pthread_mutex_unlock(&c->slock);
