@@ -167,13 +167,34 @@ static int wr_all(int fd, struct iovec *iov, int n)
 	return 0;
 }
 
+/* The floor's sockets get the transports' buffers: 4 MiB, or
+ * VGPU_TCP_SNDBUF / VGPU_TCP_RCVBUF when set (0: the kernel's sizing). */
+static int sockbuf_env(const char *env)
+{
+	const char *v = getenv(env);
+	char *end;
+	double n;
+
+	if (!v || !*v)
+		return 4 << 20;
+	n = strtod(v, &end);
+	if (*end == 'K' || *end == 'k')
+		n *= 1024;
+	else if (*end == 'M' || *end == 'm')
+		n *= 1024 * 1024;
+	return (int)n;
+}
+
 static void tune(int fd, int tcp)
 {
-	int one = 1, buf = 4 << 20;
+	int one = 1, snd = sockbuf_env("VGPU_TCP_SNDBUF"), rcv = sockbuf_env("VGPU_TCP_RCVBUF");
+
 	if (tcp)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
-	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+	if (snd)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd));
+	if (rcv)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
 }
 
 static void *raw_conn(void *arg)
