@@ -200,19 +200,20 @@ static void tune(int fd, int tcp)
 static void *raw_conn(void *arg)
 {
 	int fd = (int)(intptr_t)arg;
-	uint8_t *buf = malloc(MAXSZ);
+	uint8_t *buf = uf_bulk_alloc(MAXSZ);
 	struct rawhdr h;
 
 	while (buf && rd_all(fd, &h, sizeof(h)) == 0) {
 		if (h.req > MAXSZ || h.resp > MAXSZ || rd_all(fd, buf, h.req) < 0)
 			break;
 		if (h.resp) {
-			struct iovec iov = { buf, h.resp };
+			/* a header (the UF_HDR bytes in front) and the answer */
+			struct iovec iov = { buf - UF_HDR, UF_HDR + h.resp };
 			if (wr_all(fd, &iov, 1) < 0)
 				break;
 		}
 	}
-	free(buf);
+	uf_bulk_free(buf);
 	close(fd);
 	return NULL;
 }
@@ -314,11 +315,15 @@ static int raw_call(struct raw *r, size_t req, size_t resp)
 	struct rawhdr h = { req, resp };
 	struct iovec iov[2] = { { &h, sizeof(h) }, { hbuf, req } };
 
+	/* an answer: a header, into the UF_HDR bytes in front of hbuf, and
+	 * its bytes */
+	if (resp)
+		resp += UF_HDR;
 	if (r->uf)
-		return uf_xfer(r->uf, iov, req ? 2 : 1, hbuf, resp, resp) < 0 ? -1 : 0;
+		return uf_xfer(r->uf, iov, req ? 2 : 1, hbuf - UF_HDR, resp, resp) < 0 ? -1 : 0;
 	if (wr_all(r->fd, iov, req ? 2 : 1) < 0)
 		return -1;
-	return resp ? rd_all(r->fd, hbuf, resp) : 0;
+	return resp ? rd_all(r->fd, hbuf - UF_HDR, resp) : 0;
 }
 
 struct figs {
@@ -611,6 +616,9 @@ static void measure_row(int i, struct api *a, struct raw *raw, struct raw *iou, 
 					best_i = better(m, best_i, raw_metric(iou, m, sizes[sz]));
 				if (!(r & 1))
 					v = api_metric(a, m, sizes[sz]);
+				if (getenv("VGPU_BENCH_EACH"))
+					fprintf(stderr, "  each %s %d %zu round %d: %.3f / floor %.3f\n",
+						names[i], m, m >= M_HTOD ? sizes[sz] : 0, r, v, f);
 				best_f = better(m, best_f, f);
 				best_a = better(m, best_a, v);
 			}
@@ -733,7 +741,7 @@ int main(void)
 	if (!mkdtemp(tmpdir))
 		die("mkdtemp: %s", strerror(errno));
 	atexit(cleanup);
-	hbuf = malloc(MAXSZ);
+	hbuf = uf_bulk_alloc(MAXSZ);
 	if (!hbuf)
 		die("%s", "out of memory");
 	memset(hbuf, 0x5a, MAXSZ);

@@ -31,6 +31,21 @@ struct uf_conn {
 
 size_t uf_serve_max;
 
+void *uf_bulk_alloc(size_t n)
+{
+	void *p = NULL;
+
+	if (posix_memalign(&p, 64, n + 64))
+		return NULL;
+	return (uint8_t *)p + UF_HDR;
+}
+
+void uf_bulk_free(void *p)
+{
+	if (p)
+		free((uint8_t *)p - UF_HDR);
+}
+
 struct uf_conn *uf_open(int fd, int owned)
 {
 	struct uf_conn *c = calloc(1, sizeof(*c));
@@ -214,7 +229,7 @@ void *uf_serve(void *arg)
 {
 	int fd = (int)(intptr_t)arg;
 	struct uf_conn *c = uf_open(fd, 1);
-	uint8_t *buf = malloc(uf_serve_max), *ra = malloc(AHEAD);
+	uint8_t *buf = uf_bulk_alloc(uf_serve_max), *ra = malloc(AHEAD);
 	size_t have = 0; /* bytes at the start of ra */
 	struct iovec iov = { NULL, 0 };
 	int niov = 0;
@@ -243,12 +258,12 @@ void *uf_serve(void *arg)
 			break;
 		have -= sizeof(h) + body;
 		memmove(ra, ra + sizeof(h) + body, have);
-		iov.iov_base = buf;
-		iov.iov_len = h[1];
+		iov.iov_base = buf - UF_HDR; /* a header and the answer */
+		iov.iov_len = UF_HDR + h[1];
 		niov = h[1] ? 1 : 0;
 	}
 	uf_close(c);
-	free(buf);
+	uf_bulk_free(buf);
 	free(ra);
 	close(fd);
 	return NULL;

@@ -41,4 +41,17 @@ ssize_t uf_xfer(struct uf_conn *c, const struct iovec *iov, int niov, void *rp, 
 void *uf_serve(void *arg);
 extern size_t uf_serve_max;
 
+/*
+ * The floors' messages are a 16-byte header and its bytes, both ways (an
+ * answer's header is the 16 bytes in front of its buffer). Their buffers
+ * are at 16 modulo 64, so every byte sits in the stream at an offset
+ * congruent to its address: the kernel copies fastest so, and vgpud and
+ * the client align their bulk the same way (VGPU_PROTO_BULK_ALIGN). The
+ * floor at its best. uf_bulk_alloc: n bytes there, with UF_HDR bytes in
+ * front that an answer may send as its header; uf_bulk_free frees it.
+ */
+#define UF_HDR 16
+void *uf_bulk_alloc(size_t n);
+void uf_bulk_free(void *p);
+
 #endif

@@ -864,18 +864,20 @@ static vgpu_status r_mem_free(vgpu_t *v, vgpu_dptr p)
  * than token by token through msgpack-c's callback: 25 bytes that any
  * msgpack reader decodes, for a fraction of the instructions.
  */
+/* [op, sid, a, n] or, for a dtoh, [op, sid, a, n, the low bits of the
+ * host address the bytes go to] (the server aligns its bulk with it) */
 static void pack_copy(struct vgpu_wbuf *w, uint8_t *buf, size_t cap, unsigned op, uint32_t sid,
-		      uint64_t a, uint64_t n)
+		      uint64_t a, uint64_t n, const void *host_dst)
 {
 	uint32_t s32 = htobe32(sid);
 	uint64_t a64 = htobe64(a), n64 = htobe64(n);
 
 	vgpu__wbuf_init(w, buf, cap);
-	if (cap < 25 || op > 0x7f) {
+	if (cap < 26 || op > 0x7f) {
 		w->overflow = 1;
 		return;
 	}
-	buf[0] = 0x94;
+	buf[0] = host_dst ? 0x95 : 0x94;
 	buf[1] = (uint8_t)op;
 	buf[2] = 0xce;
 	memcpy(buf + 3, &s32, 4);
@@ -884,6 +886,8 @@ static void pack_copy(struct vgpu_wbuf *w, uint8_t *buf, size_t cap, unsigned op
 	buf[16] = 0xcf;
 	memcpy(buf + 17, &n64, 8);
 	w->len = 25;
+	if (host_dst) /* a positive fixint */
+		buf[w->len++] = (uint8_t)((uintptr_t)host_dst & (VGPU_PROTO_BULK_ALIGN - 1));
 }
 
 static vgpu_status r_memcpy_htod(vgpu_t *v, uint32_t sid, vgpu_dptr dst, const void *src, size_t n)
@@ -904,7 +908,7 @@ static vgpu_status r_memcpy_htod(vgpu_t *v, uint32_t sid, vgpu_dptr dst, const v
 		do {
 			size_t k = n - off < VGPU_PROTO_CHUNK ? n - off : VGPU_PROTO_CHUNK;
 
-			pack_copy(&w, buf, sizeof(buf), VGPU_OP_HTOD, sid, dst + off, k);
+			pack_copy(&w, buf, sizeof(buf), VGPU_OP_HTOD, sid, dst + off, k, NULL);
 			st = post(cl, &w, s + off, k);
 			off += k;
 		} while (st >= 0 && off < n);
@@ -912,7 +916,7 @@ static vgpu_status r_memcpy_htod(vgpu_t *v, uint32_t sid, vgpu_dptr dst, const v
 	}
 	pend_init(&p);
 	if (n <= VGPU_PROTO_INLINE) {
-		pack_copy(&w, buf, sizeof(buf), VGPU_OP_HTOD, 0, dst, n);
+		pack_copy(&w, buf, sizeof(buf), VGPU_OP_HTOD, 0, dst, n, NULL);
 		return call(cl, &p, &w, src, n);
 	}
 	/* large synchronous copy: pipelined chunks, one reply at the end. The
@@ -941,9 +945,9 @@ static vgpu_status r_memcpy_htod(vgpu_t *v, uint32_t sid, vgpu_dptr dst, const v
 			size_t k = n - off < VGPU_PROTO_SYNC_CHUNK ? n - off : VGPU_PROTO_SYNC_CHUNK;
 			int last = off + k == n;
 
-			pack_copy(&w, buf, sizeof(buf), VGPU_OP_HTOD, 0, dst + off, k);
+			pack_copy(&w, buf, sizeof(buf), VGPU_OP_HTOD, 0, dst + off, k, NULL);
 			st = vgpu__sbatch_add(b, VGPU_MSG_REQ, last ? VGPU_MSGF_LAST : VGPU_MSGF_NOREPLY,
-					      p.id, w.buf, w.len, s + off, k);
+					      p.id, w.buf, w.len, s + off, k, dst + off);
 			off += k;
 		}
 		if (st >= 0)
@@ -967,7 +971,7 @@ static vgpu_status r_memcpy_dtoh(vgpu_t *v, uint32_t sid, void *dst, vgpu_dptr s
 	struct pending p, *ap;
 	vgpu_status st;
 
-	pack_copy(&w, buf, sizeof(buf), VGPU_OP_DTOH, sid, src, n);
+	pack_copy(&w, buf, sizeof(buf), VGPU_OP_DTOH, sid, src, n, dst);
 	if (!sid) {
 		pend_init(&p);
 		p.dst = dst;

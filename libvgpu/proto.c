@@ -142,6 +142,16 @@ void vgpu__mp_init(struct vgpu_mp *m, const void *buf, size_t len)
 	m->err = 0;
 }
 
+int vgpu__mp_padding(const struct vgpu_mp *m)
+{
+	if (m->err || m->end - m->p >= (ptrdiff_t)VGPU_PROTO_BULK_ALIGN)
+		return -1;
+	for (const uint8_t *q = m->p; q < m->end; q++)
+		if (*q)
+			return -1;
+	return 0;
+}
+
 static int fail(struct vgpu_mp *m)
 {
 	m->err = 1;
@@ -611,6 +621,7 @@ void vgpu__sbatch_init(struct vgpu_sbatch *b, const struct vgpu_transport_ops *t
 	b->n = 0;
 	b->pre = pre;
 	b->npre = npre > 0 ? 1 : 0;
+	b->off = b->npre ? pre->iov_len : 0;
 }
 
 vgpu_status vgpu__sbatch_flush(struct vgpu_sbatch *b)
@@ -628,6 +639,7 @@ vgpu_status vgpu__sbatch_flush(struct vgpu_sbatch *b)
 			b->iov[k++] = b->msg[i][1];
 	}
 	b->n = 0;
+	b->off = 0;
 	if (!k)
 		return VGPU_OK;
 	st = b->tp->send(b->c, b->iov, k);
@@ -635,23 +647,32 @@ vgpu_status vgpu__sbatch_flush(struct vgpu_sbatch *b)
 }
 
 vgpu_status vgpu__sbatch_add(struct vgpu_sbatch *b, uint16_t type, uint32_t flags, uint64_t id,
-			     const void *body, size_t body_len, const void *bulk, size_t bulk_len)
+			     const void *body, size_t body_len, const void *bulk, size_t bulk_len,
+			     uint64_t align_to)
 {
 	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, type, flags,
 			      (uint32_t)body_len, id, bulk_len };
+	size_t pad = 0;
 	uint8_t *raw;
 
 	if (body_len > VGPU_SBATCH_BODY)
 		return vgpu__error(VGPU_ERR_INTERNAL, "send batch: body of %zu bytes", body_len);
 	if (vgpu__tp_can_defer(b->tp) && !b->npre)
 		return send_msg(b->tp, b->c, type, flags, id, body, body_len, bulk, bulk_len, 1);
+	/* the bulk at an offset of this send congruent to its destination */
+	if (bulk_len && align_to != VGPU_BULK_ANYWHERE)
+		pad = (size_t)(align_to - (b->off + VGPU_PROTO_HDR + body_len)) &
+		      (VGPU_PROTO_BULK_ALIGN - 1);
+	h.body_len = (uint32_t)(body_len + pad);
 	raw = b->raw[b->n];
 	vgpu__hdr_encode(raw, &h);
 	memcpy(raw + VGPU_PROTO_HDR, body, body_len);
+	memset(raw + VGPU_PROTO_HDR + body_len, 0, pad);
 	b->msg[b->n][0].iov_base = raw;
-	b->msg[b->n][0].iov_len = VGPU_PROTO_HDR + body_len;
+	b->msg[b->n][0].iov_len = VGPU_PROTO_HDR + body_len + pad;
 	b->msg[b->n][1].iov_base = (void *)bulk;
 	b->msg[b->n][1].iov_len = bulk_len;
+	b->off += VGPU_PROTO_HDR + body_len + pad + bulk_len;
 	b->n++;
 	if (b->n == VGPU_SBATCH_MAX || vgpu__tp_can_defer(b->tp))
 		return vgpu__sbatch_flush(b);

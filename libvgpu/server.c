@@ -886,6 +886,7 @@ struct direct_io {
 	uint64_t id;
 	int single;  /* dtoh: one final frame (one chunk at most), not chunks and a reply */
 	int touched; /* the bulk bytes were (partly) moved: a failure is the connection's */
+	uint64_t align; /* dtoh: the client's destination address (low bits), or VGPU_BULK_ANYWHERE */
 };
 
 /* Send [host, host+n) as dtoh chunks, in order with every queued reply:
@@ -928,7 +929,8 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 		resp_begin(&w, b, sizeof(b), VGPU_OK, NULL, 1);
 		msgpack_pack_uint64(&w.pk, off);
 		st = vgpu__sbatch_add(&sb, VGPU_MSG_RESP, io->single ? 0 : VGPU_MSGF_MORE, io->id,
-				      w.buf, w.len, (uint8_t *)host + off, k);
+				      w.buf, w.len, (uint8_t *)host + off, k,
+				      io->align == VGPU_BULK_ANYWHERE ? io->align : io->align + off);
 		__atomic_add_fetch(&c->lis->tx, VGPU_PROTO_HDR + w.len + k, __ATOMIC_RELAXED);
 	}
 	if (st >= 0)
@@ -1018,7 +1020,8 @@ static vgpu_status do_htod(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 	int defer;
 
 	if (vgpu__mp_u32(m, &sid) || vgpu__mp_u64(m, &dst) || vgpu__mp_u64(m, &n) ||
-	    n != h->bulk_len || n > (sid == 0 ? VGPU_PROTO_SYNC_CHUNK : VGPU_PROTO_CHUNK))
+	    vgpu__mp_padding(m) || n != h->bulk_len ||
+	    n > (sid == 0 ? VGPU_PROTO_SYNC_CHUNK : VGPU_PROTO_CHUNK))
 		return BAD_BODY(VGPU_OP_HTOD);
 	/* a chunk before the last of a large synchronous copy may go on
 	 * landing (recv_deferred); anything else first waits for those */
@@ -1164,17 +1167,21 @@ failed:
 static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct vgpu_mp *m)
 {
 	uint32_t sid, esid;
-	uint64_t src, n, off;
+	uint64_t src, n, off, align = VGPU_BULK_ANYWHERE;
 	vgpu_status st;
 	struct xfer *x;
 
 	if (vgpu__mp_u32(m, &sid) || vgpu__mp_u64(m, &src) || vgpu__mp_u64(m, &n))
 		return BAD_BODY(VGPU_OP_DTOH);
+	/* optional: the low bits of the client's destination address */
+	if ((m->p < m->end && (vgpu__mp_u64(m, &align) || align >= VGPU_PROTO_BULK_ALIGN)) ||
+	    vgpu__mp_padding(m))
+		return BAD_BODY(VGPU_OP_DTOH);
 	if (sid == 0) {
 		/* synchronous: sent straight from device memory where the
 		 * device allows; a copy of one chunk or less as its one
 		 * reply frame (no separate final reply: one message less) */
-		struct direct_io io = { c, h->id, n <= VGPU_PROTO_SYNC_CHUNK, 0 };
+		struct direct_io io = { c, h->id, n <= VGPU_PROTO_SYNC_CHUNK, 0, align };
 
 		st = vgpu__s_mem_direct(c->sess, src, n, 0, direct_send, &io);
 		if (st != VGPU__DIRECT_NONE) {

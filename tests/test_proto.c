@@ -458,9 +458,13 @@ static uint8_t sb_stream[64 * 4096 + 4096];
 static size_t sb_len;
 static int sb_calls, sb_maxiov;
 
+static size_t sb_starts[16]; /* where each call's bytes begin in sb_stream */
+
 static vgpu_status sb_send(struct vgpu_tp_conn *c, const struct iovec *iov, int n)
 {
 	(void)c;
+	if (sb_calls < 16)
+		sb_starts[sb_calls] = sb_len;
 	sb_calls++;
 	if (n > sb_maxiov)
 		sb_maxiov = n;
@@ -522,7 +526,7 @@ static int t_send_batch(void *d)
 	vgpu__sbatch_init(&b, &tp, NULL, &piov, 1);
 	for (int i = 0; i < 20; i++)
 		CHECK_OK(vgpu__sbatch_add(&b, VGPU_MSG_REQ, i == 19 ? VGPU_MSGF_LAST : VGPU_MSGF_NOREPLY,
-					  (uint64_t)i, body, sizeof(body), bulk[i], 4096));
+					  (uint64_t)i, body, sizeof(body), bulk[i], 4096, VGPU_BULK_ANYWHERE));
 	CHECK(sb_calls == 2); /* 7 + 7 sent; 6 held */
 	CHECK_OK(vgpu__sbatch_flush(&b));
 	CHECK(sb_calls == 3 && sb_maxiov <= VGPU_TP_MAX_IOV);
@@ -533,7 +537,8 @@ static int t_send_batch(void *d)
 	sb_len = 0;
 	sb_calls = 0;
 	vgpu__sbatch_init(&b, &tp, NULL, NULL, 0);
-	CHECK_OK(vgpu__sbatch_add(&b, VGPU_MSG_REQ, VGPU_MSGF_LAST, 0, body, 3, bulk[0], 4096));
+	CHECK_OK(vgpu__sbatch_add(&b, VGPU_MSG_REQ, VGPU_MSGF_LAST, 0, body, 3, bulk[0], 4096,
+				  VGPU_BULK_ANYWHERE));
 	CHECK_OK(vgpu__sbatch_flush(&b));
 	CHECK(sb_calls == 1);
 	CHECK_OK(sb_check("", 1));
@@ -542,7 +547,7 @@ static int t_send_batch(void *d)
 		uint8_t big[VGPU_SBATCH_BODY + 1] = { 0 };
 
 		vgpu__sbatch_init(&b, &tp, NULL, NULL, 0);
-		CHECK(vgpu__sbatch_add(&b, VGPU_MSG_REQ, 0, 0, big, sizeof(big), NULL, 0) ==
+		CHECK(vgpu__sbatch_add(&b, VGPU_MSG_REQ, 0, 0, big, sizeof(big), NULL, 0, 0) ==
 		      VGPU_ERR_INTERNAL);
 	}
 	/* a transport that keeps bulk in flight: one send_deferred per
@@ -555,9 +560,77 @@ static int t_send_batch(void *d)
 	fake_sends = fake_deferred = fake_flushes = 0;
 	vgpu__sbatch_init(&b, &tp, NULL, &piov, 1);
 	for (int i = 0; i < 5; i++)
-		CHECK_OK(vgpu__sbatch_add(&b, VGPU_MSG_REQ, 0, (uint64_t)i, body, 3, bulk[i], 4096));
+		CHECK_OK(vgpu__sbatch_add(&b, VGPU_MSG_REQ, 0, (uint64_t)i, body, 3, bulk[i], 4096, 0));
 	CHECK_OK(vgpu__sbatch_flush(&b));
 	CHECK(fake_sends == 1 && fake_deferred == 4);
+	return 0;
+}
+
+/*
+ * Bulk alignment: with a destination address, each message's body is
+ * padded with zero bytes (fewer than VGPU_PROTO_BULK_ALIGN) so that its
+ * bulk starts, counted from the start of the send that carries it,
+ * congruent to that address; the bytes are unchanged. vgpu__mp_padding
+ * accepts what a receiver may find after the msgpack value: nothing, or
+ * up to 63 zero bytes.
+ */
+static int t_send_batch_align(void *d)
+{
+	static uint8_t bulk[20][4096];
+	const char *pre = "coalesced requests"; /* 18 bytes */
+	struct iovec piov = { (void *)pre, strlen(pre) };
+	struct vgpu_transport_ops tp;
+	struct vgpu_sbatch b;
+	const uint8_t body[3] = { 0x93, 0, 0 };
+	size_t off;
+	struct vgpu_mp m;
+	uint8_t zeros[80] = { 0 };
+
+	(void)d;
+	for (int i = 0; i < 20; i++)
+		for (int k = 0; k < 4096; k++)
+			bulk[i][k] = (uint8_t)(i * 31 + k);
+	memset(&tp, 0, sizeof(tp));
+	tp.size = sizeof(tp);
+	tp.send = sb_send;
+	sb_len = 0;
+	sb_calls = sb_maxiov = 0;
+	vgpu__sbatch_init(&b, &tp, NULL, &piov, 1);
+	for (int i = 0; i < 20; i++) /* 7 to a call: 3 calls */
+		CHECK_OK(vgpu__sbatch_add(&b, VGPU_MSG_REQ, 0, (uint64_t)i, body, sizeof(body),
+					  bulk[i], 4096 - (size_t)i, 0x7f0000001000ull + (uint64_t)(i * 13)));
+	CHECK_OK(vgpu__sbatch_flush(&b));
+	CHECK(sb_calls == 3);
+	off = strlen(pre);
+	for (int i = 0; i < 20; i++) {
+		struct vgpu_hdr h;
+		size_t start = sb_starts[i / 7], pad;
+
+		vgpu__hdr_decode(sb_stream + off, &h);
+		CHECK_OK(vgpu__hdr_check(&h, 4096, "client"));
+		CHECK(h.id == (uint64_t)i && h.bulk_len == 4096u - (unsigned)i);
+		CHECK(h.body_len >= 3 && h.body_len < 3 + VGPU_PROTO_BULK_ALIGN);
+		pad = h.body_len - 3;
+		off += VGPU_PROTO_HDR;
+		CHECK(sb_stream[off] == 0x93);
+		vgpu__mp_init(&m, sb_stream + off + 3, pad);
+		CHECK(vgpu__mp_padding(&m) == 0);
+		off += h.body_len;
+		CHECK(((off - start) & (VGPU_PROTO_BULK_ALIGN - 1)) == ((unsigned)(i * 13) & 63));
+		CHECK(!memcmp(sb_stream + off, bulk[i], h.bulk_len));
+		off += h.bulk_len;
+	}
+	CHECK(off == sb_len);
+	/* what a receiver accepts after the value */
+	vgpu__mp_init(&m, zeros, 0);
+	CHECK(vgpu__mp_padding(&m) == 0);
+	vgpu__mp_init(&m, zeros, 63);
+	CHECK(vgpu__mp_padding(&m) == 0);
+	vgpu__mp_init(&m, zeros, 64);
+	CHECK(vgpu__mp_padding(&m) < 0);
+	zeros[5] = 1;
+	vgpu__mp_init(&m, zeros, 10);
+	CHECK(vgpu__mp_padding(&m) < 0);
 	return 0;
 }
 
@@ -686,6 +759,7 @@ int main(void)
 	vt_run("hmac", t_hmac, NULL);
 	vt_run("deferred_optional", t_deferred_optional, NULL);
 	vt_run("send_batch", t_send_batch, NULL);
+	vt_run("send_batch_align", t_send_batch_align, NULL);
 	vt_run("recv_deferred", t_recv_deferred, NULL);
 	vt_run("echo_tcp", t_echo_tcp, NULL);
 	vt_run("echo_unix", t_echo_unix, NULL);

@@ -562,6 +562,41 @@ static int t_malformed(void *d)
 	}
 	raw_tp->close(c);
 
+	/* bulk alignment padding that is not padding: a non-zero byte after
+	 * an htod's body, 64 bytes of zeros after it, a dtoh's alignment of
+	 * 64 (it names an address's low 6 bits) */
+	for (int bad = 0; bad < 3; bad++) {
+		uint8_t b[160] = { 0 }, raw[VGPU_PROTO_HDR], bulk[8] = { 0 };
+		struct vgpu_wbuf w;
+		struct iovec iov[3];
+		int htod = bad < 2;
+
+		CHECK(raw_connect(S.tcp, &c, rb) == 0);
+		CHECK(raw_hello(c, rb) == 0);
+		vgpu__wbuf_init(&w, b, sizeof(b));
+		msgpack_pack_array(&w.pk, htod ? 4 : 5);
+		msgpack_pack_uint32(&w.pk, htod ? VGPU_OP_HTOD : VGPU_OP_DTOH);
+		msgpack_pack_uint32(&w.pk, 0);
+		msgpack_pack_uint64(&w.pk, 1ull << 40);
+		msgpack_pack_uint64(&w.pk, sizeof(bulk));
+		if (!htod)
+			msgpack_pack_uint32(&w.pk, 64);
+		if (bad == 0)
+			b[w.len + 3] = 1, w.len += 8;
+		else if (bad == 1)
+			w.len += 64;
+		h = (struct vgpu_hdr){ VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_REQ, 0,
+				       (uint32_t)w.len, 9, htod ? sizeof(bulk) : 0 };
+		vgpu__hdr_encode(raw, &h);
+		iov[0] = (struct iovec){ raw, sizeof(raw) };
+		iov[1] = (struct iovec){ w.buf, w.len };
+		iov[2] = (struct iovec){ bulk, sizeof(bulk) };
+		CHECK(raw_tp->send(c, iov, htod ? 3 : 2) == VGPU_OK);
+		CHECK(expect_error_and_close(rb, htod ? "malformed memcpy_htod request"
+						      : "malformed memcpy_dtoh request") == 0);
+		raw_tp->close(c);
+	}
+
 	/* unknown op */
 	CHECK(raw_connect(S.tcp, &c, rb) == 0);
 	CHECK(raw_hello(c, rb) == 0);
