@@ -168,20 +168,26 @@ static int wr_all(int fd, struct iovec *iov, int n)
 }
 
 /* The floor's sockets get the transports' buffers: 4 MiB, or
- * VGPU_TCP_SNDBUF / VGPU_TCP_RCVBUF when set (0: the kernel's sizing). */
+ * VGPU_TCP_SNDBUF / VGPU_TCP_RCVBUF when set (0: the kernel's sizing).
+ * The same sizes the tcp transport takes (its parser is not exported);
+ * anything else ends the run. */
 static int sockbuf_env(const char *env)
 {
 	const char *v = getenv(env);
 	char *end;
-	double n;
+	unsigned long long n;
 
 	if (!v || !*v)
 		return 4 << 20;
-	n = strtod(v, &end);
+	n = strtoull(v, &end, 10);
 	if (*end == 'K' || *end == 'k')
-		n *= 1024;
+		n <<= 10, end++;
 	else if (*end == 'M' || *end == 'm')
-		n *= 1024 * 1024;
+		n <<= 20, end++;
+	else if (*end == 'G' || *end == 'g')
+		n <<= 30, end++;
+	if (end == v || *end || *v == '-' || n > (1u << 30))
+		die("%s: expected a socket buffer size of at most 1G, such as 256K", env);
 	return (int)n;
 }
 

@@ -862,10 +862,10 @@ static vgpu_status r_mem_free(vgpu_t *v, vgpu_dptr p)
  * [op, sid, a, n] of a copy, the request every copy sends, written as
  * fixed-width msgpack (fixarray, fixint, uint32, uint64, uint64) rather
  * than token by token through msgpack-c's callback: 25 bytes that any
- * msgpack reader decodes, for a fraction of the instructions.
+ * msgpack reader decodes, for a fraction of the instructions. A dtoh
+ * (host_dst set) adds a fifth element, a fixint: the low bits of the host
+ * address the bytes go to, which vgpud aligns its bulk with (26 bytes).
  */
-/* [op, sid, a, n] or, for a dtoh, [op, sid, a, n, the low bits of the
- * host address the bytes go to] (the server aligns its bulk with it) */
 static void pack_copy(struct vgpu_wbuf *w, uint8_t *buf, size_t cap, unsigned op, uint32_t sid,
 		      uint64_t a, uint64_t n, const void *host_dst)
 {

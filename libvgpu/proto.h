@@ -144,6 +144,9 @@ int vgpu__mp_bin(struct vgpu_mp *m, const void **p, uint32_t *len);
 int vgpu__mp_is_nil(struct vgpu_mp *m);
 /* Skip one object of any type (depth-limited). */
 int vgpu__mp_skip(struct vgpu_mp *m, int depth);
+/* 0 when what is left of m is padding after the value: at most
+ * VGPU_PROTO_BULK_ALIGN - 1 zero bytes (see Bulk alignment below) */
+int vgpu__mp_padding(const struct vgpu_mp *m);
 
 /* ---- framing over a transport: read-ahead buffer ---- */
 struct vgpu_rbuf {
@@ -250,9 +253,6 @@ void vgpu__sbatch_init(struct vgpu_sbatch *b, const struct vgpu_transport_ops *t
 vgpu_status vgpu__sbatch_add(struct vgpu_sbatch *b, uint16_t type, uint32_t flags, uint64_t id,
 			     const void *body, size_t body_len, const void *bulk,
 			     size_t bulk_len, uint64_t align_to);
-/* 0 when what is left of m is padding: at most VGPU_PROTO_BULK_ALIGN - 1
- * zero bytes */
-int vgpu__mp_padding(const struct vgpu_mp *m);
 vgpu_status vgpu__sbatch_flush(struct vgpu_sbatch *b);
 
 /* ---- authentication ---- */

@@ -477,6 +477,17 @@ static vgpu_status sb_send(struct vgpu_tp_conn *c, const struct iovec *iov, int 
 	return VGPU_OK;
 }
 
+/* tp: a socket-like transport (no send_deferred) writing to sb_stream,
+ * empty */
+static void sb_open(struct vgpu_transport_ops *tp)
+{
+	memset(tp, 0, sizeof(*tp));
+	tp->size = sizeof(*tp);
+	tp->send = sb_send;
+	sb_len = 0;
+	sb_calls = sb_maxiov = 0;
+}
+
 /* The stream holds pre, then msgs messages of 3-byte bodies and 4096-byte
  * bulks numbered from 0, in order. */
 static int sb_check(const char *pre, int msgs)
@@ -518,11 +529,7 @@ static int t_send_batch(void *d)
 			bulk[i][k] = (uint8_t)(i + k);
 	/* a socket-like transport (no send_deferred): 7 messages a call,
 	 * the prefix ahead of the first, never more than VGPU_TP_MAX_IOV */
-	memset(&tp, 0, sizeof(tp));
-	tp.size = sizeof(tp);
-	tp.send = sb_send;
-	sb_len = 0;
-	sb_calls = sb_maxiov = 0;
+	sb_open(&tp);
 	vgpu__sbatch_init(&b, &tp, NULL, &piov, 1);
 	for (int i = 0; i < 20; i++)
 		CHECK_OK(vgpu__sbatch_add(&b, VGPU_MSG_REQ, i == 19 ? VGPU_MSGF_LAST : VGPU_MSGF_NOREPLY,
@@ -590,11 +597,7 @@ static int t_send_batch_align(void *d)
 	for (int i = 0; i < 20; i++)
 		for (int k = 0; k < 4096; k++)
 			bulk[i][k] = (uint8_t)(i * 31 + k);
-	memset(&tp, 0, sizeof(tp));
-	tp.size = sizeof(tp);
-	tp.send = sb_send;
-	sb_len = 0;
-	sb_calls = sb_maxiov = 0;
+	sb_open(&tp);
 	vgpu__sbatch_init(&b, &tp, NULL, &piov, 1);
 	for (int i = 0; i < 20; i++) /* 7 to a call: 3 calls */
 		CHECK_OK(vgpu__sbatch_add(&b, VGPU_MSG_REQ, 0, (uint64_t)i, body, sizeof(body),
