@@ -818,5 +818,17 @@ int main(void)
 	/* the uring transport against the mechanism it is built on */
 	if (iuf.ok && api[2].ok)
 		ratio_line("uring/io_uring floor", 0, &api[2], &iuf, &iuf, &iuf);
+	/* the raw io_uring floor against the tcp transport, each over the raw
+	 * TCP floor: what "uring/tcp (each / its floor)" would read with the
+	 * uring transport exactly at its floor. A cell below 1 (above 1 for
+	 * the rtt, a time) is one that uring cannot win on this machine
+	 * without beating io_uring's own floor. No launch cell: the raw
+	 * launch floor is a stream of messages, not a figure of the engine. */
+	if (iuf.ok && api[0].ok) {
+		struct figs at = iuf;
+
+		at.launch_s = 0;
+		ratio_line("io_uring floor/tcp (each / its floor)", 1, &at, &api[0], &flo[2], &flo[0]);
+	}
 	return 0;
 }
