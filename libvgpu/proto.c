@@ -475,14 +475,50 @@ int vgpu__mp_skip(struct vgpu_mp *m, int depth)
 
 /* ---- framing ---- */
 
+void vgpu__rbuf_unland(struct vgpu_rbuf *r)
+{
+	if (!r->land_len)
+		return;
+	/* what the buffer holds, then what landed: the stream in order (it
+	 * fits: the buffer held at most the prefix of the scatter receive) */
+	if (r->off) {
+		memmove(r->buf, r->buf + r->off, r->len - r->off);
+		r->len -= r->off;
+		r->off = 0;
+	}
+	memcpy(r->buf + r->len, r->land, r->land_len);
+	r->len += r->land_len;
+	r->land = NULL;
+	r->land_len = 0;
+	r->n_moved++;
+}
+
 vgpu_status vgpu__rbuf_fill(struct vgpu_rbuf *r, void *dst, size_t n)
 {
 	uint8_t *d = dst;
+	int landed = 0;
 
 	while (n) {
 		size_t have = r->len - r->off;
 		ssize_t got;
 
+		if (r->land_len) {
+			if (have || d != r->land) {
+				vgpu__rbuf_unland(r); /* not where they are: read as usual */
+				continue;
+			}
+			/* bulk a scatter receive left where it belongs: no copy */
+			size_t k = r->land_len < n ? r->land_len : n;
+			d += k;
+			n -= k;
+			r->land += k;
+			r->land_len -= k;
+			if (!r->land_len)
+				r->land = NULL;
+			r->n_in_place += !landed;
+			landed = 1;
+			continue;
+		}
 		if (have) {
 			size_t k = have < n ? have : n;
 			memcpy(d, r->buf + r->off, k);
@@ -492,9 +528,10 @@ vgpu_status vgpu__rbuf_fill(struct vgpu_rbuf *r, void *dst, size_t n)
 			continue;
 		}
 		r->off = r->len = 0;
-		if (n >= sizeof(r->buf) / 2) {
+		if (n >= sizeof(r->buf) / 2 || landed) {
 			/* bulk: straight into the destination; a header and
-			 * more bulk likely follow */
+			 * more bulk likely follow (the rest of bulk that began
+			 * landing in place: nothing follows the one reply) */
 			got = r->tp->recv(r->c, d, n, n);
 			if (got < 0)
 				return (vgpu_status)got;
@@ -517,7 +554,8 @@ vgpu_status vgpu__rbuf_read_deferred(struct vgpu_rbuf *r, void *dst, size_t n, i
 {
 	size_t have = r->len - r->off;
 
-	if (have >= n || n - have < sizeof(r->buf) / 2 || !vgpu__tp_can_defer_recv(r->tp))
+	if (have >= n || n - have < sizeof(r->buf) / 2 || !vgpu__tp_can_defer_recv(r->tp) ||
+	    r->land_len)
 		return vgpu__rbuf_read(r, dst, n);
 	/* what was read ahead, then the rest left in flight */
 	memcpy(dst, r->buf + r->off, have);
@@ -537,6 +575,30 @@ vgpu_status vgpu__rbuf_send_fill(struct vgpu_rbuf *r, const struct iovec *iov, i
 		return (vgpu_status)got;
 	r->ahead = 0;
 	r->len = (size_t)got;
+	return VGPU_OK;
+}
+
+vgpu_status vgpu__rbuf_send_fill_to(struct vgpu_rbuf *r, const struct iovec *iov, int n,
+				    size_t prefix, void *dst, size_t dst_len)
+{
+	struct iovec riov[2] = { { r->buf, prefix }, { dst, dst_len } };
+	ssize_t got;
+
+	if (prefix == 0 || prefix + dst_len > sizeof(r->buf) || r->land_len)
+		return vgpu__error(VGPU_ERR_INTERNAL, "scatter receive of %zu + %zu bytes", prefix,
+				   dst_len);
+	r->off = r->len = 0;
+	got = r->tp->send_recvv(r->c, iov, n, riov, 2, 1);
+	if (got < 0)
+		return (vgpu_status)got;
+	r->ahead = 0;
+	if ((size_t)got <= prefix) {
+		r->len = (size_t)got;
+	} else {
+		r->len = prefix;
+		r->land = dst;
+		r->land_len = (size_t)got - prefix;
+	}
 	return VGPU_OK;
 }
 

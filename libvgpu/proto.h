@@ -157,6 +157,14 @@ struct vgpu_rbuf {
 	 * straight to its destination, the next header is read with a short
 	 * read-ahead, so that the bulk behind it is not copied through buf. */
 	size_t ahead;
+	/* bytes of the stream that follow buf[len], left by a scatter receive
+	 * (vgpu__rbuf_send_fill_to) where the reader expects them: at land.
+	 * vgpu__rbuf_fill takes them there, or moves them back into buf for
+	 * any other read; a caller that may copy out of buf into the memory
+	 * at land calls vgpu__rbuf_unland first. */
+	uint8_t *land;
+	size_t land_len;
+	uint64_t n_in_place, n_moved; /* landings read in place, moved back */
 	uint8_t buf[128 * 1024];
 };
 /* Read-ahead in front of bulk that goes straight to its destination (half
@@ -196,6 +204,22 @@ vgpu_status vgpu__rbuf_discard(struct vgpu_rbuf *r, uint64_t n);
  * VGPU_ERR_TIMEOUT: sent, nothing received yet (read again), or the
  * connection's failure. */
 vgpu_status vgpu__rbuf_send_fill(struct vgpu_rbuf *r, const struct iovec *iov, int n);
+/*
+ * vgpu__rbuf_send_fill for a reply whose first prefix bytes are a frame's
+ * header and body and whose next dst_len bytes are bulk that goes to dst,
+ * over a transport with send_recvv: the reply is received with one
+ * scatter receive, prefix bytes into the buffer and the rest straight into
+ * dst. A later vgpu__rbuf_read of the bulk into dst then finds it there
+ * (no copy); any other read first moves what landed in dst back into the
+ * buffer, in stream order, so that a reply of another shape (an error,
+ * another server's padding) is read as usual: dst's contents are then
+ * undefined. prefix + dst_len <= sizeof(r->buf), r empty.
+ */
+vgpu_status vgpu__rbuf_send_fill_to(struct vgpu_rbuf *r, const struct iovec *iov, int n,
+				    size_t prefix, void *dst, size_t dst_len);
+/* Move bytes left landing by vgpu__rbuf_send_fill_to back into the buffer
+ * (before a read that does not take them where they are). */
+void vgpu__rbuf_unland(struct vgpu_rbuf *r);
 
 /* Send header + body + bulk as one iovec message. */
 vgpu_status vgpu__send_msg(const struct vgpu_transport_ops *tp, struct vgpu_tp_conn *c,
@@ -232,6 +256,21 @@ vgpu_status vgpu__send_msg_deferred(const struct vgpu_transport_ops *tp, struct 
  */
 #define VGPU_PROTO_BULK_ALIGN 64u
 #define VGPU_BULK_ANYWHERE UINT64_MAX /* no destination address to match */
+/*
+ * The bytes in front of the bulk of a DTOH's one-frame successful reply
+ * (a synchronous copy of one chunk or less) when the request carried its
+ * align: a header, the body [0, "", 0] (4 bytes) and the padding that
+ * puts the bulk at an offset congruent to align. The server sends that
+ * reply as one send of exactly this shape, so the client can receive its
+ * bulk straight into the destination (vgpu__rbuf_send_fill_to).
+ */
+#define VGPU_DTOH_REPLY_BODY 4u
+static inline size_t vgpu__dtoh_reply_prefix(uint64_t align)
+{
+	size_t p = VGPU_PROTO_HDR + VGPU_DTOH_REPLY_BODY;
+
+	return p + ((size_t)(align - p) & (VGPU_PROTO_BULK_ALIGN - 1));
+}
 struct vgpu_sbatch {
 	const struct vgpu_transport_ops *tp;
 	struct vgpu_tp_conn *c;

@@ -11,6 +11,11 @@
 vgpu_status vgpu__remote_server_stats(vgpu_t *v, uint64_t *sessions, uint64_t *mem_used,
 				      uint64_t *allocations);
 
+/* Synchronous dtoh replies whose bulk a scatter receive (send_recvv) put
+ * straight into the caller's memory (in_place), and those whose shape was
+ * not the one predicted, their bytes moved back and read as usual (moved). */
+vgpu_status vgpu__remote_scatter_stats(vgpu_t *v, uint64_t *in_place, uint64_t *moved);
+
 /* Serve one connection on the calling thread until it ends (handshake,
  * requests, teardown), as a listener's reader thread would: for fuzzing and
  * tests that feed the server from memory. tc belongs to tp and is closed. */

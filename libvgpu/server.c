@@ -895,19 +895,29 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 {
 	struct direct_io *io = arg;
 	struct srv_conn *c = io->c;
-	uint8_t b[VGPU_SBATCH_BODY];
+	uint8_t b[VGPU_SBATCH_BODY + VGPU_PROTO_BULK_ALIGN];
 	struct vgpu_wbuf w;
 	struct vgpu_sbatch sb;
 	vgpu_status st = VGPU_OK, st2;
 	size_t off, k;
 
 	io->touched = 1;
-	if (io->single && c->stash_ok && VGPU_PROTO_HDR + VGPU_SBATCH_BODY + n <= STASH_BIG) {
+	if (io->single && c->stash_ok &&
+	    VGPU_PROTO_HDR + VGPU_DTOH_REPLY_BODY + VGPU_PROTO_BULK_ALIGN + n <= STASH_BIG) {
 		/* small enough to copy: held back like any reply, to leave
-		 * with the reader's wait for the next request (conn_send) */
+		 * with the reader's wait for the next request (conn_send),
+		 * alone in its send and in the shape the client may receive
+		 * straight into its buffer (vgpu__dtoh_reply_prefix), as
+		 * vgpu__sbatch_add lays out the reply below */
+		size_t pad = 0;
+
 		resp_begin(&w, b, sizeof(b), VGPU_OK, NULL, 1);
 		msgpack_pack_uint64(&w.pk, 0);
-		conn_send(c, 1, VGPU_MSG_RESP, 0, io->id, w.buf, w.len, host, n, 0);
+		if (io->align != VGPU_BULK_ANYWHERE)
+			pad = (size_t)(io->align - (VGPU_PROTO_HDR + w.len)) &
+			      (VGPU_PROTO_BULK_ALIGN - 1);
+		memset(b + w.len, 0, pad);
+		conn_send(c, 1, VGPU_MSG_RESP, 0, io->id, b, w.len + pad, host, n, 0);
 		return VGPU_OK;
 	}
 	stash_flush(c, 0);
@@ -1193,14 +1203,21 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		}
 	}
 	if (sid == 0 && n <= VGPU_PROTO_INLINE) {
-		uint8_t b[VGPU_ERRMSG_MAX + 64];
+		uint8_t b[VGPU_ERRMSG_MAX + 64 + VGPU_PROTO_BULK_ALIGN];
 		struct vgpu_wbuf w;
+		size_t pad = 0;
 
 		st = vgpu__s_memcpy_dtoh(c->sess, 0, c->scratch, src, n, NULL);
 		resp_begin(&w, b, sizeof(b), st, NULL, 1);
-		if (st >= 0)
+		if (st >= 0) {
 			msgpack_pack_uint64(&w.pk, 0);
-		conn_send(c, 1, VGPU_MSG_RESP, 0, h->id, w.buf, w.len, c->scratch,
+			/* the shape of the direct reply (direct_send) */
+			if (n && align != VGPU_BULK_ANYWHERE)
+				pad = (size_t)(align - (VGPU_PROTO_HDR + w.len)) &
+				      (VGPU_PROTO_BULK_ALIGN - 1);
+			memset(b + w.len, 0, pad);
+		}
+		conn_send(c, 1, VGPU_MSG_RESP, 0, h->id, b, w.len + pad, c->scratch,
 			  st < 0 ? 0 : n, 0);
 		return VGPU_OK;
 	}

@@ -65,6 +65,20 @@ static inline vgpu_status vgpu__tp_recv_flush(const struct vgpu_transport_ops *t
 	return vgpu__tp_can_defer_recv(tp) ? tp->recv_flush(c) : VGPU_OK;
 }
 
+/* Does tp have send_recv? send_recvv? */
+static inline int vgpu__tp_has_send_recv(const struct vgpu_transport_ops *tp)
+{
+	return tp->size >= offsetof(struct vgpu_transport_ops, send_recv) + sizeof(tp->send_recv) &&
+	       tp->send_recv;
+}
+
+static inline int vgpu__tp_has_send_recvv(const struct vgpu_transport_ops *tp)
+{
+	return tp->size >= offsetof(struct vgpu_transport_ops, send_recvv) +
+				   sizeof(tp->send_recvv) &&
+	       tp->send_recvv;
+}
+
 extern const struct vgpu_transport_ops vgpu__transport_tcp;
 /* tcp.c helpers for the uring transport (same sockets, other I/O). */
 int vgpu__tcp_conn_release(struct vgpu_tp_conn *c, char *peer, size_t peerlen);

@@ -754,6 +754,164 @@ static int t_recv_deferred(void *d)
 	return 0;
 }
 
+/* ---- a dtoh reply received by one scatter receive ---- */
+
+static size_t rs_first;     /* bytes the scatter receive delivers, at most */
+static uint8_t *rs_last_buf; /* rd_recv's last buffer */
+static int rs_calls;
+
+static ssize_t rs_send_recvv(struct vgpu_tp_conn *c, const struct iovec *iov, int n,
+			     const struct iovec *riov, int rn, size_t min)
+{
+	size_t k = rd_len - rd_off, got = 0;
+
+	(void)c, (void)iov, (void)n;
+	rs_calls++;
+	if (k > rs_first)
+		k = rs_first;
+	if (k < min || min == 0 || min > riov[0].iov_len)
+		return VGPU_ERR_CONNECTION;
+	for (int i = 0; i < rn && got < k; i++) {
+		size_t m = k - got < riov[i].iov_len ? k - got : riov[i].iov_len;
+		memcpy(riov[i].iov_base, rd_src + rd_off + got, m);
+		got += m;
+	}
+	rd_off += got;
+	return (ssize_t)got;
+}
+
+static ssize_t rs_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t max)
+{
+	rs_last_buf = buf;
+	return rd_recv(c, buf, min, max);
+}
+
+/* rd_src = a frame (header, body of blen bytes, bulk of n bytes from pat),
+ * then tail bytes; returns where the bulk starts */
+static size_t rs_stream(int64_t status, size_t blen, size_t n, size_t tail)
+{
+	struct vgpu_hdr h = { VGPU_PROTO_MAGIC, VGPU_PROTO_VERSION, VGPU_MSG_RESP, 0,
+			      (uint32_t)blen, 77, n };
+	uint8_t *b = rd_src + VGPU_PROTO_HDR;
+
+	vgpu__hdr_encode(rd_src, &h);
+	memset(b, 0, blen);
+	if (status == 0) { /* [0, "", 0] and padding */
+		b[0] = 0x93, b[1] = 0x00, b[2] = 0xa0, b[3] = 0x00;
+	} else { /* [-5, "xxx...xxx"] */
+		b[0] = 0x92, b[1] = 0xfb, b[2] = 0xd9, b[3] = (uint8_t)(blen - 4);
+		memset(b + 4, 'x', blen - 4);
+	}
+	for (size_t i = 0; i < n + tail; i++)
+		rd_src[VGPU_PROTO_HDR + blen + i] = (uint8_t)(i * 13 + i / 253 + 1);
+	rd_len = VGPU_PROTO_HDR + blen + n + tail;
+	rd_off = 0;
+	rd_recvs = rs_calls = 0;
+	rs_last_buf = NULL;
+	return VGPU_PROTO_HDR + blen;
+}
+
+static int t_scatter_reply(void *d)
+{
+	static struct vgpu_rbuf rb;
+	static uint8_t mem[64 * 1024 + 256] __attribute__((aligned(64)));
+	uint8_t *dst = mem + 16, body[VGPU_PROTO_MAX_BODY];
+	struct vgpu_transport_ops tp;
+	struct vgpu_hdr h;
+	const size_t n = 64 * 1024;
+	size_t prefix = vgpu__dtoh_reply_prefix((uintptr_t)dst), at;
+	struct iovec req = { body, 1 };
+
+	(void)d;
+	memset(&tp, 0, sizeof(tp));
+	tp.size = sizeof(tp);
+	tp.recv = rs_recv;
+	tp.send_recvv = rs_send_recvv;
+	CHECK(vgpu__tp_has_send_recvv(&tp) && !vgpu__tp_has_send_recv(&tp));
+	tp.size = offsetof(struct vgpu_transport_ops, send_recvv); /* an older table */
+	CHECK(!vgpu__tp_has_send_recvv(&tp));
+	tp.size = sizeof(tp);
+	/* the prefix: header, 4 bytes of body, then padding to the address */
+	CHECK(prefix == 80 && vgpu__dtoh_reply_prefix(36) == 36 &&
+	      vgpu__dtoh_reply_prefix(35) == 99 && vgpu__dtoh_reply_prefix(0) == 64);
+	memset(&rb, 0, sizeof(rb));
+	rb.tp = &tp;
+
+	/* 1. the predicted shape, all of it in the one call: the bulk lands
+	 * in place and is read there, with no other receive */
+	at = rs_stream(0, prefix - VGPU_PROTO_HDR, n, 0);
+	rs_first = SIZE_MAX;
+	memset(mem, 0, sizeof(mem));
+	CHECK_OK(vgpu__rbuf_send_fill_to(&rb, &req, 1, prefix, dst, n));
+	CHECK(rb.len == prefix && rb.land == dst && rb.land_len == n);
+	CHECK_OK(vgpu__rbuf_frame(&rb, &h, body, 1 << 20, "test"));
+	CHECK(h.bulk_len == n && h.body_len == prefix - VGPU_PROTO_HDR && rb.off == rb.len);
+	CHECK_OK(vgpu__rbuf_read(&rb, dst, n));
+	CHECK(!memcmp(dst, rd_src + at, n) && rb.land_len == 0 && rd_recvs == 0 && rs_calls == 1);
+	CHECK(mem[15] == 0 && mem[16 + n] == 0); /* nothing outside dst */
+
+	/* 2. the same, the call returning early: the rest of the bulk is
+	 * received straight after what landed */
+	at = rs_stream(0, prefix - VGPU_PROTO_HDR, n, 0);
+	rs_first = prefix + 1000;
+	memset(mem, 0, sizeof(mem));
+	CHECK_OK(vgpu__rbuf_send_fill_to(&rb, &req, 1, prefix, dst, n));
+	CHECK(rb.land_len == 1000);
+	CHECK_OK(vgpu__rbuf_frame(&rb, &h, body, 1 << 20, "test"));
+	CHECK_OK(vgpu__rbuf_read(&rb, dst, n));
+	CHECK(!memcmp(dst, rd_src + at, n) && rd_recvs == 1 && rs_last_buf == dst + 1000);
+
+	/* 3. fewer bytes than the prefix: nothing lands */
+	rs_stream(0, prefix - VGPU_PROTO_HDR, n, 0);
+	rs_first = 40;
+	CHECK_OK(vgpu__rbuf_send_fill_to(&rb, &req, 1, prefix, dst, n));
+	CHECK(rb.len == 40 && rb.land_len == 0);
+	rs_first = SIZE_MAX;
+	memset(&rb, 0, sizeof(rb));
+	rb.tp = &tp;
+
+	/* 4. a longer body than predicted (another server's padding): what
+	 * landed goes back into the buffer, and the reply reads as usual */
+	at = rs_stream(0, prefix - VGPU_PROTO_HDR + 8, n, 0);
+	memset(mem, 0, sizeof(mem));
+	CHECK_OK(vgpu__rbuf_send_fill_to(&rb, &req, 1, prefix, dst, n));
+	CHECK(rb.land_len == n);
+	CHECK_OK(vgpu__rbuf_frame(&rb, &h, body, 1 << 20, "test"));
+	CHECK(h.body_len == prefix - VGPU_PROTO_HDR + 8 && rb.land_len == 0);
+	CHECK_OK(vgpu__rbuf_read(&rb, dst, n));
+	CHECK(!memcmp(dst, rd_src + at, n) && rd_recvs == 1); /* its last 8 bytes */
+
+	/* 5. a shorter one (no padding), with its bulk partly in the buffer:
+	 * the client moves what landed back before it reads the bulk */
+	at = rs_stream(0, 4, n, 0);
+	CHECK_OK(vgpu__rbuf_send_fill_to(&rb, &req, 1, prefix, dst, n));
+	CHECK_OK(vgpu__rbuf_frame(&rb, &h, body, 1 << 20, "test"));
+	CHECK(rb.off < rb.len && rb.land_len == n - (prefix - at));
+	vgpu__rbuf_unland(&rb); /* read_one: dst is not where the stream is */
+	CHECK(rb.land_len == 0 && rb.len - rb.off == n);
+	CHECK_OK(vgpu__rbuf_read(&rb, dst, n));
+	CHECK(!memcmp(dst, rd_src + at, n));
+
+	/* 6. an error with a message longer than the prefix, then another
+	 * frame: the message is read whole, the next frame after it */
+	at = rs_stream(-5, 4 + 200, 0, 100);
+	CHECK_OK(vgpu__rbuf_send_fill_to(&rb, &req, 1, prefix, dst, n));
+	CHECK(rb.land_len == rd_len - prefix);
+	CHECK_OK(vgpu__rbuf_frame(&rb, &h, body, 1 << 20, "test"));
+	CHECK(h.body_len == 204 && h.bulk_len == 0 && body[3] == 200 && body[203] == 'x');
+	{
+		uint8_t tail[100];
+
+		CHECK_OK(vgpu__rbuf_read(&rb, tail, sizeof(tail)));
+		CHECK(!memcmp(tail, rd_src + at, sizeof(tail)) && rd_recvs == 0);
+	}
+
+	/* what does not fit the buffer is refused */
+	CHECK(vgpu__rbuf_send_fill_to(&rb, &req, 1, prefix, dst, sizeof(rb.buf)) ==
+	      VGPU_ERR_INTERNAL);
+	return 0;
+}
+
 int main(void)
 {
 	vt_run("header", t_header, NULL);
@@ -764,6 +922,7 @@ int main(void)
 	vt_run("send_batch", t_send_batch, NULL);
 	vt_run("send_batch_align", t_send_batch_align, NULL);
 	vt_run("recv_deferred", t_recv_deferred, NULL);
+	vt_run("scatter_reply", t_scatter_reply, NULL);
 	vt_run("echo_tcp", t_echo_tcp, NULL);
 	vt_run("echo_unix", t_echo_unix, NULL);
 	vt_run("echo_uring", t_echo_uring, NULL);

@@ -1141,6 +1141,90 @@ static int t_sync_copy_ranges(void *d)
 	return 0;
 }
 
+/*
+ * A synchronous dtoh of 16 KiB or more (the client's SCATTER_MIN) that
+ * fits the client's read-ahead buffer is received, where the transport has
+ * send_recvv (uring), by one scatter receive that
+ * puts its bulk straight into the caller's memory: vgpud shapes the reply
+ * as vgpu__dtoh_reply_prefix says, for every destination alignment, from
+ * device memory held back (up to 128 KiB over uring) or sent directly, and
+ * through the scheduler's staged path. An error reply, whatever its
+ * length, reads as an error and leaves the connection in step.
+ */
+static int dtoh_in_place(const char *const *extra)
+{
+	static const size_t sizes[] = { 16384, 65536, 100000, 131072 - 128 };
+	const size_t big = 128 * 1024;
+	uint8_t *src = malloc(big), *mem = malloc(big + 128), *dst;
+	uint64_t in0, mv0, in1, mv1, want = 0, single = 0;
+	const struct vgpu_transport_ops *tp;
+	struct vgpu_uri u;
+	struct server r;
+	vgpu_t *v;
+	vgpu_dptr p;
+	int scatter;
+
+	CHECK(src && mem);
+	for (size_t i = 0; i < big; i++)
+		src[i] = (uint8_t)(i * 11 + i / 257 + 3);
+	CHECK(server_start(&r, extra) == 0);
+	CHECK_OK(vgpu_open(&v, r.tcp));
+	CHECK(vgpu__uri_parse(r.tcp, &u) == 0 && (tp = vgpu__transport_find(u.scheme)));
+	scatter = vgpu__tp_has_send_recvv(tp);
+	CHECK_OK(vgpu_mem_alloc(v, big, &p));
+	CHECK_OK(vgpu_memcpy_htod(v, p, src, big, NULL));
+	CHECK_OK(vgpu__remote_scatter_stats(v, &in0, &mv0));
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		for (size_t a = 0; a < 64; a += 13) {
+			size_t n = sizes[k];
+
+			dst = mem + a;
+			memset(mem, 0xee, big + 128);
+			CHECK_OK(vgpu_memcpy_dtoh(v, dst, p + a, n, NULL));
+			CHECK(!memcmp(dst, src + a, n));
+			CHECK(mem[a + n] == 0xee && (a == 0 || mem[a - 1] == 0xee));
+			want++;
+			/* one reply frame; staged copies (a scheduler) larger
+			 * than VGPU_PROTO_INLINE come as a chunk and a reply */
+			single += !extra || n <= VGPU_PROTO_INLINE;
+		}
+	}
+	CHECK_OK(vgpu__remote_scatter_stats(v, &in1, &mv1));
+	if (scatter)
+		CHECK(in1 - in0 >= single && in1 - in0 + mv1 - mv0 == want &&
+		      (extra || mv1 == mv0));
+	else
+		CHECK(in1 == 0 && mv1 == 0);
+	/* a small copy goes through the read-ahead buffer (SCATTER_MIN) */
+	CHECK_OK(vgpu_memcpy_dtoh(v, mem + 5, p, 4096, NULL));
+	CHECK(!memcmp(mem + 5, src, 4096));
+	CHECK_OK(vgpu__remote_scatter_stats(v, &in0, &mv0));
+	CHECK(in0 == in1 && mv0 == mv1);
+	/* errors: short and long messages; the next copy is in step */
+	CHECK_ST(vgpu_memcpy_dtoh(v, mem, p + big - 100, 16384, NULL), VGPU_ERR_BAD_ADDRESS);
+	CHECK_MSG("run past the end");
+	CHECK_ST(vgpu_memcpy_dtoh(v, mem, p + (64ull << 30), 65536, NULL), VGPU_ERR_BAD_ADDRESS);
+	CHECK_MSG("not allocated");
+	memset(mem, 0, big);
+	CHECK_OK(vgpu_memcpy_dtoh(v, mem + 16, p, 65536, NULL));
+	CHECK(!memcmp(mem + 16, src, 65536));
+	vgpu_close(v);
+	CHECK(server_stop_clean(&r) == 0);
+	free(src);
+	free(mem);
+	return 0;
+}
+
+static int t_dtoh_in_place(void *d)
+{
+	const char *sched[] = { "--plugin", "sched-fifo", NULL };
+
+	(void)d;
+	CHECK(dtoh_in_place(NULL) == 0);
+	/* a scheduler: no direct copies, vgpud stages them (inline reply) */
+	return dtoh_in_place(sched);
+}
+
 /* A server's devices are sized by the server, never by a client's URI. */
 static int t_device_params(void *d)
 {
@@ -1390,6 +1474,7 @@ int main(int argc, char **argv)
 	RUN("copy_1GiB_checksum", t_big_copy);
 	RUN("sync_copy_ranges", t_sync_copy_ranges);
 	RUN("staged_sync_copy", t_staged_copy);
+	RUN("dtoh_in_place", t_dtoh_in_place);
 	RUN("device_params_are_the_servers", t_device_params);
 	RUN("max_connections", t_busy);
 	RUN("sigterm", t_sigterm);

@@ -22,6 +22,9 @@
  *   reply_timeout          send_recv with a timeout and no answer:
  *                          VGPU_ERR_TIMEOUT, the request delivered whole,
  *                          and a later recv gets the late answer
+ *   scatter_reply          send_recvv: a 100 KiB answer received into three
+ *                          segments in order, arriving in pieces; a short
+ *                          answer; bad arguments refused
  *   bad_sockbuf            sndbuf=lots, rcvbuf=2G, VGPU_TCP_SNDBUF=-1:
  *                          listen and connect refuse them, naming them
  *
@@ -344,6 +347,90 @@ static int t_reply_timeout(void *d)
 	return 0;
 }
 
+/* ---- scatter_reply ---- */
+
+#define SCAT (100 * 1024)
+
+static void *scatter_server(void *arg)
+{
+	struct server *s = arg;
+	uint8_t req[REQ], *ans = malloc(SCAT);
+
+	for (int round = 0; round < 2; round++) {
+		if (!ans || read_all(s->p->s, req, REQ, REQ) < 0 || check(req, REQ, 5) < 0) {
+			snprintf(s->why, sizeof(s->why), "request %d did not arrive whole", round);
+			s->fails++;
+			break;
+		}
+		fill(ans, SCAT, 6);
+		if (send_all(s->p->s, ans, round ? 40 : SCAT) < 0) {
+			snprintf(s->why, sizeof(s->why), "answer: %s", vgpu_last_error());
+			s->fails++;
+			break;
+		}
+	}
+	free(ans);
+	return NULL;
+}
+
+/*
+ * send_recvv: a request, and a 100 KiB answer received in order into three
+ * segments (40 bytes, 1000 bytes, the rest) on 64 KiB sockets, so that it
+ * arrives in pieces: the call returns at least min bytes, filling the
+ * segments in order; the rest is received as usual. Then an answer shorter
+ * than the first segment; then arguments the call refuses.
+ */
+static int t_scatter_reply(void *d)
+{
+	struct pair p;
+	struct server s;
+	pthread_t th;
+	struct iovec iov, riov[3];
+	uint8_t req[REQ], *ans = calloc(1, SCAT + 1);
+	size_t got = 0;
+	ssize_t r;
+
+	(void)d;
+	CHECK(ans);
+	CHECK(T->send_recvv != NULL);
+	CHECK(pair_open(&p, "?sndbuf=32K&rcvbuf=32K") == 0);
+	memset(&s, 0, sizeof(s));
+	s.p = &p;
+	pthread_create(&th, NULL, scatter_server, &s);
+	fill(req, REQ, 5);
+	iov.iov_base = req;
+	iov.iov_len = REQ;
+	riov[0].iov_base = ans;
+	riov[0].iov_len = 40;
+	riov[1].iov_base = ans + 40;
+	riov[1].iov_len = 1000;
+	riov[2].iov_base = ans + 1040;
+	riov[2].iov_len = SCAT - 1040;
+	r = T->send_recvv(p.c, &iov, 1, riov, 3, 40);
+	if (r < 0)
+		fprintf(stderr, "  send_recvv: %s\n", vgpu_last_error());
+	if (r >= 40)
+		got = (size_t)r;
+	if (got && got < SCAT && read_all(p.c, ans + got, SCAT - got, SCAT) < 0)
+		got = 0;
+	/* a short answer: min bytes from the first segment */
+	memset(riov[0].iov_base, 0, 40);
+	r = got ? T->send_recvv(p.c, &iov, 1, riov, 3, 40) : -1;
+	pthread_join(th, NULL);
+	if (s.fails)
+		fprintf(stderr, "  server: %s\n", s.why);
+	CHECK(s.fails == 0 && got >= 40 && got <= SCAT);
+	CHECK(r == 40 && check(ans, 40, 6) == 0 && check(ans + 40, SCAT - 40, 6 + 40) == 0);
+	CHECK(ans[SCAT] == 0);
+	/* refused: min beyond the first segment, no segments, too many */
+	CHECK_ST(T->send_recvv(p.c, &iov, 1, riov, 3, 41), VGPU_ERR_INTERNAL);
+	CHECK_ST(T->send_recvv(p.c, &iov, 1, riov, 0, 1), VGPU_ERR_INTERNAL);
+	CHECK_ST(T->send_recvv(p.c, &iov, 1, riov, VGPU_TP_MAX_IOV + 1, 1), VGPU_ERR_INTERNAL);
+	pair_close(&p);
+	free(ans);
+	return 0;
+}
+
 /* ---- bad_sockbuf ---- */
 
 static int t_bad_sockbuf(void *d)
@@ -381,6 +468,7 @@ int main(void)
 	vt_run("fused_reply_blocked", t_fused_reply_blocked, NULL);
 	vt_run("fused_request_blocked", t_fused_request_blocked, NULL);
 	vt_run("reply_timeout", t_reply_timeout, NULL);
+	vt_run("scatter_reply", t_scatter_reply, NULL);
 	vt_run("bad_sockbuf", t_bad_sockbuf, NULL);
 	return vt_finish();
 }

@@ -911,6 +911,44 @@ static ssize_t tcp_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t ma
 	return (ssize_t)got;
 }
 
+/* send, then one recvmsg into the segments (TLS: a plain receive into the
+ * first): the same system calls as send and recv, the reply's bulk
+ * straight where the caller wants it */
+static ssize_t tcp_send_recvv(struct vgpu_tp_conn *c, const struct iovec *iov, int n,
+			      const struct iovec *riov, int rn, size_t min)
+{
+	struct msghdr mh;
+	vgpu_status st;
+	ssize_t r;
+
+	if (rn < 1 || rn > VGPU_TP_MAX_IOV || min > riov[0].iov_len)
+		return vgpu__error(VGPU_ERR_INTERNAL, "tcp send_recvv: %d segments, min %zu", rn,
+				   min);
+	st = tcp_send(c, iov, n);
+	if (st < 0)
+		return st;
+	if (c->ssl)
+		return tls_recv(c, riov[0].iov_base, min ? min : 1, riov[0].iov_len);
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = (struct iovec *)riov;
+	mh.msg_iovlen = (size_t)rn;
+	do
+		r = recvmsg(c->fd, &mh, 0);
+	while (r < 0 && errno == EINTR);
+	if (r == 0)
+		return vgpu__error(VGPU_ERR_CONNECTION, "connection closed by peer");
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return vgpu__error(VGPU_ERR_TIMEOUT, "receive from %s: timed out", c->peer);
+	if (r < 0)
+		return vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: %s", c->peer, strerror(errno));
+	if ((size_t)r < min) { /* within the first segment: min is */
+		ssize_t k = tcp_recv(c, (uint8_t *)riov[0].iov_base + r, min - (size_t)r,
+				     riov[0].iov_len - (size_t)r);
+		return k < 0 ? k : r + k;
+	}
+	return r;
+}
+
 static vgpu_status tcp_set_timeout(struct vgpu_tp_conn *c, uint32_t ms)
 {
 	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
@@ -994,4 +1032,5 @@ const struct vgpu_transport_ops vgpu__transport_tcp = {
 	.shutdown = tcp_shutdown,
 	.close = tcp_close,
 	.peer = tcp_peer,
+	.send_recvv = tcp_send_recvv,
 };

@@ -997,12 +997,14 @@ static vgpu_status rr_ready(struct vgpu_tp_conn *c)
  * nothing was received, the caller may receive again (vgpud's reader,
  * idle between frames, does).
  */
-static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_in, int n,
-			       void *buf, size_t min, size_t max)
+static ssize_t send_recv_v(struct vgpu_tp_conn *c, const struct iovec *iov_in, int n,
+			   const struct iovec *riov, int rn, size_t min)
 {
 	struct iovec iov[MAX_SQE];
 	uint8_t flat[FLAT_MAX];
-	struct msghdr mh;
+	struct msghdr mh, rmh;
+	void *buf = riov[0].iov_base;
+	size_t max = 0;
 	struct io_uring_sqe *sqe;
 	struct io_uring_cqe *cqe;
 	uint32_t ms = c->timeout_ms;
@@ -1012,6 +1014,8 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 	size_t total = 0;
 	vgpu_status st;
 
+	for (int k = 0; k < rn; k++)
+		max += riov[k].iov_len;
 	if (n <= MAX_SQE) {
 		nf = send_iov(iov, iov_in, n, flat);
 		for (int k = 0; k < nf; k++) {
@@ -1022,7 +1026,7 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 	if (n > MAX_SQE || c->use_ms || c->eof || c->rerr || zc || total > FUSE_MAX ||
 	    (c->rr_ok && io_uring_sq_space_left(&c->rr) < 2)) {
 		st = uring_send(c, iov_in, n);
-		return st < 0 ? st : uring_recv(c, buf, min, max);
+		return st < 0 ? st : uring_recv(c, buf, min, riov[0].iov_len);
 	}
 	if (min == 0)
 		min = 1;
@@ -1048,7 +1052,15 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 	if (c->rr_owned)
 		sqe->flags |= IOSQE_IO_LINK; /* see the comment above the function */
 	sqe = io_uring_get_sqe(&c->rr);
-	io_uring_prep_recv(sqe, c->fd, buf, max, max == min ? MSG_WAITALL : 0);
+	if (rn == 1) {
+		io_uring_prep_recv(sqe, c->fd, buf, max, max == min ? MSG_WAITALL : 0);
+	} else {
+		/* a scatter receive (send_recvv) */
+		memset(&rmh, 0, sizeof(rmh));
+		rmh.msg_iov = (struct iovec *)riov;
+		rmh.msg_iovlen = (size_t)rn;
+		io_uring_prep_recvmsg(sqe, c->fd, &rmh, max == min ? MSG_WAITALL : 0);
+	}
 	sqe_fix(sqe, c->rfix);
 	if (F.poll_first)
 		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST; /* the reply cannot be there yet */
@@ -1113,7 +1125,7 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 		return send_fail(c, err);
 	if (rres == -EINVAL && F.poll_first) {
 		F.poll_first = 0; /* a kernel before 5.19 */
-		return uring_recv(c, buf, min, max);
+		return uring_recv(c, buf, min, riov[0].iov_len);
 	}
 	if (rres == -ECANCELED && cancelled)
 		return timed_out(c); /* the request left; nothing received yet */
@@ -1126,9 +1138,27 @@ static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov_i
 	c->drained = (size_t)rres < max;
 	if ((size_t)rres >= min)
 		return rres;
-	/* a short first read: the rest as usual */
-	ssize_t r = uring_recv(c, (uint8_t *)buf + rres, min - (size_t)rres, max - (size_t)rres);
+	/* a short first read (within riov[0]: min is): the rest as usual */
+	ssize_t r = uring_recv(c, (uint8_t *)buf + rres, min - (size_t)rres,
+			       riov[0].iov_len - (size_t)rres);
 	return r < 0 ? r : rres + r;
+}
+
+static ssize_t uring_send_recv(struct vgpu_tp_conn *c, const struct iovec *iov, int n, void *buf,
+			       size_t min, size_t max)
+{
+	struct iovec riov = { buf, max };
+
+	return send_recv_v(c, iov, n, &riov, 1, min);
+}
+
+static ssize_t uring_send_recvv(struct vgpu_tp_conn *c, const struct iovec *iov, int n,
+				const struct iovec *riov, int rn, size_t min)
+{
+	if (rn < 1 || rn > VGPU_TP_MAX_IOV || min > riov[0].iov_len)
+		return vgpu__error(VGPU_ERR_INTERNAL, "uring send_recvv: %d segments, min %zu", rn,
+				   min);
+	return send_recv_v(c, iov, n, riov, rn, min);
 }
 
 static vgpu_status uring_set_timeout(struct vgpu_tp_conn *c, uint32_t ms)
@@ -1198,4 +1228,5 @@ const struct vgpu_transport_ops vgpu__transport_uring = {
 	.close = uring_close,
 	.peer = uring_peer,
 	.send_recv = uring_send_recv,
+	.send_recvv = uring_send_recvv,
 };

@@ -210,6 +210,21 @@ struct vgpu_transport_ops {
 	 * fetches under way may finish.
 	 * Called by the receiving thread. */
 	vgpu_status (*recv_flush)(struct vgpu_tp_conn *c);
+	/* send_recv, except that the bytes received fill riov[0..rn) in
+	 * order (a scatter receive, like readv): the first riov[0].iov_len
+	 * bytes go to riov[0], the next to riov[1], and so on. The client
+	 * receives a small synchronous dtoh this way, the reply's header and
+	 * body into its read-ahead buffer and its bulk straight into the
+	 * caller's memory: one call, no copy.
+	 *  - min <= riov[0].iov_len; 1 <= rn <= VGPU_TP_MAX_IOV. Returns the
+	 *    number of bytes received (at least min, at most the sum of the
+	 *    lengths), or a negative vgpu_status, exactly as send_recv.
+	 *  - Serialisation, timeouts, VGPU_ERR_TIMEOUT and shutdown: as
+	 *    send_recv.
+	 * NULL: the library calls send_recv (or send, then recv) into
+	 * riov[0] alone. */
+	ssize_t (*send_recvv)(struct vgpu_tp_conn *c, const struct iovec *iov, int n,
+			      const struct iovec *riov, int rn, size_t min);
 	/* New fields go here (check size before reading them). */
 };
 
