@@ -35,7 +35,7 @@
  * many copies per measurement: steadier figures, longer runs),
  * VGPU_BENCH_ROUNDS=N (N alternate measurements of each figure and its
  * floor instead of 3), VGPU_BENCH_DEVOFF=0..63 (the copies' device address
- * modulo 64, default 16: that of the host buffer, see dd_off),
+ * modulo 64; by default that of the row's host buffer, see dd_off),
  * VGPU_BENCH_EACH=1 (every round to stderr), VGPU_TRANSPORT_PATH, UCX_*.
  */
 #include "config.h"
@@ -489,19 +489,29 @@ struct api {
 	vgpu_stream *s;
 	vgpu_dptr d;  /* MAXSZ + 64 bytes of device memory */
 	vgpu_dptr dd; /* where the copies go: d + dd_off */
+	uint8_t *h;   /* the host side of the copies */
 };
 
-/* The copies' device address agrees modulo 64 with hbuf (UF_HDR past a
- * 64-byte boundary) unless VGPU_BENCH_DEVOFF says otherwise: the floors'
- * bytes sit at the same offset modulo 64 in the sender's buffer, in the
- * stream and in the receiver's buffer, and the kernel copies them fastest
- * so on both ends (docs/transports.md, "Bulk alignment"); vgpud's device
- * memory is page-aligned, so at d itself a copy's source and destination
- * would disagree and the sender's copy would pay for it (io_uring floor,
- * 1 MiB: 3-4 %). */
-static size_t dd_off = UF_HDR;
+/*
+ * Every row's copies use the buffers its floor is fastest with, figure and
+ * floor alike (docs/transports.md, Benchmark):
+ *  - sockets (tcp, unix, uring): hbuf, UF_HDR past a 64-byte boundary, and
+ *    the device address at the same offset modulo 64 (dd_off). The raw
+ *    floors' bytes sit at the same offset modulo 64 in the sender's buffer,
+ *    in the stream and in the receiver's buffer, where the kernel copies
+ *    them fastest on both ends; at the page-aligned start of vgpud's device
+ *    memory a copy's source and destination would disagree and the sender's
+ *    copy would pay for it (io_uring floor, 1 MiB: 3-4 %);
+ *  - rdma: pbuf, page-aligned, the device allocation's start, and the raw
+ *    UCX server's buffer page-aligned too: UCX's tcp transport moves
+ *    page-aligned buffers faster (raw UCX, 1 MiB dtoh: 3.5 GB/s against
+ *    1.8 with glibc's malloc, 16 bytes past a page).
+ * VGPU_BENCH_DEVOFF sets dd_off for every row.
+ */
+static uint8_t *pbuf;
+static size_t dd_off = UF_HDR, dd_off_rdma = 0;
 
-static void api_open(const char *uri, struct api *a)
+static void api_open(const char *uri, struct api *a, int rdma)
 {
 	vgpu_module *m;
 	char path[4096];
@@ -513,7 +523,8 @@ static void api_open(const char *uri, struct api *a)
 	if (vgpu_module_load_file(a->v, path, &m) || vgpu_module_function(m, "empty", &a->fn) ||
 	    vgpu_stream_create(a->v, &a->s, 0) || vgpu_mem_alloc(a->v, MAXSZ + 64, &a->d))
 		die("setup: %s", vgpu_last_error());
-	a->dd = a->d + dd_off;
+	a->dd = a->d + (rdma ? dd_off_rdma : dd_off);
+	a->h = rdma ? pbuf : hbuf;
 }
 
 static double api_metric(struct api *a, int m, size_t n)
@@ -542,16 +553,16 @@ static double api_metric(struct api *a, int m, size_t n)
 	default:
 		k = iters(n);
 		if (m == M_HTOD) {
-			vgpu_memcpy_htod(a->v, a->dd, hbuf, n, NULL);
+			vgpu_memcpy_htod(a->v, a->dd, a->h, n, NULL);
 			t0 = now();
 			for (unsigned i = 0; i < k; i++)
-				if (vgpu_memcpy_htod(a->v, a->dd, hbuf, n, NULL))
+				if (vgpu_memcpy_htod(a->v, a->dd, a->h, n, NULL))
 					die("htod: %s", vgpu_last_error());
 		} else {
-			vgpu_memcpy_dtoh(a->v, hbuf, a->dd, n, NULL);
+			vgpu_memcpy_dtoh(a->v, a->h, a->dd, n, NULL);
 			t0 = now();
 			for (unsigned i = 0; i < k; i++)
-				if (vgpu_memcpy_dtoh(a->v, hbuf, a->dd, n, NULL))
+				if (vgpu_memcpy_dtoh(a->v, a->h, a->dd, n, NULL))
 					die("dtoh: %s", vgpu_last_error());
 		}
 		return (double)n * k / (now() - t0) / 1e9;
@@ -747,7 +758,7 @@ int main(void)
 
 		if (*end || v > 63)
 			die("VGPU_BENCH_DEVOFF=%s: expected 0 to 63", getenv("VGPU_BENCH_DEVOFF"));
-		dd_off = v;
+		dd_off = dd_off_rdma = v;
 	}
 	if (getenv("VGPU_BENCH_CPUS") && *getenv("VGPU_BENCH_CPUS")) {
 		/* "0" or "0,1": pin everything (children inherit it) */
@@ -770,9 +781,10 @@ int main(void)
 		die("mkdtemp: %s", strerror(errno));
 	atexit(cleanup);
 	hbuf = uf_bulk_alloc(MAXSZ);
-	if (!hbuf)
+	if (!hbuf || posix_memalign((void **)&pbuf, 4096, MAXSZ))
 		die("%s", "out of memory");
 	memset(hbuf, 0x5a, MAXSZ);
+	memset(pbuf, 0x5a, MAXSZ);
 	memset(api, 0, sizeof(api));
 	memset(flo, 0, sizeof(flo));
 	memset(&iuf, 0, sizeof(iuf));
@@ -782,7 +794,7 @@ int main(void)
 	raw_start();
 #ifdef VGPU_HAVE_UCX
 	if (rdma) {
-		kids[nkids++] = ux_floor_start(hbuf, MAXSZ);
+		kids[nkids++] = ux_floor_start(pbuf, MAXSZ);
 	}
 #endif
 	for (int i = 0; i < 4; i++) {
@@ -796,7 +808,7 @@ int main(void)
 			raw_connect(i == 1 ? RAW_UNIX : RAW_TCP, &raw);
 		if (i == 2)
 			raw_connect(RAW_IOU, &iou);
-		api_open(uris[i], &a);
+		api_open(uris[i], &a, i == 3);
 		measure_row(i, &a, &raw, i == 2 ? &iou : NULL, &api[i], &flo[i], &iuf);
 		vgpu_close(a.v);
 		raw_close(&raw);

@@ -227,7 +227,10 @@ static void ux_server(int wfd)
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	ux_init();
-	U.buf = malloc(server_max);
+	/* page-aligned, as the client's buffer and vgpud's device memory
+	 * are (bench_transports: UCX's tcp transport moves those faster) */
+	if (posix_memalign((void **)&U.buf, 4096, server_max))
+		die("raw UCX server: out of memory");
 	ux_handler(1);
 	memset(&sa, 0, sizeof(sa));
 	sa.sin_family = AF_INET;
