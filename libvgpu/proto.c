@@ -722,9 +722,8 @@ vgpu_status vgpu__sbatch_add(struct vgpu_sbatch *b, uint16_t type, uint32_t flag
 	if (vgpu__tp_can_defer(b->tp) && !b->npre)
 		return send_msg(b->tp, b->c, type, flags, id, body, body_len, bulk, bulk_len, 1);
 	/* the bulk at an offset of this send congruent to its destination */
-	if (bulk_len && align_to != VGPU_BULK_ANYWHERE)
-		pad = (size_t)(align_to - (b->off + VGPU_PROTO_HDR + body_len)) &
-		      (VGPU_PROTO_BULK_ALIGN - 1);
+	if (bulk_len)
+		pad = vgpu__bulk_pad(b->off + VGPU_PROTO_HDR + body_len, align_to);
 	h.body_len = (uint32_t)(body_len + pad);
 	raw = b->raw[b->n];
 	vgpu__hdr_encode(raw, &h);

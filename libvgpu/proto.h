@@ -256,6 +256,13 @@ vgpu_status vgpu__send_msg_deferred(const struct vgpu_transport_ops *tp, struct 
  */
 #define VGPU_PROTO_BULK_ALIGN 64u
 #define VGPU_BULK_ANYWHERE UINT64_MAX /* no destination address to match */
+/* The zero bytes a body ending at offset at (of its send) takes so that
+ * the bulk after it starts congruent to align_to; 0 for VGPU_BULK_ANYWHERE. */
+static inline size_t vgpu__bulk_pad(size_t at, uint64_t align_to)
+{
+	return align_to == VGPU_BULK_ANYWHERE ?
+		       0 : (size_t)(align_to - at) & (VGPU_PROTO_BULK_ALIGN - 1);
+}
 /*
  * The bytes in front of the bulk of a DTOH's one-frame successful reply
  * (a synchronous copy of one chunk or less) when the request carried its
@@ -269,7 +276,7 @@ static inline size_t vgpu__dtoh_reply_prefix(uint64_t align)
 {
 	size_t p = VGPU_PROTO_HDR + VGPU_DTOH_REPLY_BODY;
 
-	return p + ((size_t)(align - p) & (VGPU_PROTO_BULK_ALIGN - 1));
+	return p + vgpu__bulk_pad(p, align);
 }
 struct vgpu_sbatch {
 	const struct vgpu_transport_ops *tp;

@@ -909,13 +909,11 @@ static vgpu_status direct_send(void *arg, void *host, size_t n)
 		 * alone in its send and in the shape the client may receive
 		 * straight into its buffer (vgpu__dtoh_reply_prefix), as
 		 * vgpu__sbatch_add lays out the reply below */
-		size_t pad = 0;
+		size_t pad;
 
 		resp_begin(&w, b, sizeof(b), VGPU_OK, NULL, 1);
 		msgpack_pack_uint64(&w.pk, 0);
-		if (io->align != VGPU_BULK_ANYWHERE)
-			pad = (size_t)(io->align - (VGPU_PROTO_HDR + w.len)) &
-			      (VGPU_PROTO_BULK_ALIGN - 1);
+		pad = vgpu__bulk_pad(VGPU_PROTO_HDR + w.len, io->align);
 		memset(b + w.len, 0, pad);
 		conn_send(c, 1, VGPU_MSG_RESP, 0, io->id, b, w.len + pad, host, n, 0);
 		return VGPU_OK;
@@ -1212,9 +1210,8 @@ static vgpu_status do_dtoh(struct srv_conn *c, const struct vgpu_hdr *h, struct 
 		if (st >= 0) {
 			msgpack_pack_uint64(&w.pk, 0);
 			/* the shape of the direct reply (direct_send) */
-			if (n && align != VGPU_BULK_ANYWHERE)
-				pad = (size_t)(align - (VGPU_PROTO_HDR + w.len)) &
-				      (VGPU_PROTO_BULK_ALIGN - 1);
+			if (n)
+				pad = vgpu__bulk_pad(VGPU_PROTO_HDR + w.len, align);
 			memset(b + w.len, 0, pad);
 		}
 		conn_send(c, 1, VGPU_MSG_RESP, 0, h->id, b, w.len + pad, c->scratch,

@@ -798,7 +798,7 @@ static size_t rs_stream(int64_t status, size_t blen, size_t n, size_t tail)
 	memset(b, 0, blen);
 	if (status == 0) { /* [0, "", 0] and padding */
 		b[0] = 0x93, b[1] = 0x00, b[2] = 0xa0, b[3] = 0x00;
-	} else { /* [-5, "xxx...xxx"] */
+	} else { /* [-5, a str8 of blen - 4 'x' bytes] */
 		b[0] = 0x92, b[1] = 0xfb, b[2] = 0xd9, b[3] = (uint8_t)(blen - 4);
 		memset(b + 4, 'x', blen - 4);
 	}

@@ -885,6 +885,18 @@ static vgpu_status send_all(struct vgpu_tp_conn *c, struct iovec *iov, int n)
 	return VGPU_OK;
 }
 
+/* The error of a receive that returned r <= 0 (not EINTR) after got bytes. */
+static vgpu_status recv_error(struct vgpu_tp_conn *c, ssize_t r, size_t got)
+{
+	if (r == 0)
+		return vgpu__error(VGPU_ERR_CONNECTION, "connection closed by peer%s",
+				   got ? " mid-message" : "");
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		return vgpu__error(VGPU_ERR_TIMEOUT, "receive from %s: timed out%s", c->peer,
+				   got ? " mid-message" : "");
+	return vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: %s", c->peer, strerror(errno));
+}
+
 static ssize_t tcp_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t max)
 {
 	size_t got = 0;
@@ -894,19 +906,10 @@ static ssize_t tcp_recv(struct vgpu_tp_conn *c, void *buf, size_t min, size_t ma
 	while (got < min || (got == 0 && max > 0)) {
 		ssize_t r = recv(c->fd, (char *)buf + got, max - got, 0);
 
-		if (r > 0) {
+		if (r > 0)
 			got += (size_t)r;
-			continue;
-		}
-		if (r == 0)
-			return vgpu__error(VGPU_ERR_CONNECTION, "connection closed by peer%s",
-					   got ? " mid-message" : "");
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return vgpu__error(VGPU_ERR_TIMEOUT, "receive from %s: timed out%s", c->peer,
-					   got ? " mid-message" : "");
-		return vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: %s", c->peer, strerror(errno));
+		else if (r == 0 || errno != EINTR)
+			return recv_error(c, r, got);
 	}
 	return (ssize_t)got;
 }
@@ -935,12 +938,8 @@ static ssize_t tcp_send_recvv(struct vgpu_tp_conn *c, const struct iovec *iov, i
 	do
 		r = recvmsg(c->fd, &mh, 0);
 	while (r < 0 && errno == EINTR);
-	if (r == 0)
-		return vgpu__error(VGPU_ERR_CONNECTION, "connection closed by peer");
-	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-		return vgpu__error(VGPU_ERR_TIMEOUT, "receive from %s: timed out", c->peer);
-	if (r < 0)
-		return vgpu__error(VGPU_ERR_CONNECTION, "receive from %s: %s", c->peer, strerror(errno));
+	if (r <= 0)
+		return recv_error(c, r, 0);
 	if ((size_t)r < min) { /* within the first segment: min is */
 		ssize_t k = tcp_recv(c, (uint8_t *)riov[0].iov_base + r, min - (size_t)r,
 				     riov[0].iov_len - (size_t)r);
