@@ -30,6 +30,16 @@
  *
  * Admission: devlock guards the admitted count and the wait queue
  * (admit_cv). Lock order: devlock before qlock.
+ *
+ * Backpressure: every queued item counts its bytes (the item, its
+ * arguments, inline htod data) against its session (qbytes, qlock). An
+ * asynchronous call that finds the session holding its queue_limit bytes
+ * or more (the engine's, or in-process the URI's queue_limit=) waits (wait_room, before it takes the session
+ * lock, which workers need to finish items) until the session is down to
+ * three quarters of that, as cuLaunchKernel blocks on a full queue. A
+ * server's reader waits there too and stops reading that connection, so a
+ * client that queues faster than the device runs is held back by its own
+ * socket instead of filling the server's memory.
  */
 #include "config.h"
 
@@ -56,6 +66,7 @@
 #define DEFAULT_ADMIT_QUEUE 16
 #define DEFAULT_ADMIT_TIMEOUT_MS 10000
 #define DEFAULT_SHARE_WINDOW_NS 100000000ull
+#define DEFAULT_QUEUE_LIMIT (16u * 1024 * 1024)
 
 /* Short names inside this file. */
 #define engine vgpu_engine
@@ -134,6 +145,7 @@ struct work {
 	struct work *next;
 	enum work_op op;
 	uint64_t queued_ns;    /* when it was queued (queue wait metric) */
+	size_t qsize;          /* bytes counted against the session's qbytes */
 	struct vgpu_completion done;
 	struct alloc *refs[2]; /* copies */
 	struct alloc **arefs;  /* launch: one per DPTR arg (may repeat) */
@@ -218,6 +230,10 @@ struct vgpu_session {
 	int64_t tokens;              /* share bucket, ns of device time */
 	uint64_t tokens_at;
 	uint64_t device_ns, items, queued, last_done_ns, opened_ns;
+	size_t qbytes;               /* bytes of its queued items (written under
+				      * qlock, read without by wait_room) */
+	size_t queue_limit;          /* qbytes at which async calls wait */
+	unsigned room_waiters;       /* threads in wait_room */
 	uint64_t last_seq;           /* dispatch number of its last item */
 	struct tenant_acct *acct;    /* (qlock) */
 };
@@ -235,6 +251,7 @@ struct vgpu_engine {
 	pthread_cond_t work_cv;  /* ready list became non-empty / stop / slot free */
 	pthread_cond_t done_cv;  /* some work completed */
 	pthread_cond_t admit_cv; /* (devlock) a session closed */
+	pthread_cond_t room_cv;  /* (qlock) a session's queue fell below 3/4 */
 	struct vgpu__plugin_set plugins;
 	const struct vgpu__plugin_conf *sched_conf;
 	struct edev *sdevs;      /* (qlock) devices with a scheduler */
@@ -242,6 +259,7 @@ struct vgpu_engine {
 	int admit_queue;
 	uint32_t admit_timeout_ms;
 	uint64_t share_window_ns;
+	size_t queue_limit;
 	char *tenant_shares;
 	struct vgpu_uri *devparams; /* device_params, parsed (NULL: none) */
 	int uri_device_params;
@@ -804,6 +822,41 @@ static vgpu_status run_item(struct session *s, struct stream *st, struct work *w
 	return rc;
 }
 
+/* w has left its session's queue (qlock held): the counts, and room for
+ * calls waiting in wait_room once the session is down to 3/4 of its limit. */
+static void item_gone(struct engine *e, struct session *s, struct work *w)
+{
+	size_t lim = s->queue_limit;
+
+	s->queued--;
+	s->dev->queued--;
+	__atomic_store_n(&s->qbytes, s->qbytes - w->qsize, __ATOMIC_RELAXED);
+	if (s->room_waiters && s->qbytes <= lim - lim / 4)
+		pthread_cond_broadcast(&e->room_cv);
+}
+
+/*
+ * Backpressure (top of file): an asynchronous call waits here before it
+ * queues while s holds its queue_limit bytes of queued work or more, until s is down to 3/4 of that. Called without s->lock: the
+ * workers that make room take it.
+ */
+static void wait_room(struct session *s)
+{
+	struct engine *e = s->e;
+	size_t lim = s->queue_limit;
+
+	if (__atomic_load_n(&s->qbytes, __ATOMIC_RELAXED) < lim)
+		return;
+	pthread_mutex_lock(&e->qlock);
+	if (s->qbytes >= lim) {
+		s->room_waiters++;
+		while (s->qbytes > lim - lim / 4 && !e->stop)
+			pthread_cond_wait(&e->room_cv, &e->qlock);
+		s->room_waiters--;
+	}
+	pthread_mutex_unlock(&e->qlock);
+}
+
 static void complete_event(struct engine *e, struct event *ev, uint64_t seq)
 {
 	struct stream *p, **pp;
@@ -825,8 +878,7 @@ static void complete_event(struct engine *e, struct event *ev, uint64_t seq)
 			if (!p->head)
 				p->tail = NULL;
 			p->completed++;
-			p->s->queued--;
-			p->s->dev->queued--;
+			item_gone(e, p->s, w);
 			ev->qrefs--;
 			free(w);
 			ready_push(e, p);
@@ -880,8 +932,7 @@ static void *worker_main(void *arg)
 			if (!st->head)
 				st->tail = NULL;
 			st->completed++;
-			st->s->queued--;
-			st->s->dev->queued--;
+			item_gone(e, st->s, w);
 			ev->qrefs--;
 			free(w);
 			ready_push(e, st);
@@ -937,8 +988,7 @@ static void *worker_main(void *arg)
 		st->running = 0;
 		st->completed++;
 		st->notifies -= w->op == W_NOTIFY;
-		s->queued--;
-		s->dev->queued--;
+		item_gone(e, s, w);
 		if (scheduled)
 			sched_done(e, s, t1 - t0, t1);
 		else if (w->op <= W_LAUNCH)
@@ -968,6 +1018,7 @@ static uint64_t enqueue(struct engine *e, struct stream *st, struct work *w)
 	st->notifies += w->op == W_NOTIFY;
 	st->s->queued++;
 	st->s->dev->queued++;
+	__atomic_store_n(&st->s->qbytes, st->s->qbytes + w->qsize, __ATOMIC_RELAXED);
 	w->queued_ns = vgpu__now_ns();
 	seq = st->submitted;
 	ready_push(e, st);
@@ -1268,6 +1319,7 @@ vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_op
 	e->admit_queue = o.admit_queue ? o.admit_queue : DEFAULT_ADMIT_QUEUE;
 	e->admit_timeout_ms = o.admit_timeout_ms ? o.admit_timeout_ms : DEFAULT_ADMIT_TIMEOUT_MS;
 	e->share_window_ns = o.share_window_ns ? o.share_window_ns : DEFAULT_SHARE_WINDOW_NS;
+	e->queue_limit = o.queue_limit ? o.queue_limit : DEFAULT_QUEUE_LIMIT;
 	e->uri_device_params = o.uri_device_params;
 	e->scale_period_ns = (uint64_t)(o.autoscale_period_ms ? o.autoscale_period_ms : 1000) *
 			     1000000ull;
@@ -1279,6 +1331,7 @@ vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_op
 	pthread_cond_init(&e->admit_cv, &ca);
 	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&e->done_cv, NULL);
+	pthread_cond_init(&e->room_cv, NULL);
 	e->sessions.next = e->sessions.prev = &e->sessions;
 	e->workers = calloc((size_t)n, sizeof(pthread_t));
 	if (!e->workers) {
@@ -1332,6 +1385,7 @@ void vgpu__engine_destroy(struct engine *e)
 	pthread_mutex_lock(&e->qlock);
 	e->stop = 1;
 	pthread_cond_broadcast(&e->work_cv);
+	pthread_cond_broadcast(&e->room_cv);
 	pthread_mutex_unlock(&e->qlock);
 	for (int i = 0; i < e->nworkers; i++)
 		pthread_join(e->workers[i], NULL);
@@ -1356,6 +1410,7 @@ void vgpu__engine_destroy(struct engine *e)
 	pthread_mutex_destroy(&e->devlock);
 	pthread_cond_destroy(&e->work_cv);
 	pthread_cond_destroy(&e->done_cv);
+	pthread_cond_destroy(&e->room_cv);
 	pthread_cond_destroy(&e->admit_cv);
 	pthread_mutex_destroy(&e->scale_lock);
 	pthread_cond_destroy(&e->scale_cv);
@@ -1725,6 +1780,15 @@ static vgpu_status session_params(struct engine *e, struct session *s, const str
 	s->ps.tenant = s->tenant;
 	s->ps.label = s->label;
 	s->ps.share = 1.0;
+	s->queue_limit = e->queue_limit;
+	if (e->uri_device_params && vgpu__uri_get(uri, "queue_limit")) {
+		uint64_t q;
+
+		/* in-process only: a server's clients cannot raise it */
+		if (vgpu__uri_get_size(uri, "queue_limit", 0, &q))
+			return vgpu__error_prefix(VGPU_ERR_BAD_URI, "%s", s->label);
+		s->queue_limit = q && q < SIZE_MAX ? (size_t)q : SIZE_MAX;
+	}
 	if ((v = vgpu__uri_get(uri, "priority"))) {
 		long p;
 
@@ -2378,8 +2442,10 @@ static struct work *work_new(enum work_op op, size_t extra)
 {
 	struct work *w = calloc(1, sizeof(*w) + extra);
 
-	if (w)
+	if (w) {
 		w->op = op;
+		w->qsize = sizeof(*w) + extra;
+	}
 	else
 		vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory for queued work");
 	return w;
@@ -2484,6 +2550,8 @@ static vgpu_status copy_op(struct session *s, uint32_t sid, enum work_op op, vgp
 			done->fn(done->arg, VGPU_OK, NULL);
 		return VGPU_OK;
 	}
+	if (sid)
+		wait_room(s);
 	pthread_mutex_lock(&s->lock);
 	if (sid && !(st = stream_get(s, sid, names[op]))) {
 		pthread_mutex_unlock(&s->lock);
@@ -2799,6 +2867,7 @@ vgpu_status vgpu__s_stream_notify(struct session *s, uint32_t sid,
 	if (!(w = work_new(W_NOTIFY, 0)))
 		return VGPU_ERR_NO_HOST_MEMORY;
 	w->done = *done;
+	wait_room(s);
 	pthread_mutex_lock(&s->lock);
 	if (!(st = stream_get(s, sid, "stream_synchronize"))) {
 		pthread_mutex_unlock(&s->lock);
@@ -2887,6 +2956,7 @@ vgpu_status vgpu__s_event_record(struct session *s, uint32_t eid, uint32_t sid)
 	}
 	if (!(w = work_new(W_RECORD, 0)))
 		return VGPU_ERR_NO_HOST_MEMORY;
+	wait_room(s);
 	pthread_mutex_lock(&s->lock);
 	if (!(st = stream_get(s, sid, "event_record")) ||
 	    !(ev = vgpu__idt_get(&s->events, eid))) {
@@ -2970,6 +3040,7 @@ vgpu_status vgpu__s_stream_wait_event(struct session *s, uint32_t sid, uint32_t 
 		return vgpu__s_event_sync(s, eid);
 	if (!(w = work_new(W_WAIT, 0)))
 		return VGPU_ERR_NO_HOST_MEMORY;
+	wait_room(s);
 	pthread_mutex_lock(&s->lock);
 	if (!(st = stream_get(s, sid, "stream_wait_event")) ||
 	    !(ev = vgpu__idt_get(&s->events, eid))) {
@@ -3208,6 +3279,8 @@ vgpu_status vgpu__s_launch(struct session *s, uint32_t fid, vgpu_dim3 grid, vgpu
 
 	if (nargs && !args)
 		return vgpu__error(VGPU_ERR_INVALID, "%s: launch: args is NULL", s->label);
+	if (sid)
+		wait_room(s);
 	pthread_mutex_lock(&s->lock);
 	f = vgpu__idt_get(&s->funcs, fid);
 	if (!f) {

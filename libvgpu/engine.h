@@ -43,9 +43,14 @@ struct vgpu_engine_opts {
 				    * 0 = 16, negative = none (refuse at once) */
 	uint32_t admit_timeout_ms; /* how long one may wait; 0 = 10000 */
 	uint64_t share_window_ns;  /* share= cap window; 0 = 100 ms */
+	/* Bytes of queued work (items, launch arguments, inline htod data) a
+	 * session may hold before its asynchronous calls wait for the device
+	 * to catch up; 0 = 16 MiB, SIZE_MAX = no limit. With uri_device_params
+	 * a session's URI may set its own (queue_limit=SIZE, 0: no limit). */
+	size_t queue_limit;
 	const char *tenant_shares; /* default share per tenant: "alice=0.25;bob=0.5" */
 	/* Honour device parameters (slots=, max_sessions=, admit_queue=,
-	 * admit_timeout=) in the URI of the session that opens a device
+	 * admit_timeout=) and queue_limit= in the URI of the session that opens a device
 	 * (in-process engines do; a server's clients must not). */
 	int uri_device_params;
 	uint32_t autoscale_period_ms; /* autoscale plugins: TICK/IDLE period; 0 = 1000 */

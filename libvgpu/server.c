@@ -2489,6 +2489,7 @@ VGPU_API vgpu_status vgpu_server_create(vgpu_server **out, const struct vgpu_ser
 	eo.admit_timeout_ms = s->opts.admit_timeout_ms;
 	eo.tenant_shares = s->opts.tenant_shares;
 	eo.device_params = s->opts.device_params;
+	eo.queue_limit = s->opts.queue_limit;
 	has_devparams = s->opts.device_params && *s->opts.device_params;
 	st = vgpu__engine_create(s->backend, &eo, &s->eng);
 	/* the engine keeps its own copies */

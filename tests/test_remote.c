@@ -23,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <vgpu/pool.h>
+
 #include "door.h"
 #include "proto.h"
 #include "remote.h"
@@ -1297,6 +1299,77 @@ static int t_staged_copy(void *d)
 	return 0;
 }
 
+/*
+ * A client that queues launches faster than its device runs them is held
+ * back (--queue-limit): vgpud reads its connection no further while the
+ * session holds the limit, so the session's queue stays at a few tens of
+ * items (4 KiB; a launch takes 100-200 bytes) while the client has sent
+ * 600, instead of all 600 at once. Every launch runs, and another client
+ * is served meanwhile.
+ */
+static int t_queue_limit(void *d)
+{
+	const char *extra[] = { "--allow-native-modules", "--queue-limit", "4K", NULL };
+	enum { N = 300 };
+	struct server r;
+	vgpu_t *v, *w;
+	vgpu_module *m;
+	vgpu_function *fs, *fi;
+	vgpu_stream *s;
+	vgpu_dptr p, q;
+	uint32_t count = 0;
+	uint64_t maxq = 0, items = 0, other_at = 0;
+	double t0;
+
+	(void)d;
+	CHECK(server_start(&r, extra) == 0);
+	CHECK_OK(vgpu_open(&v, r.tcp));
+	CHECK_OK(vt_module_load(v, "test_kernels", &m));
+	CHECK_OK(vgpu_module_function(m, "spin_us", &fs));
+	CHECK_OK(vgpu_module_function(m, "inc_u32", &fi));
+	CHECK_OK(vgpu_mem_alloc(v, sizeof(count), &p));
+	CHECK_OK(vgpu_memset(v, p, 0, sizeof(count), NULL));
+	CHECK_OK(vgpu_stream_create(v, &s, 0));
+	vgpu_arg sa[] = { vgpu_arg_u64(2000) };
+	vgpu_arg ia[] = { vgpu_arg_dptr(p), vgpu_arg_u64(1) };
+	for (int i = 0; i < N; i++) {
+		CHECK_OK(vgpu_launch(v, fs, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, sa, 1));
+		CHECK_OK(vgpu_launch(v, fi, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, ia, 2));
+	}
+	/* the launches left at once (they wait in vgpud's socket); watch the
+	 * session's queue while the device runs them, 2 ms a spin */
+	for (t0 = now_s(); items < 2 * N && now_s() - t0 < 60; poll(NULL, 0, 10)) {
+		struct vgpu_node_status *ns;
+
+		CHECK_OK(vgpu_node_status_get(r.unix_, NULL, &ns));
+		for (uint32_t i = 0; i < ns->nsessions; i++) {
+			if (ns->session[i].queued > maxq)
+				maxq = ns->session[i].queued;
+			if (ns->session[i].items > items)
+				items = ns->session[i].items;
+		}
+		vgpu_node_status_free(ns);
+		if (!other_at && items > 0) {
+			/* another client, while this one is held back */
+			CHECK_OK(vgpu_open(&w, r.tcp));
+			CHECK_OK(vgpu_mem_alloc(w, 64, &q));
+			CHECK_OK(vgpu_memcpy_htod(w, q, "other", 6, NULL));
+			vgpu_close(w);
+			other_at = items;
+		}
+	}
+	CHECK(items >= 2 * N);
+	CHECK(other_at > 0 && other_at < N); /* served before the first half ran */
+	CHECK(maxq >= 8);                    /* the queue filled... */
+	CHECK(maxq <= 48);                   /* ...to the limit, not to 600 */
+	CHECK_OK(vgpu_stream_synchronize(s));
+	CHECK_OK(vgpu_memcpy_dtoh(v, &count, p, sizeof(count), NULL));
+	CHECK(count == N);
+	vgpu_close(v);
+	CHECK(server_stop_clean(&r) == 0);
+	return 0;
+}
+
 /* Clients beyond --max-connections are refused with a clear error. */
 static int t_busy(void *d)
 {
@@ -1477,6 +1550,7 @@ int main(int argc, char **argv)
 	RUN("dtoh_in_place", t_dtoh_in_place);
 	RUN("device_params_are_the_servers", t_device_params);
 	RUN("max_connections", t_busy);
+	RUN("queue_limit", t_queue_limit);
 	RUN("sigterm", t_sigterm);
 	RUN("sigterm_inflight", t_sigterm_inflight);
 	RUN("shared_server_clean_exit", t_clean_exit);

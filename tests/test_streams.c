@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "test.h"
@@ -307,6 +308,77 @@ static int t_unload_queued(void *d)
 	return 0;
 }
 
+/*
+ * An in-process handle's queue is bounded (queue_limit=): once it holds
+ * that many bytes of queued work, an asynchronous call waits until the
+ * device has run a quarter of it, as cuLaunchKernel waits on a full queue,
+ * and nothing is lost. 4 KiB holds a few tens of launches, so by the time
+ * 1,000 of them behind a 300 ms kernel have been queued, that kernel and
+ * the event recorded after it have completed; without a limit the calls
+ * return while it still runs. (A remote handle: test_remote's
+ * queue_limit, against vgpud's --queue-limit.)
+ */
+static vgpu_status queue_run(const char *param, uint32_t *count, vgpu_status *after_calls)
+{
+	char uri[512];
+	vgpu_t *w;
+	vgpu_module *m;
+	vgpu_function *fs, *fi;
+	vgpu_stream *s;
+	vgpu_event *e;
+	vgpu_dptr p;
+	vgpu_status st;
+	vgpu_arg sa[] = { vgpu_arg_u64(300000) };
+
+	snprintf(uri, sizeof(uri), "%s%s%s", vt_uri(), strchr(vt_uri(), '?') ? "&" : "?", param);
+	if ((st = vgpu_open(&w, uri)))
+		return st;
+	if ((st = vt_module_load(w, "test_kernels", &m)) ||
+	    (st = vgpu_module_function(m, "spin_us", &fs)) ||
+	    (st = vgpu_module_function(m, "inc_u32", &fi)) ||
+	    (st = vgpu_mem_alloc(w, sizeof(*count), &p)) ||
+	    (st = vgpu_memset(w, p, 0, sizeof(*count), NULL)) ||
+	    (st = vgpu_stream_create(w, &s, 0)) || (st = vgpu_event_create(w, &e, 0)) ||
+	    (st = vgpu_launch(w, fs, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, sa, 1)) ||
+	    (st = vgpu_event_record(e, s)))
+		goto out;
+	vgpu_arg ia[] = { vgpu_arg_dptr(p), vgpu_arg_u64(1) };
+	for (int i = 0; i < 1000 && !st; i++)
+		st = vgpu_launch(w, fi, vgpu_dim3_make(1, 1, 1), vgpu_dim3_make(1, 1, 1), 0, s, ia, 2);
+	*after_calls = vgpu_event_query(e);
+	if (!st && !(st = vgpu_stream_synchronize(s)))
+		st = vgpu_memcpy_dtoh(w, count, p, sizeof(*count), NULL);
+out:
+	vgpu_close(w);
+	return st;
+}
+
+static int t_queue_limit(void *d)
+{
+	struct vgpu_device_info di;
+	vgpu_status q = VGPU_ERR_INVALID;
+	uint32_t n = 0;
+	vgpu_t *w;
+
+	(void)d;
+	CHECK_OK(vgpu_device_info(v, &di));
+	if (di.flags & VGPU_DEVICE_REMOTE)
+		return VT_SKIP; /* the server's setting: test_remote */
+	CHECK_OK(queue_run("queue_limit=4K", &n, &q));
+	CHECK(n == 1000);
+	CHECK_OK(q); /* the spin and the record ran before the last call returned */
+	n = 0;
+	CHECK_OK(queue_run("queue_limit=0", &n, &q));
+	CHECK(n == 1000);
+	CHECK_ST(q, VGPU_ERR_NOT_READY);
+	/* a bad value is refused, naming it */
+	char uri[512];
+	snprintf(uri, sizeof(uri), "%s%squeue_limit=4X", vt_uri(), strchr(vt_uri(), '?') ? "&" : "?");
+	CHECK_ST(vgpu_open(&w, uri), VGPU_ERR_BAD_URI);
+	CHECK_MSG("queue_limit=4X");
+	return 0;
+}
+
 int main(void)
 {
 	if (setup())
@@ -321,6 +393,7 @@ int main(void)
 	vt_run("foreign_stream", t_foreign_stream, NULL);
 	vt_run("close_busy", t_close_busy, NULL);
 	vt_run("unload_waits_for_queued_launches", t_unload_queued, NULL);
+	vt_run("queue_limit", t_queue_limit, NULL);
 	vgpu_close(v);
 	return vt_finish();
 }

@@ -23,6 +23,9 @@ echo "$out" | grep -q "no listener" || fail "listener message: $out"
 out=$("$vgpud" --listen tcp://0.0.0.0:0 2>&1) && fail "public listener without secrets"
 echo "$out" | grep -q "without secrets" || fail "secrets message: $out"
 out=$("$vgpud" --bogus 2>&1) && fail "unknown flag accepted"
+out=$("$vgpud" --listen tcp://127.0.0.1:0 --queue-limit 16X 2>&1) && fail "queue limit 16X accepted"
+echo "$out" | grep -q "queue_limit: '16X' is not a size" || fail "queue limit message: $out"
+out=$("$vgpud" --listen tcp://127.0.0.1:0 --queue-limit -1 2>&1) && fail "queue limit -1 accepted"
 "$vgpud" --help | grep -q -- "--allow-native-modules" || fail "help"
 
 # config file: same settings as the flags; errors name the file and line
@@ -47,6 +50,7 @@ allow_native_modules = true
 log_level = info
 stop_timeout = 5
 metrics = 127.0.0.1:0
+queue_limit = 1M
 EOC
 "$vgpud" --config "$tmp/good.conf" 2> "$tmp/log" &
 pid=$!; pids="$pids $pid"

@@ -54,12 +54,13 @@ struct settings {
 	char *tenant_shares;
 	char *device_params;
 	long frame_timeout;
+	long long queue_limit; /* bytes; -1: not set */
 	char *tls_cert;
 	char *tls_key;
 	char *tls_client_ca;
 };
 
-enum stype { S_STR, S_LIST, S_BOOL, S_INT };
+enum stype { S_STR, S_LIST, S_BOOL, S_INT, S_SIZE };
 
 static const struct setting {
 	const char *name;   /* config key; the flag is --name with '_' as '-' */
@@ -101,6 +102,8 @@ static const struct setting {
 	  "backend parameters of every device, as a URI query: devmem=8G (the cpu device's memory)" },
 	{ "frame_timeout", S_INT, offsetof(struct settings, frame_timeout), "MS",
 	  "close a connection whose frame (or reply) makes no progress for MS ms (default 30000; 0: none)" },
+	{ "queue_limit", S_SIZE, offsetof(struct settings, queue_limit), "SIZE",
+	  "queued work one session may hold (about 160 bytes a launch) before vgpud stops reading its connection until the device catches up: 16M (default), 256K, 1G; 0: no limit" },
 	{ "tls_cert", S_STR, offsetof(struct settings, tls_cert), "FILE",
 	  "serve tcp listeners over TLS with this PEM certificate (chain); needs --tls-key" },
 	{ "tls_key", S_STR, offsetof(struct settings, tls_key), "FILE", "the TLS private key (PEM)" },
@@ -167,6 +170,25 @@ static int set_value(struct settings *s, const struct setting *t, const char *va
 			return -1;
 		}
 		break;
+	case S_SIZE: {
+		unsigned long long n;
+
+		errno = 0;
+		n = strtoull(val, &end, 10);
+		if (*end == 'K' || *end == 'k')
+			n <<= 10, end++;
+		else if (*end == 'M' || *end == 'm')
+			n <<= 20, end++;
+		else if (*end == 'G' || *end == 'g')
+			n <<= 30, end++;
+		if (errno || end == val || *end || val[0] == '-' || n > (1ull << 40)) {
+			fprintf(stderr, "vgpud: %s: %s: '%s' is not a size such as 4096, 256K, 16M or 1G "
+				"(at most 1024G)\n", where, t->name, val);
+			return -1;
+		}
+		*(long long *)p = (long long)n;
+		break;
+	}
 	}
 	(void)from_cmdline;
 	return 0;
@@ -241,6 +263,7 @@ int main(int argc, char **argv)
 	cmd.slots = cmd.max_sessions = cmd.admit_queue = cmd.admit_timeout = -1;
 	cfg.admit_queue = -1;
 	cmd.frame_timeout = cfg.frame_timeout = -1;
+	cmd.queue_limit = cfg.queue_limit = -1;
 	cmd.allow_native_modules = -1;
 	for (size_t i = 0; i < NSET; i++) {
 		size_t k;
@@ -340,6 +363,8 @@ int main(int argc, char **argv)
 		cfg.admit_timeout = cmd.admit_timeout;
 	if (cmd.frame_timeout >= 0)
 		cfg.frame_timeout = cmd.frame_timeout;
+	if (cmd.queue_limit >= 0)
+		cfg.queue_limit = cmd.queue_limit;
 
 	if (cfg.log_level) {
 		if (strcmp(cfg.log_level, "error") && strcmp(cfg.log_level, "warn") &&
@@ -407,6 +432,7 @@ int main(int argc, char **argv)
 	so.admit_timeout_ms = (uint32_t)(cfg.admit_timeout > 0 ? cfg.admit_timeout : 0);
 	so.tenant_shares = cfg.tenant_shares;
 	so.device_params = cfg.device_params;
+	so.queue_limit = cfg.queue_limit < 0 ? 0 : cfg.queue_limit == 0 ? SIZE_MAX : (size_t)cfg.queue_limit;
 	st = vgpu_server_create(&srv, &so);
 	if (st < 0) {
 		fprintf(stderr, "vgpud: %s\n", vgpu_last_error());

@@ -74,9 +74,16 @@ struct vgpu_server_opts {
 	 * configure a device (their mem= is a quota or a placement hint).
 	 * NULL: the backend's defaults. */
 	const char *device_params;
+	/* Bytes of queued work one session may hold (launches, copies, records
+	 * not yet run: about 160 bytes a launch) before its connection is read
+	 * no further until the device has run a quarter of them; the client's
+	 * asynchronous calls then wait, as cuLaunchKernel does on a full queue.
+	 * Bounds the server's memory at about max_connections times this.
+	 * 0 = 16 MiB; SIZE_MAX = no limit. */
+	size_t queue_limit;
 };
 #define VGPU_SERVER_OPTS_INIT { sizeof(struct vgpu_server_opts), 0, NULL, NULL, 0, 0, 0, \
-				NULL, 0, 0, 0, 0, NULL, 0, NULL }
+				NULL, 0, 0, 0, 0, NULL, 0, NULL, 0 }
 
 VGPU_API vgpu_status vgpu_server_create(vgpu_server **srv, const struct vgpu_server_opts *opts);
 /*
