@@ -34,12 +34,15 @@
  * Backpressure: every queued item counts its bytes (the item, its
  * arguments, inline htod data) against its session (qbytes, qlock). An
  * asynchronous call that finds the session holding its queue_limit bytes
- * or more (the engine's, or in-process the URI's queue_limit=) waits (wait_room, before it takes the session
- * lock, which workers need to finish items) until the session is down to
- * three quarters of that, as cuLaunchKernel blocks on a full queue. A
- * server's reader waits there too and stops reading that connection, so a
- * client that queues faster than the device runs is held back by its own
- * socket instead of filling the server's memory.
+ * or more (the engine's, or in-process the URI's queue_limit=) waits
+ * (wait_room, before it takes the session lock, which workers need to
+ * finish items) until the session is down to three quarters of that, as
+ * cuLaunchKernel blocks on a full queue. A server's reader waits there too
+ * and stops reading that connection, so a client that queues faster than
+ * the device runs is held back by its own socket instead of filling the
+ * server's memory. No queued item waits for a later call (a stream's wait
+ * names the event's last record at the time of the call), so the wait
+ * always ends.
  */
 #include "config.h"
 
@@ -837,8 +840,9 @@ static void item_gone(struct engine *e, struct session *s, struct work *w)
 
 /*
  * Backpressure (top of file): an asynchronous call waits here before it
- * queues while s holds its queue_limit bytes of queued work or more, until s is down to 3/4 of that. Called without s->lock: the
- * workers that make room take it.
+ * queues while s holds its queue_limit bytes of queued work or more, until
+ * s is down to 3/4 of that. Called without s->lock: the workers that make
+ * room take it.
  */
 static void wait_room(struct session *s)
 {

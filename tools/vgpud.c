@@ -103,7 +103,8 @@ static const struct setting {
 	{ "frame_timeout", S_INT, offsetof(struct settings, frame_timeout), "MS",
 	  "close a connection whose frame (or reply) makes no progress for MS ms (default 30000; 0: none)" },
 	{ "queue_limit", S_SIZE, offsetof(struct settings, queue_limit), "SIZE",
-	  "queued work one session may hold (about 160 bytes a launch) before vgpud stops reading its connection until the device catches up: 16M (default), 256K, 1G; 0: no limit" },
+	  "queued work one session may hold (about 160 bytes a launch) before vgpud stops reading "
+	  "its connection until the device catches up: 16M (default), 256K, 1G; 0: no limit" },
 	{ "tls_cert", S_STR, offsetof(struct settings, tls_cert), "FILE",
 	  "serve tcp listeners over TLS with this PEM certificate (chain); needs --tls-key" },
 	{ "tls_key", S_STR, offsetof(struct settings, tls_key), "FILE", "the TLS private key (PEM)" },
@@ -432,7 +433,9 @@ int main(int argc, char **argv)
 	so.admit_timeout_ms = (uint32_t)(cfg.admit_timeout > 0 ? cfg.admit_timeout : 0);
 	so.tenant_shares = cfg.tenant_shares;
 	so.device_params = cfg.device_params;
-	so.queue_limit = cfg.queue_limit < 0 ? 0 : cfg.queue_limit == 0 ? SIZE_MAX : (size_t)cfg.queue_limit;
+	so.queue_limit = cfg.queue_limit < 0    ? 0 /* the default */
+			 : cfg.queue_limit == 0 ? SIZE_MAX
+						: (size_t)cfg.queue_limit;
 	st = vgpu_server_create(&srv, &so);
 	if (st < 0) {
 		fprintf(stderr, "vgpud: %s\n", vgpu_last_error());
