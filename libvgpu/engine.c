@@ -263,6 +263,7 @@ struct vgpu_engine {
 	uint32_t admit_timeout_ms;
 	uint64_t share_window_ns;
 	size_t queue_limit;
+	unsigned max_handles; /* live streams, events, modules, functions, each */
 	char *tenant_shares;
 	struct vgpu_uri *devparams; /* device_params, parsed (NULL: none) */
 	int uri_device_params;
@@ -1324,6 +1325,8 @@ vgpu_status vgpu__engine_create(const char *backend, const struct vgpu_engine_op
 	e->admit_timeout_ms = o.admit_timeout_ms ? o.admit_timeout_ms : DEFAULT_ADMIT_TIMEOUT_MS;
 	e->share_window_ns = o.share_window_ns ? o.share_window_ns : DEFAULT_SHARE_WINDOW_NS;
 	e->queue_limit = o.queue_limit ? o.queue_limit : DEFAULT_QUEUE_LIMIT;
+	e->max_handles = o.max_handles && o.max_handles < VGPU_ID_MAX_OBJECTS - 1
+				 ? o.max_handles : VGPU_ID_MAX_OBJECTS - 1;
 	e->uri_device_params = o.uri_device_params;
 	e->scale_period_ns = (uint64_t)(o.autoscale_period_ms ? o.autoscale_period_ms : 1000) *
 			     1000000ull;
@@ -2741,12 +2744,33 @@ vgpu_status vgpu__s_memset(struct session *s, uint32_t sid, vgpu_dptr dst, uint8
 /* ------------------------------------------------------------------------ */
 /* Streams                                                                  */
 
+/*
+ * A session holds at most max_handles live objects of each kind (streams,
+ * events, modules, functions): each costs host memory (a stream or an
+ * event about 650 bytes in vgpud), so a server bounds what one client can
+ * take (vgpud --max-handles). Checked before the object is made; the
+ * message says how many are live. (s->lock held.)
+ */
+static vgpu_status handle_room(struct session *s, const struct vgpu_idtable *t, const char *what)
+{
+	if (t->count < s->e->max_handles)
+		return VGPU_OK;
+	return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "%s: too many %s: %u live, at most %u%s", s->label,
+			   what, t->count, s->e->max_handles,
+			   s->e->uri_device_params ? "" : " per session (the server's --max-handles)");
+}
+
 vgpu_status vgpu__s_stream_create(struct session *s, unsigned flags, uint32_t *sid)
 {
-	struct stream *st = calloc(1, sizeof(*st));
+	struct stream *st;
 	vgpu_status rc;
 
-	if (!st)
+	pthread_mutex_lock(&s->lock);
+	rc = handle_room(s, &s->streams, "streams");
+	pthread_mutex_unlock(&s->lock);
+	if (rc)
+		return rc;
+	if (!(st = calloc(1, sizeof(*st))))
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
 	st->s = s;
 	if (s->e->be->stream_create) {
@@ -2894,10 +2918,16 @@ vgpu_status vgpu__s_synchronize(struct session *s)
 vgpu_status vgpu__s_event_create(struct session *s, unsigned flags, uint32_t *eid)
 {
 	struct event *ev = calloc(1, sizeof(*ev));
+	vgpu_status rc;
 
 	if (!ev)
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
 	pthread_mutex_lock(&s->lock);
+	if ((rc = handle_room(s, &s->events, "events"))) {
+		pthread_mutex_unlock(&s->lock);
+		free(ev);
+		return rc;
+	}
 	ev->id = vgpu__idt_insert(&s->events, ev);
 	pthread_mutex_unlock(&s->lock);
 	if (!ev->id) {
@@ -3068,10 +3098,15 @@ vgpu_status vgpu__s_stream_wait_event(struct session *s, uint32_t sid, uint32_t 
 
 vgpu_status vgpu__s_module_load(struct session *s, const void *image, size_t size, uint32_t *mid)
 {
-	struct module *m = calloc(1, sizeof(*m));
+	struct module *m;
 	vgpu_status rc;
 
-	if (!m)
+	pthread_mutex_lock(&s->lock);
+	rc = handle_room(s, &s->modules, "modules");
+	pthread_mutex_unlock(&s->lock);
+	if (rc)
+		return rc;
+	if (!(m = calloc(1, sizeof(*m))))
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
 	rc = s->e->be->module_load(s->dev->bdev, image, size, &m->bmod);
 	if (rc) {
@@ -3144,6 +3179,11 @@ vgpu_status vgpu__s_function(struct session *s, uint32_t mid, const char *name, 
 		return vgpu__error(VGPU_ERR_BAD_HANDLE,
 				   "%s: module_function: module %#x is not a module of this handle",
 				   s->label, mid);
+	}
+	if ((rc = handle_room(s, &s->funcs, "functions"))) {
+		pthread_mutex_unlock(&s->lock);
+		free(f);
+		return rc;
 	}
 	rc = s->e->be->function_get(s->dev->bdev, m->bmod, name, &f->bfn, &f->sig);
 	if (rc) {

@@ -48,6 +48,9 @@ struct vgpu_engine_opts {
 	 * to catch up; 0 = 16 MiB, SIZE_MAX = no limit. With uri_device_params
 	 * a session's URI may set its own (queue_limit=SIZE, 0: no limit). */
 	size_t queue_limit;
+	/* Live streams, events, modules and functions a session may hold, of
+	 * each; 0 (or more than the tables hold): VGPU_ID_MAX_OBJECTS - 1. */
+	unsigned max_handles;
 	const char *tenant_shares; /* default share per tenant: "alice=0.25;bob=0.5" */
 	/* Honour device parameters (slots=, max_sessions=, admit_queue=,
 	 * admit_timeout=) and queue_limit= in the URI of the session that opens a device

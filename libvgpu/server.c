@@ -2490,6 +2490,7 @@ VGPU_API vgpu_status vgpu_server_create(vgpu_server **out, const struct vgpu_ser
 	eo.tenant_shares = s->opts.tenant_shares;
 	eo.device_params = s->opts.device_params;
 	eo.queue_limit = s->opts.queue_limit;
+	eo.max_handles = s->opts.max_handles ? s->opts.max_handles : 65536;
 	has_devparams = s->opts.device_params && *s->opts.device_params;
 	st = vgpu__engine_create(s->backend, &eo, &s->eng);
 	/* the engine keeps its own copies */

@@ -1370,6 +1370,59 @@ static int t_queue_limit(void *d)
 	return 0;
 }
 
+/*
+ * A session holds at most --max-handles streams, events, modules and
+ * functions of each kind at once: one more is refused naming the limit,
+ * one destroyed makes room, and the session goes on working.
+ */
+static int t_max_handles(void *d)
+{
+	const char *extra[] = { "--allow-native-modules", "--max-handles", "4", NULL };
+	struct server r;
+	vgpu_t *v;
+	vgpu_stream *s[5];
+	vgpu_event *e[5];
+	vgpu_module *m;
+	vgpu_function *f;
+	vgpu_dptr p;
+	uint32_t x = 7, y = 0;
+
+	(void)d;
+	CHECK(server_start(&r, extra) == 0);
+	CHECK_OK(vgpu_open(&v, r.tcp));
+	for (int i = 0; i < 4; i++) {
+		CHECK_OK(vgpu_stream_create(v, &s[i], 0));
+		CHECK_OK(vgpu_event_create(v, &e[i], 0));
+	}
+	CHECK_ST(vgpu_stream_create(v, &s[4], 0), VGPU_ERR_NO_HOST_MEMORY);
+	CHECK_MSG("too many streams: 4 live, at most 4 per session (the server's --max-handles)");
+	CHECK_ST(vgpu_event_create(v, &e[4], 0), VGPU_ERR_NO_HOST_MEMORY);
+	CHECK_MSG("too many events: 4 live");
+	CHECK_OK(vgpu_stream_destroy(s[0]));
+	CHECK_OK(vgpu_event_destroy(e[0]));
+	CHECK_OK(vgpu_stream_create(v, &s[0], 0));
+	CHECK_OK(vgpu_event_create(v, &e[0], 0));
+	CHECK_OK(vt_module_load(v, "test_kernels", &m));
+	for (int i = 0; i < 4; i++)
+		CHECK_OK(vgpu_module_function(m, "empty", &f));
+	CHECK_ST(vgpu_module_function(m, "empty", &f), VGPU_ERR_NO_HOST_MEMORY);
+	CHECK_MSG("too many functions: 4 live");
+	for (int i = 1; i < 4; i++)
+		CHECK_OK(vt_module_load(v, "test_kernels", &m));
+	CHECK_ST(vt_module_load(v, "test_kernels", &m), VGPU_ERR_NO_HOST_MEMORY);
+	CHECK_MSG("too many modules: 4 live");
+	/* the session goes on */
+	CHECK_OK(vgpu_mem_alloc(v, sizeof(x), &p));
+	CHECK_OK(vgpu_memcpy_htod(v, p, &x, sizeof(x), s[1]));
+	CHECK_OK(vgpu_event_record(e[1], s[1]));
+	CHECK_OK(vgpu_event_synchronize(e[1]));
+	CHECK_OK(vgpu_memcpy_dtoh(v, &y, p, sizeof(y), NULL));
+	CHECK(y == 7);
+	vgpu_close(v);
+	CHECK(server_stop_clean(&r) == 0);
+	return 0;
+}
+
 /* Clients beyond --max-connections are refused with a clear error. */
 static int t_busy(void *d)
 {
@@ -1551,6 +1604,7 @@ int main(int argc, char **argv)
 	RUN("device_params_are_the_servers", t_device_params);
 	RUN("max_connections", t_busy);
 	RUN("queue_limit", t_queue_limit);
+	RUN("max_handles", t_max_handles);
 	RUN("sigterm", t_sigterm);
 	RUN("sigterm_inflight", t_sigterm_inflight);
 	RUN("shared_server_clean_exit", t_clean_exit);

@@ -26,6 +26,8 @@ out=$("$vgpud" --bogus 2>&1) && fail "unknown flag accepted"
 out=$("$vgpud" --listen tcp://127.0.0.1:0 --queue-limit 16X 2>&1) && fail "queue limit 16X accepted"
 echo "$out" | grep -q "queue_limit: '16X' is not a size" || fail "queue limit message: $out"
 out=$("$vgpud" --listen tcp://127.0.0.1:0 --queue-limit -1 2>&1) && fail "queue limit -1 accepted"
+out=$("$vgpud" --listen tcp://127.0.0.1:0 --max-handles many 2>&1) && fail "max handles 'many' accepted"
+echo "$out" | grep -q "max_handles: 'many' is not a non-negative integer" || fail "max handles message: $out"
 "$vgpud" --help | grep -q -- "--allow-native-modules" || fail "help"
 
 # config file: same settings as the flags; errors name the file and line
@@ -51,6 +53,7 @@ log_level = info
 stop_timeout = 5
 metrics = 127.0.0.1:0
 queue_limit = 1M
+max_handles = 1000
 EOC
 "$vgpud" --config "$tmp/good.conf" 2> "$tmp/log" &
 pid=$!; pids="$pids $pid"

@@ -17,6 +17,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -55,6 +56,7 @@ struct settings {
 	char *device_params;
 	long frame_timeout;
 	long long queue_limit; /* bytes; -1: not set */
+	long max_handles;
 	char *tls_cert;
 	char *tls_key;
 	char *tls_client_ca;
@@ -105,6 +107,9 @@ static const struct setting {
 	{ "queue_limit", S_SIZE, offsetof(struct settings, queue_limit), "SIZE",
 	  "queued work one session may hold (about 160 bytes a launch) before vgpud stops reading "
 	  "its connection until the device catches up: 16M (default), 256K, 1G; 0: no limit" },
+	{ "max_handles", S_INT, offsetof(struct settings, max_handles), "N",
+	  "live streams, events, modules and functions one session may hold, of each "
+	  "(default 65536; 0: as many as the tables hold, about a million)" },
 	{ "tls_cert", S_STR, offsetof(struct settings, tls_cert), "FILE",
 	  "serve tcp listeners over TLS with this PEM certificate (chain); needs --tls-key" },
 	{ "tls_key", S_STR, offsetof(struct settings, tls_key), "FILE", "the TLS private key (PEM)" },
@@ -265,6 +270,7 @@ int main(int argc, char **argv)
 	cfg.admit_queue = -1;
 	cmd.frame_timeout = cfg.frame_timeout = -1;
 	cmd.queue_limit = cfg.queue_limit = -1;
+	cmd.max_handles = cfg.max_handles = -1;
 	cmd.allow_native_modules = -1;
 	for (size_t i = 0; i < NSET; i++) {
 		size_t k;
@@ -366,6 +372,8 @@ int main(int argc, char **argv)
 		cfg.frame_timeout = cmd.frame_timeout;
 	if (cmd.queue_limit >= 0)
 		cfg.queue_limit = cmd.queue_limit;
+	if (cmd.max_handles >= 0)
+		cfg.max_handles = cmd.max_handles;
 
 	if (cfg.log_level) {
 		if (strcmp(cfg.log_level, "error") && strcmp(cfg.log_level, "warn") &&
@@ -436,6 +444,10 @@ int main(int argc, char **argv)
 	so.queue_limit = cfg.queue_limit < 0    ? 0 /* the default */
 			 : cfg.queue_limit == 0 ? SIZE_MAX
 						: (size_t)cfg.queue_limit;
+	so.max_handles = cfg.max_handles < 0	  ? 0 /* the default */
+			 : cfg.max_handles == 0	  ? UINT_MAX
+			 : cfg.max_handles > 1 << 20 ? 1u << 20
+						  : (unsigned)cfg.max_handles;
 	st = vgpu_server_create(&srv, &so);
 	if (st < 0) {
 		fprintf(stderr, "vgpud: %s\n", vgpu_last_error());

@@ -81,9 +81,14 @@ struct vgpu_server_opts {
 	 * Bounds the server's memory at about max_connections times this.
 	 * 0 = 16 MiB; SIZE_MAX = no limit. */
 	size_t queue_limit;
+	/* Live streams, events, modules and functions one session may hold, of
+	 * each (a stream or an event takes about 650 bytes of the server's
+	 * memory); more are refused with VGPU_ERR_NO_HOST_MEMORY naming the
+	 * limit. 0 = 65536; UINT_MAX = as many as the handle tables hold (2^20). */
+	unsigned int max_handles;
 };
 #define VGPU_SERVER_OPTS_INIT { sizeof(struct vgpu_server_opts), 0, NULL, NULL, 0, 0, 0, \
-				NULL, 0, 0, 0, 0, NULL, 0, NULL, 0 }
+				NULL, 0, 0, 0, 0, NULL, 0, NULL, 0, 0 }
 
 VGPU_API vgpu_status vgpu_server_create(vgpu_server **srv, const struct vgpu_server_opts *opts);
 /*
