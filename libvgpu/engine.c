@@ -2751,7 +2751,8 @@ vgpu_status vgpu__s_memset(struct session *s, uint32_t sid, vgpu_dptr dst, uint8
  * take (vgpud --max-handles). Checked before the object is made; the
  * message says how many are live. (s->lock held.)
  */
-static vgpu_status handle_room(struct session *s, const struct vgpu_idtable *t, const char *what)
+static vgpu_status handle_room_locked(struct session *s, const struct vgpu_idtable *t,
+				      const char *what)
 {
 	if (t->count < s->e->max_handles)
 		return VGPU_OK;
@@ -2760,15 +2761,23 @@ static vgpu_status handle_room(struct session *s, const struct vgpu_idtable *t, 
 			   s->e->uri_device_params ? "" : " per session (the server's --max-handles)");
 }
 
+/* The same, taking s->lock: for objects made before they are inserted. */
+static vgpu_status handle_room(struct session *s, const struct vgpu_idtable *t, const char *what)
+{
+	vgpu_status rc;
+
+	pthread_mutex_lock(&s->lock);
+	rc = handle_room_locked(s, t, what);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
 vgpu_status vgpu__s_stream_create(struct session *s, unsigned flags, uint32_t *sid)
 {
 	struct stream *st;
 	vgpu_status rc;
 
-	pthread_mutex_lock(&s->lock);
-	rc = handle_room(s, &s->streams, "streams");
-	pthread_mutex_unlock(&s->lock);
-	if (rc)
+	if ((rc = handle_room(s, &s->streams, "streams")))
 		return rc;
 	if (!(st = calloc(1, sizeof(*st))))
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
@@ -2923,7 +2932,7 @@ vgpu_status vgpu__s_event_create(struct session *s, unsigned flags, uint32_t *ei
 	if (!ev)
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
 	pthread_mutex_lock(&s->lock);
-	if ((rc = handle_room(s, &s->events, "events"))) {
+	if ((rc = handle_room_locked(s, &s->events, "events"))) {
 		pthread_mutex_unlock(&s->lock);
 		free(ev);
 		return rc;
@@ -3101,10 +3110,7 @@ vgpu_status vgpu__s_module_load(struct session *s, const void *image, size_t siz
 	struct module *m;
 	vgpu_status rc;
 
-	pthread_mutex_lock(&s->lock);
-	rc = handle_room(s, &s->modules, "modules");
-	pthread_mutex_unlock(&s->lock);
-	if (rc)
+	if ((rc = handle_room(s, &s->modules, "modules")))
 		return rc;
 	if (!(m = calloc(1, sizeof(*m))))
 		return vgpu__error(VGPU_ERR_NO_HOST_MEMORY, "no host memory");
@@ -3180,7 +3186,7 @@ vgpu_status vgpu__s_function(struct session *s, uint32_t mid, const char *name, 
 				   "%s: module_function: module %#x is not a module of this handle",
 				   s->label, mid);
 	}
-	if ((rc = handle_room(s, &s->funcs, "functions"))) {
+	if ((rc = handle_room_locked(s, &s->funcs, "functions"))) {
 		pthread_mutex_unlock(&s->lock);
 		free(f);
 		return rc;
