@@ -221,8 +221,8 @@ struct vgpu_transport_ops {
 	 *    lengths), or a negative vgpu_status, exactly as send_recv.
 	 *  - Serialisation, timeouts, VGPU_ERR_TIMEOUT and shutdown: as
 	 *    send_recv.
-	 * NULL: the library calls send_recv (or send, then recv) into
-	 * riov[0] alone. */
+	 * NULL: the library does not receive in place; the reply goes
+	 * through its read-ahead buffer (send_recv, or send then recv). */
 	ssize_t (*send_recvv)(struct vgpu_tp_conn *c, const struct iovec *iov, int n,
 			      const struct iovec *riov, int rn, size_t min);
 	/* New fields go here (check size before reading them). */
